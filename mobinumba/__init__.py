@@ -1,0 +1,17 @@
+"""mobinumba: MobileNetV1 inference on the CPU in pure Python, with Numba kernels.
+
+    m = mobinumba.load("model.h5")
+    logits = m(x)                   # x: float32 (N, 3, H, W) -> (N, num_classes)
+    m.predict(["photo.jpg"], topk=5)
+    mobinumba.set_threads(2)
+"""
+from .errors import CheckpointError, FormatError, InputError, MobinumbaError
+from .model import Model, Prediction, load
+from .threads import get_threads, set_threads
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "load", "Model", "Prediction", "set_threads", "get_threads", "__version__",
+    "MobinumbaError", "FormatError", "CheckpointError", "InputError",
+]

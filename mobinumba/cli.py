@@ -1,0 +1,198 @@
+"""The `mobinumba` command: convert | predict | inspect.
+
+User mistakes (bad paths, files, options) print one line `mobinumba: error: ...` on stderr
+and exit with status 1 (2 for malformed command lines, from argparse); never a traceback.
+"""
+import argparse
+import json
+import sys
+
+import numpy as np
+
+import numba
+
+from . import __version__
+from .errors import InputError, MobinumbaError
+from .threads import set_threads
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def main(argv=None):
+    """Entry point of the `mobinumba` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.threads is not None:
+            set_threads(args.threads)
+        return args.handler(args)
+    except MobinumbaError as error:
+        print(f"mobinumba: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("mobinumba: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _bounded(kind, low, high, low_open=False):
+    """An argparse type: `kind(text)` within [low, high] (or (low, high] if low_open)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}")
+        if value > high or value < low or (low_open and value == low):
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"{text} is not in {bracket}{low}, {high}]")
+        return value
+    return parse
+
+
+def build_parser():
+    """The argparse parser with one subparser per command."""
+    parser = argparse.ArgumentParser(prog="mobinumba", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mobinumba {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=_bounded(int, 1, numba.config.NUMBA_NUM_THREADS),
+                        default=None,
+                        help="kernel threads (default: all cores)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = commands.add_parser("convert", parents=[common],
+                                  help="convert a PyTorch checkpoint to a mobinumba .h5 file")
+    convert.add_argument("checkpoint", help=".pth / .pt / .pth.tar / .safetensors")
+    convert.add_argument("-o", "--output", required=True, help="the .h5 file to write")
+    convert.add_argument("--layout", choices=_layout_names(), default=None,
+                         help="source layout (default: detected from the keys)")
+    convert.add_argument("--activation", choices=("relu", "relu6"), default=None,
+                         help="override the layout's activation (timm: relu6, classic: relu)")
+    convert.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"))
+    convert.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"))
+    convert.add_argument("--interpolation", choices=("nearest", "bilinear", "bicubic",
+                                                     "lanczos", "box", "hamming"))
+    convert.add_argument("--crop-pct", type=_bounded(float, 0.0, 1.0, low_open=True))
+    convert.add_argument("--input-size", type=_bounded(int, 1, 8192), default=224)
+    convert.add_argument("--bn-eps", type=_bounded(float, 0.0, 1.0, low_open=True),
+                         default=None,
+                         help="batch-norm epsilon (default: the layout's, 1e-5)")
+    convert.add_argument("--labels", default="auto",
+                         help="FILE (one label per line), 'imagenet', or 'none' "
+                              "(default: imagenet for 1000 classes)")
+    convert.add_argument("--check", action=argparse.BooleanOptionalAction, default=None,
+                         help="compare the written file with PyTorch (default: on when torch "
+                              "is installed)")
+    convert.add_argument("--tolerance", type=_bounded(float, 0.0, 1.0, low_open=True),
+                         default=1e-4,
+                         help="self-check tolerance, relative to max(1, max |logit|)")
+    convert.add_argument("--force", action="store_true", help="overwrite an existing output")
+    convert.set_defaults(handler=run_convert)
+
+    predict = commands.add_parser("predict", parents=[common],
+                                  help="classify images and print the top-k classes")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--weights", required=True, help="a mobinumba .h5 file")
+    predict.add_argument("--topk", type=_bounded(int, 1, 10 ** 6), default=5)
+    predict.add_argument("--json", action="store_true", help="print JSON instead of text")
+    predict.set_defaults(handler=run_predict)
+
+    inspect = commands.add_parser("inspect", parents=[common],
+                                  help="print a weight file's metadata and layer table")
+    inspect.add_argument("weights", help="a mobinumba .h5 file")
+    inspect.add_argument("--input-size", type=_bounded(int, 1, 8192), default=None,
+                         help="count for this input size (default: the file's)")
+    inspect.set_defaults(handler=run_inspect)
+    return parser
+
+
+def _layout_names():
+    from .convert import LAYOUTS
+    return tuple(LAYOUTS)
+
+
+def run_convert(args):
+    """`mobinumba convert`: write the .h5 and report the self-check."""
+    from .convert import convert_checkpoint
+
+    report = convert_checkpoint(
+        args.checkpoint, args.output, layout=args.layout, activation=args.activation,
+        mean=args.mean, std=args.std, interpolation=args.interpolation,
+        crop_pct=args.crop_pct, input_size=args.input_size, bn_eps=args.bn_eps,
+        labels=args.labels, check=args.check, tolerance=args.tolerance, force=args.force)
+    print(f"wrote {report.output}: {report.layout} layout, width {report.width_multiplier:g}, "
+          f"{report.num_classes} classes, {report.num_layers} weight layers"
+          f"{' (with head conv)' if report.head_conv else ''}, {report.activation}")
+    if report.check_difference is None:
+        print("self-check skipped (torch is not installed)")
+    else:
+        print(f"self-check against PyTorch: max |logit difference| "
+              f"{report.check_difference:.3g} (allowed {report.check_allowed:.3g})")
+    return 0
+
+
+def run_predict(args):
+    """`mobinumba predict`: top-k per image; carries on past unreadable images."""
+    from .model import PREDICT_BATCH, load
+
+    model = load(args.weights)
+    if args.topk > model.num_classes:
+        raise InputError(f"--topk {args.topk} exceeds the model's {model.num_classes} classes")
+    failures = 0
+    results = []
+    for start in range(0, len(args.images), PREDICT_BATCH):
+        paths, arrays = [], []
+        for path in args.images[start:start + PREDICT_BATCH]:
+            try:
+                arrays.append(model.preprocess(path))
+                paths.append(path)
+            except MobinumbaError as error:
+                failures += 1
+                print(f"mobinumba: error: {error}", file=sys.stderr)
+                results.append({"path": path, "error": str(error)})
+        if arrays:
+            for path, top in zip(paths, model.top_k(model(np.stack(arrays)), args.topk)):
+                results.append({"path": path, "predictions": [p._asdict() for p in top]})
+                if not args.json:
+                    _print_predictions(path, top)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return EXIT_ERROR if failures else 0
+
+
+def _print_predictions(path, predictions):
+    print(path)
+    for rank, prediction in enumerate(predictions, start=1):
+        print(f"  {rank}. {prediction.probability:7.4f}  {prediction.label} "
+              f"({prediction.index})")
+
+
+def run_inspect(args):
+    """`mobinumba inspect`: metadata, then the layer table with totals."""
+    from .model import load
+
+    model = load(args.weights)
+    info = model.info
+    labels = model.labels
+    label_text = (f"{len(labels)} ({', '.join(labels[:3])}, ...)" if labels else "none")
+    print(f"file:           {args.weights}")
+    print(f"format:         mobinumba v{info.format_version}, {info.arch}")
+    print(f"width:          {info.width_multiplier:g}")
+    print(f"classes:        {info.num_classes}")
+    print(f"labels:         {label_text}")
+    print(f"activation:     {info.activation}")
+    print(f"padding:        {info.padding}")
+    print(f"preprocessing:  input {info.input_size}, crop_pct {info.crop_pct:g}, "
+          f"{info.interpolation}, mean {_fmt(info.mean)}, std {_fmt(info.std)}")
+    print(f"source:         {info.source_file} ({info.source_layout} layout, sha256 "
+          f"{info.source_sha256[:16]}...), converter {info.converter_version}")
+    print()
+    print(model.summary(args.input_size))
+    return 0
+
+
+def _fmt(values):
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

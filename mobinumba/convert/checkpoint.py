@@ -1,0 +1,120 @@
+"""Read a PyTorch checkpoint file into a flat {key: float32 ndarray} state dict.
+
+`.safetensors` is read with the safetensors package (no torch needed). Anything else is
+treated as a torch.save file and read with torch.load(weights_only=True), which refuses
+pickles that would run code. Wrappers such as {"state_dict": ...} and the DataParallel
+"module." prefix are removed.
+"""
+import hashlib
+import os
+import zipfile
+
+import numpy as np
+
+from ..errors import CheckpointError
+
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+IGNORED_SUFFIX = ".num_batches_tracked"
+
+
+def sha256_of(path):
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path):
+    """{key: float32 ndarray} of a checkpoint, with wrappers and prefixes removed.
+
+    Raises CheckpointError naming the file for a missing, unreadable or non-checkpoint file,
+    and naming the key for a value that is not a tensor.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint")
+    if path.endswith(".safetensors"):
+        raw = _read_safetensors(path)
+    else:
+        raw = _read_torch(path)
+    return _clean(raw, path)
+
+
+def _read_safetensors(path):
+    try:
+        from safetensors.numpy import load_file
+    except ImportError:
+        raise CheckpointError(f"{path}: reading .safetensors needs the safetensors package "
+                              f"(pip install 'mobinumba[convert]')") from None
+    try:
+        return load_file(path)
+    except Exception as error:  # safetensors raises its own SafetensorError and others
+        raise CheckpointError(f"{path}: not a readable safetensors file "
+                              f"({_first_line(error)})") from None
+
+
+def _read_torch(path):
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(f"{path}: reading torch.save checkpoints needs torch "
+                              f"(pip install 'mobinumba[convert]'); .safetensors files "
+                              f"do not") from None
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
+            IndexError, TypeError, UnicodeDecodeError, zipfile.BadZipFile) as error:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                              f"({_first_line(error)})") from None
+    except Exception as error:  # pickle.UnpicklingError, weights_only refusals, ...
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                              f"({type(error).__name__}: {_first_line(error)})") from None
+    return loaded
+
+
+def _clean(raw, path):
+    """Unwrap, strip the 'module.' prefix, convert tensors to float32 numpy arrays."""
+    if isinstance(raw, dict):
+        for key in WRAPPER_KEYS:
+            if isinstance(raw.get(key), dict):
+                raw = raw[key]
+                break
+    if not isinstance(raw, dict) or not raw:
+        raise CheckpointError(f"{path}: does not hold a state dict (found "
+                              f"{type(raw).__name__})")
+    if all(isinstance(key, str) and key.startswith("module.") for key in raw):
+        raw = {key[len("module."):]: value for key, value in raw.items()}
+    state = {}
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{path}: state dict key {key!r} is not a string")
+        if key.endswith(IGNORED_SUFFIX):
+            continue
+        array = _to_numpy(value)
+        if array is None:
+            raise CheckpointError(f"{path}: value of {key!r} is {type(value).__name__}, "
+                                  f"expected a tensor")
+        if array.dtype.kind != "f":
+            raise CheckpointError(f"{path}: tensor {key!r} has dtype {array.dtype}, expected "
+                                  f"floating point")
+        state[key] = array.astype(np.float32)
+    return state
+
+
+def _to_numpy(value):
+    if isinstance(value, np.ndarray):
+        return value
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        tensor = value.detach().cpu()
+        # bfloat16 has no numpy dtype: widen every float tensor to float32 inside torch.
+        return (tensor.float() if tensor.dtype.is_floating_point else tensor).numpy()
+    return None
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__

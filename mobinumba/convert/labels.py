@@ -1,0 +1,34 @@
+"""Class names stored with converted weights."""
+import importlib.resources
+import os
+
+from ..errors import CheckpointError
+
+
+def imagenet_labels():
+    """The 1000 ImageNet-1k class names in index order (shipped as package data)."""
+    text = (importlib.resources.files("mobinumba") / "data" / "imagenet_classes.txt").read_text(
+        encoding="utf-8")
+    return text.splitlines()
+
+
+def resolve_labels(option, num_classes):
+    """Labels for --labels: 'auto' (ImageNet for 1000 classes, else none), 'imagenet',
+    'none', or a file with one label per line. The count must equal num_classes."""
+    if option == "none" or (option == "auto" and num_classes != 1000):
+        return None
+    if option in ("auto", "imagenet"):
+        labels, origin = imagenet_labels(), "imagenet"
+    else:
+        if not os.path.isfile(option):
+            raise CheckpointError(f"--labels {option}: no such file")
+        try:
+            with open(option, encoding="utf-8") as stream:
+                labels = stream.read().splitlines()
+        except UnicodeDecodeError:
+            raise CheckpointError(f"--labels {option}: not a UTF-8 text file") from None
+        origin = option
+    if len(labels) != num_classes:
+        raise CheckpointError(f"--labels {origin}: {len(labels)} labels, but the checkpoint "
+                              f"has {num_classes} classes")
+    return labels

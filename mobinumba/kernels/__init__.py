@@ -1,0 +1,9 @@
+"""Numba kernels: pure functions on arrays that write into a caller-provided `out`.
+
+Naming follows XNNPACK: op, kernel size, layout, fused epilogue. Every kernel ends in a
+`clamp(0, act_max)` epilogue, which is ReLU for `act_max = inf` and ReLU6 for `act_max = 6`,
+so one compiled specialisation serves both activations.
+
+Kernels do no validation: Numba runs them without bounds checks, so callers (graph.py) must
+hand them arrays of consistent shapes, float32, C-contiguous.
+"""

@@ -1,0 +1,38 @@
+"""Compile options and helpers shared by every kernel module."""
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+# Fast-math flags without `nnan`/`ninf`: reductions may be reassociated and multiply-adds
+# contracted into FMAs, but comparisons against inf (the ReLU "no upper bound") stay exact.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+ZERO = np.float32(0.0)
+
+
+@intrinsic
+def stack_buffer_f32(typingctx, size):
+    """A float32 1-D array of compile-time `size` living in a stack slot (an LLVM alloca).
+
+    LLVM promotes such a buffer to vector registers once its loops are unrolled, which a heap
+    array from np.empty never gets: this is what lets a GEMM tile keep its accumulators in
+    registers. `size` must be an integer literal. The contents start uninitialised.
+    """
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+    length = size.literal_value
+    array_type = types.Array(types.float32, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        element = context.get_value_type(types.float32)
+        data = cgutils.alloca_once(builder, element, size=length)
+        array = context.make_array(array_type)(context, builder)
+        intp = lambda value: context.get_constant(types.intp, value)  # noqa: E731
+        context.populate_array(
+            array, data=data, shape=[intp(length)], strides=[intp(4)], itemsize=intp(4),
+            meminfo=None,
+        )
+        return array._getvalue()
+
+    return array_type(size), codegen

@@ -1,0 +1,181 @@
+"""The user-facing Model: input validation, workspaces, predictions and summaries."""
+import os
+from collections import OrderedDict
+from typing import NamedTuple
+
+import numpy as np
+
+from .architecture import count
+from .errors import InputError
+from .graph import Workspace, build_ops, workspace_bytes
+from .preprocess import load_image, preprocess_image
+from .threads import kernel_section
+from .weights import read_model_file
+
+# A forward pass whose buffers would exceed this is refused before anything is allocated.
+MAX_WORKSPACE_BYTES = 8 * 2 ** 30
+# Workspaces kept alive for recently seen input shapes (N, H, W).
+WORKSPACE_CACHE_SIZE = 4
+# Images preprocessed and run together by predict().
+PREDICT_BATCH = 16
+
+
+class Prediction(NamedTuple):
+    """One of the top-k classes for an image."""
+
+    index: int
+    label: str
+    probability: float
+
+
+def load(path):
+    """Load a mobinumba HDF5 weight file; raises mobinumba.FormatError if it is invalid."""
+    return Model(read_model_file(path))
+
+
+class Model:
+    """MobileNetV1 ready to run: folded, packed weights and per-shape workspaces.
+
+    m(x) maps float32 (N, 3, H, W) to (N, num_classes) logits. Calls from several Python
+    threads are safe: they run one at a time (see threads.py).
+    """
+
+    def __init__(self, model_file):
+        self.info = model_file.info
+        self.labels = model_file.labels
+        self.path = model_file.path
+        self.layers = [record.spec for record in model_file.layers]
+        self._ops = build_ops(model_file.layers, self.info.activation, self.info.padding)
+        self._workspaces = OrderedDict()  # (N, H, W) -> Workspace
+
+    @property
+    def num_classes(self):
+        """Number of output classes."""
+        return self.info.num_classes
+
+    def __repr__(self):
+        return (f"<mobinumba.Model {os.path.basename(self.path) or 'in memory'}: "
+                f"width {self.info.width_multiplier:g}, {self.info.num_classes} classes, "
+                f"{self.info.activation}, input {self.info.input_size}>")
+
+    def __call__(self, x):
+        """Logits (N, num_classes) float32 for a float (N, 3, H, W) batch."""
+        x = self._check_input(x)
+        with kernel_section():
+            workspace = self._workspace(*x.shape[:1], *x.shape[2:])
+            np.copyto(workspace.input, x, casting="same_kind")
+            workspace.run()
+            return workspace.logits.copy()
+
+    def profile(self, x):
+        """Run like m(x) and return [(layer name, seconds)] for every op, in order."""
+        x = self._check_input(x)
+        with kernel_section():
+            workspace = self._workspace(*x.shape[:1], *x.shape[2:])
+            np.copyto(workspace.input, x, casting="same_kind")
+            return [(op.spec.name, seconds) for op, seconds in workspace.run_profiled()]
+
+    def predict(self, images, topk=5):
+        """Top-k predictions for each image (paths or PIL images), in input order.
+
+        Each image is decoded and transformed by the preprocessing stored in the weight file.
+        Returns one list of Prediction(index, label, probability) per image, most probable
+        first; `label` is the class index as a string when the file has no labels.
+        """
+        if isinstance(images, (str, os.PathLike)) or not hasattr(images, "__iter__"):
+            images = [images]
+        images = list(images)
+        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= \
+                self.num_classes:
+            raise InputError(f"topk must be an integer in 1..{self.num_classes}, got {topk!r}")
+        results = []
+        for start in range(0, len(images), PREDICT_BATCH):
+            batch = np.stack([self.preprocess(image)
+                              for image in images[start:start + PREDICT_BATCH]])
+            results.extend(self.top_k(self(batch), topk))
+        return results
+
+    def preprocess(self, image):
+        """(3, input_size, input_size) float32 for a path or PIL image, per the file's metadata."""
+        info = self.info
+        return preprocess_image(load_image(image), info.input_size, info.crop_pct,
+                                info.interpolation, info.mean, info.std)
+
+    def top_k(self, logits, topk):
+        """Per row of logits (N, num_classes): the topk Predictions by softmax probability."""
+        logits = np.asarray(logits, dtype=np.float64)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+        results = []
+        for row in probabilities:
+            best = np.argsort(-row, kind="stable")[:topk]
+            results.append([Prediction(int(i), self.label(int(i)), float(row[i])) for i in best])
+        return results
+
+    def label(self, index):
+        """The class name of `index`, or the index as a string when the file has no labels."""
+        return self.labels[index] if self.labels is not None else str(index)
+
+    def summary(self, height=None, width=None):
+        """A table of every layer (kind, stride, output shape, params, multiply-adds), totals.
+
+        Counts are for one image of (height, width), by default the file's input_size.
+        """
+        height = height or self.info.input_size
+        width = width or height
+        specs = [op.spec for op in self._ops]
+        rows = count(specs, height, width, self.info.padding)
+        lines = [f"{'layer':<14}{'kind':<8}{'stride':>6}  {'output':<16}{'params':>12}"
+                 f"{'mult-adds':>15}"]
+        for spec, out_h, out_w, params, macs in rows:
+            shape = (f"{spec.out_channels}" if spec.kind in ("dense", "pool")
+                     else f"{out_h}x{out_w}x{spec.out_channels}")
+            lines.append(f"{spec.name:<14}{spec.kind:<8}{spec.stride:>6}  {shape:<16}"
+                         f"{params:>12,}{macs:>15,}")
+        total_params = sum(row[3] for row in rows)
+        total_macs = sum(row[4] for row in rows)
+        lines.append(f"{'total':<44}{total_params:>12,}{total_macs:>15,}")
+        lines.append(f"input {height}x{width}: {total_params / 1e6:.2f} M params, "
+                     f"{total_macs / 1e6:.1f} M multiply-adds")
+        return "\n".join(lines)
+
+    def _check_input(self, x):
+        """x as an ndarray after checking dtype, rank, channels, size and finiteness."""
+        if isinstance(x, np.ndarray):
+            array = x
+        else:
+            try:
+                array = np.asarray(x)
+            except (ValueError, TypeError) as error:
+                raise InputError(f"input is not convertible to an array: {error}") from None
+        if array.dtype.kind != "f":
+            raise InputError(f"input dtype is {array.dtype}, expected floating point "
+                             f"(float32)")
+        if array.ndim != 4:
+            hint = " (add a batch axis: x[None])" if array.ndim == 3 else ""
+            raise InputError(f"input has shape {array.shape}, expected (N, 3, H, W){hint}")
+        n, channels, height, width = array.shape
+        if channels != 3:
+            raise InputError(f"input has {channels} channels (shape {array.shape}), expected 3 "
+                             f"in axis 1 (N, 3, H, W)")
+        if n < 1 or height < 1 or width < 1:
+            raise InputError(f"input has shape {array.shape}: every dimension must be >= 1")
+        needed = workspace_bytes(self._ops, n, height, width)
+        if needed > MAX_WORKSPACE_BYTES:
+            raise InputError(f"input of shape {array.shape} needs {needed / 2 ** 30:.1f} GiB of "
+                             f"buffers, more than the {MAX_WORKSPACE_BYTES / 2 ** 30:.0f} GiB "
+                             f"limit; split the batch")
+        if not np.isfinite(array).all():
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+            raise InputError(f"input contains NaN or Inf (first at index {bad})")
+        return array
+
+    def _workspace(self, n, height, width):
+        key = (n, height, width)
+        workspace = self._workspaces.pop(key, None)
+        if workspace is None:
+            workspace = Workspace(self._ops, n, height, width)
+        self._workspaces[key] = workspace
+        while len(self._workspaces) > WORKSPACE_CACHE_SIZE:
+            self._workspaces.popitem(last=False)
+        return workspace

@@ -1,0 +1,72 @@
+"""Shared fixtures: reference checkpoints made on the fly, converted once per session.
+
+Numba compiles each kernel once per process (and caches machine code on disk), so tests
+share converted files and models through session-scoped fixtures instead of rebuilding them.
+"""
+import copy
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from reference_models import ClassicMobileNet, TimmMobileNetV1, randomize_  # noqa: E402
+
+from mobinumba.cli import main  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+def build_reference(layout, multiplier, activation, head, num_classes=1000, seed=0):
+    """A randomized reference nn.Module in `layout` with the given options."""
+    act = torch.nn.ReLU6 if activation == "relu6" else torch.nn.ReLU
+    if layout == "timm":
+        head_channels = max(1024, int(1024 * multiplier)) if head else 0
+        model = TimmMobileNetV1(multiplier, num_classes, head_channels, act)
+    else:
+        assert not head, "the classic layout has no head conv"
+        model = ClassicMobileNet(multiplier, num_classes, act)
+    return randomize_(model, seed)
+
+
+def save_checkpoint(model, path, fmt):
+    """Save a state dict as torch.save (.pth) or safetensors; returns the path."""
+    if fmt == "safetensors":
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    else:
+        torch.save(model.state_dict(), path)
+    return path
+
+
+def run_cli(*argv):
+    """Run the CLI in-process; returns its exit status."""
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("mobinumba")
+
+
+@pytest.fixture(scope="session")
+def timm_model(workdir):
+    """(reference module, converted .h5 path) for timm width 1.0, relu6, 1000 classes."""
+    model = build_reference("timm", 1.0, "relu6", head=False)
+    checkpoint = save_checkpoint(model, str(workdir / "timm_100.pth"), "pth")
+    output = workdir / "timm_100.h5"
+    assert run_cli("convert", checkpoint, "-o", output) == 0
+    return model, str(output)
+
+
+def torch_logits(model, x):
+    """Reference logits of a torch module for a numpy batch, by a float64 forward pass."""
+    with torch.no_grad():
+        return copy.deepcopy(model).double()(torch.from_numpy(x).double()).numpy()
+
+
+def random_batch(n, size, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
