@@ -20,12 +20,15 @@ ACT_MAX = {"relu": np.float32(np.inf), "relu6": np.float32(6.0)}
 
 
 class StemConv:
-    """Standard 3x3 conv + BN + activation: (N, 3, H, W) NCHW -> (N, Ho, Wo, C) NHWC."""
+    """Standard 3x3 conv + BN + activation: (N, 3, H, W) NCHW -> (N, Ho, Wo, C) NHWC.
+
+    Its kernel reads a zero-padded copy of the input, which the Workspace provides.
+    """
 
     def __init__(self, record, activation, padding):
         self.spec = record.spec
-        weight, self.bias = fold_batch_norm(record)
-        self.weight = pack_conv3x3_weights(weight)  # (3, 3, Cin, Cout)
+        weight, bias = fold_batch_norm(record)
+        self.weight, self.bias = pack_conv3x3_weights(weight, bias)  # (P, Cin*9, NR), (P, NR)
         self.act_max = ACT_MAX[activation]
         self.padding = padding
 
@@ -34,10 +37,18 @@ class StemConv:
         out_h, out_w, _, _ = self.spec.output_size(height, width, self.padding)
         return n, out_h, out_w, self.spec.out_channels
 
+    def padded_input(self, shape):
+        """(padded shape, pad_top, pad_left): the zero-bordered input buffer this op reads."""
+        n, channels, height, width = shape
+        out_h, out_w, pad_top, pad_left = self.spec.output_size(height, width, self.padding)
+        stride = self.spec.stride
+        padded_h = max(pad_top + height, (out_h - 1) * stride + 3)
+        padded_w = max(pad_left + width, (out_w - 1) * stride + 3)
+        return (n, channels, padded_h, padded_w), pad_top, pad_left
+
     def bind(self, src, dst):
-        _, pad_top, pad_left = _pads(self.spec, src.shape[2], src.shape[3], self.padding)
         return conv3x3_nchw_to_nhwc_clamp, (src, self.weight, self.bias, self.spec.stride,
-                                            pad_top, pad_left, self.act_max, dst)
+                                            self.act_max, dst)
 
 
 class DepthwiseConv:
@@ -56,7 +67,7 @@ class DepthwiseConv:
         return n, out_h, out_w, self.spec.out_channels
 
     def bind(self, src, dst):
-        _, pad_top, pad_left = _pads(self.spec, src.shape[1], src.shape[2], self.padding)
+        _, _, pad_top, pad_left = self.spec.output_size(src.shape[1], src.shape[2], self.padding)
         return dwconv3x3_nhwc_clamp, (src, self.weight, self.bias, self.spec.stride,
                                       pad_top, pad_left, self.act_max, dst)
 
@@ -66,8 +77,8 @@ class PointwiseConv:
 
     def __init__(self, record, activation, padding):
         self.spec = record.spec
-        weight, self.bias = fold_batch_norm(record)
-        self.weight = pack_pointwise_weights(weight)  # (panels, Cin, NR)
+        weight, bias = fold_batch_norm(record)
+        self.weight, self.bias = pack_pointwise_weights(weight, bias)  # (P, Cin, NR), (P, NR)
         self.act_max = ACT_MAX[activation]
 
     def output_shape(self, shape):
@@ -120,33 +131,32 @@ def build_ops(layers, activation, padding):
     return ops
 
 
-def _pads(spec, height, width, padding):
-    out_h, out_w, pad_top, pad_left = spec.output_size(height, width, padding)
-    return (out_h, out_w), pad_top, pad_left
-
-
 def workspace_bytes(ops, n, height, width):
     """Bytes a Workspace for an (n, 3, height, width) input allocates."""
+    padded_shape, _, _ = ops[0].padded_input((n, 3, height, width))
     shape = (n, 3, height, width)
     largest = 0
     for op in ops[:-1]:
         shape = op.output_shape(shape)
         largest = max(largest, int(np.prod(shape)))
     logits = n * ops[-1].spec.out_channels
-    return 4 * (n * 3 * height * width + 2 * largest + logits)
+    return 4 * (int(np.prod(padded_shape)) + 2 * largest + logits)
 
 
 class Workspace:
     """Every buffer of one forward pass for a fixed input shape, and the bound kernel calls.
 
-    input  (N, 3, H, W) float32: the caller copies its batch here.
+    padded_input (N, 3, Hp, Wp) float32, zero borders: the stem conv reads it.
+    input (N, 3, H, W): the interior view of padded_input; the caller copies its batch here.
     two ping-pong buffers, each as large as the largest intermediate activation: op i writes
     into buffer i % 2 and reads the other one.
     logits (N, num_classes) float32: the last op's output.
     """
 
     def __init__(self, ops, n, height, width):
-        self.input = np.empty((n, 3, height, width), dtype=np.float32)  # (N, 3, H, W)
+        padded_shape, top, left = ops[0].padded_input((n, 3, height, width))
+        self.padded_input = np.zeros(padded_shape, dtype=np.float32)  # (N, 3, Hp, Wp)
+        self.input = self.padded_input[:, :, top:top + height, left:left + width]  # (N, 3, H, W)
         shapes = []
         shape = self.input.shape
         for op in ops:
@@ -156,7 +166,7 @@ class Workspace:
         ping_pong = [np.empty(largest, dtype=np.float32) for _ in range(2)]
         self.logits = np.empty(shapes[-1], dtype=np.float32)  # (N, num_classes)
         self.calls = []  # (op, kernel, args) in execution order
-        src = self.input
+        src = self.padded_input
         for index, (op, shape) in enumerate(zip(ops, shapes)):
             if index == len(ops) - 1:
                 dst = self.logits

@@ -82,7 +82,9 @@ def test_conv3x3_stem(c_in, c_out, size, stride, padding, activation):
     out_h, top, bottom = padding_for(height, stride, padding)
     out_w, left, right = padding_for(width, stride, padding)
     out = np.full((2, out_h, out_w, c_out), np.nan, np.float32)
-    conv3x3_nchw_to_nhwc_clamp(x, pack_conv3x3_weights(weight), bias, stride, top, left,
+    # The kernel reads a padded input; rows/columns past what the output needs are allowed.
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom + 1), (left, right + 1)))
+    conv3x3_nchw_to_nhwc_clamp(padded, *pack_conv3x3_weights(weight, bias), stride,
                                ACTIVATIONS[activation], out)
     expected = clamp(naive_conv3x3(x, weight, bias, stride, (top, bottom, left, right), 1),
                      ACTIVATIONS[activation])
@@ -128,7 +130,7 @@ def test_pwconv(rows, c_in, c_out, activation):
     weight = random(rng, c_out, c_in, 1, 1) * 3
     bias = random(rng, c_out)
     out = np.full((rows, c_out), np.nan, np.float32)
-    pwconv_nhwc_clamp(x, pack_pointwise_weights(weight), bias, ACTIVATIONS[activation], out)
+    pwconv_nhwc_clamp(x, *pack_pointwise_weights(weight, bias), ACTIVATIONS[activation], out)
     expected = clamp(x.astype(np.float64) @ weight[:, :, 0, 0].T.astype(np.float64) + bias,
                      ACTIVATIONS[activation])
     assert_close(out, expected, f"pwconv {rows}x{c_in}->{c_out}")

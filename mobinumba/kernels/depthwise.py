@@ -1,8 +1,17 @@
-"""Depthwise 3x3 convolution in NHWC: one filter per channel."""
+"""Depthwise 3x3 convolution in NHWC: one filter per channel.
+
+Work is split into tasks of (image, output row, block of CB channels). Inside a task each
+output pixel accumulates its 9 taps into a CB-float stack buffer (vector registers) that
+starts at the bias, then is clamped and stored once. Rows and columns whose taps fall into
+the padding skip those taps; the tap ranges are computed per row and per column, not per
+element.
+"""
 import numpy as np
 from numba import njit, prange
 
-from ._common import FASTMATH, ZERO
+from ._common import FASTMATH, ZERO, stack_buffer_f32
+
+CB = 32  # channels per task: two zmm vectors
 
 
 def pack_dwconv3x3_weights(weight):
@@ -19,24 +28,48 @@ def dwconv3x3_nhwc_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, ou
     """
     n_batch, height, width, channels = x.shape
     _, out_h, out_w, _ = out.shape
-    for row in prange(n_batch * out_h):
+    blocks = (channels + CB - 1) // CB
+    for task in prange(n_batch * out_h * blocks):
+        row = task // blocks
+        c0 = (task - row * blocks) * CB
         n = row // out_h
         oh = row - n * out_h
-        for ow in range(out_w):
-            acc = out[n, oh, ow]  # (C,) accumulates in place
-            for c in range(channels):
-                acc[c] = bias[c]
-            for kh in range(3):
-                ih = oh * stride - pad_top + kh
-                if ih < 0 or ih >= height:
-                    continue
-                for kw in range(3):
-                    iw = ow * stride - pad_left + kw
-                    if iw < 0 or iw >= width:
-                        continue
-                    pixel = x[n, ih, iw]  # (C,)
-                    tap = weight[kh, kw]  # (C,)
-                    for c in range(channels):
-                        acc[c] += pixel[c] * tap[c]
-            for c in range(channels):
-                acc[c] = min(max(acc[c], ZERO), act_max)
+        ih0 = oh * stride - pad_top
+        kh_lo = max(0, -ih0)
+        kh_hi = min(3, height - ih0)
+        if channels - c0 >= CB:
+            b = bias[c0:c0 + CB]
+            acc = stack_buffer_f32(CB)
+            for ow in range(out_w):
+                iw0 = ow * stride - pad_left
+                kw_lo = max(0, -iw0)
+                kw_hi = min(3, width - iw0)
+                for v in range(CB):
+                    acc[v] = b[v]
+                for kh in range(kh_lo, kh_hi):
+                    for kw in range(kw_lo, kw_hi):
+                        pixel = x[n, ih0 + kh, iw0 + kw, c0:c0 + CB]  # (CB,)
+                        tap = weight[kh, kw, c0:c0 + CB]  # (CB,)
+                        for v in range(CB):
+                            acc[v] += pixel[v] * tap[v]
+                dst = out[n, oh, ow, c0:c0 + CB]
+                for v in range(CB):
+                    dst[v] = min(max(acc[v], ZERO), act_max)
+        else:
+            # The last, partial block of channels: same loops, run-time length.
+            count = channels - c0
+            for ow in range(out_w):
+                iw0 = ow * stride - pad_left
+                kw_lo = max(0, -iw0)
+                kw_hi = min(3, width - iw0)
+                dst = out[n, oh, ow, c0:]  # (count,)
+                for v in range(count):
+                    dst[v] = bias[c0 + v]
+                for kh in range(kh_lo, kh_hi):
+                    for kw in range(kw_lo, kw_hi):
+                        pixel = x[n, ih0 + kh, iw0 + kw, c0:]
+                        tap = weight[kh, kw, c0:]
+                        for v in range(count):
+                            dst[v] += pixel[v] * tap[v]
+                for v in range(count):
+                    dst[v] = min(max(dst[v], ZERO), act_max)

@@ -2,40 +2,29 @@
 
 The activations of a layer, viewed as a (M = N*H*W, K = Cin) row-major matrix, multiply the
 packed weights. The output is computed in MR x NR tiles whose accumulators are MR stack
-buffers of NR floats: once LLVM unrolls the NR loop they become vector registers, so each
-step over K is MR broadcasts, NR / vector-width loads and MR * NR / vector-width FMAs.
+buffers of NR floats: once LLVM unrolls the NR loop they become vector registers (two zmm
+each with AVX-512), so each step over K is MR broadcasts, NR / vector-width loads and
+MR * NR / vector-width FMAs. Accumulators start at the bias; the epilogue clamps and stores
+a whole NR-wide row with vector instructions when the panel is full.
 """
-import numpy as np
 from numba import njit, prange
 
-from ._common import FASTMATH, ZERO, stack_buffer_f32
-
-MR = 6   # rows (pixels) per tile
-NR = 32  # output channels per tile = the width of one packed weight panel
+from ._common import FASTMATH, stack_buffer_f32
+from ._tile import MR, NR, pack_gemm_weights, store_clamped, store_clamped_partial
 
 
-def pack_pointwise_weights(weight):
-    """OIHW (Cout, Cin, 1, 1) -> panels (ceil(Cout / NR), Cin, NR), zero-padded past Cout.
-
-    Panel p holds output channels [p*NR, p*NR + NR) for every input channel, so the tile loop
-    reads one contiguous NR-float row per step over Cin.
-    """
+def pack_pointwise_weights(weight, bias):
+    """OIHW (Cout, Cin, 1, 1) and (Cout,) -> GEMM panels, see pack_gemm_weights."""
     c_out, c_in = weight.shape[:2]
-    matrix = weight.reshape(c_out, c_in).T  # (Cin, Cout)
-    panels = (c_out + NR - 1) // NR
-    packed = np.zeros((panels, c_in, NR), dtype=np.float32)
-    for p in range(panels):
-        block = matrix[:, p * NR:(p + 1) * NR]
-        packed[p, :, :block.shape[1]] = block
-    return packed
+    return pack_gemm_weights(weight.reshape(c_out, c_in).T, bias)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def pwconv_nhwc_clamp(x, packed, bias, act_max, out):
+def pwconv_nhwc_clamp(x, packed, packed_bias, act_max, out):
     """out = clamp(x @ W + bias, 0, act_max).
 
-    x (M, Cin) = NHWC activations flattened over pixels; packed (P, Cin, NR) from
-    pack_pointwise_weights; bias (Cout,); out (M, Cout).
+    x (M, Cin) = NHWC activations flattened over pixels; packed (P, Cin, NR) and
+    packed_bias (P, NR) from pack_pointwise_weights; out (M, Cout).
     """
     rows, depth = x.shape
     c_out = out.shape[1]
@@ -49,20 +38,21 @@ def pwconv_nhwc_clamp(x, packed, bias, act_max, out):
         j0 = p * NR
         width = min(NR, c_out - j0)
         panel = packed[p]  # (Cin, NR)
+        bias = packed_bias[p]  # (NR,)
         if i0 + MR <= rows:
-            acc0 = stack_buffer_f32(32)
-            acc1 = stack_buffer_f32(32)
-            acc2 = stack_buffer_f32(32)
-            acc3 = stack_buffer_f32(32)
-            acc4 = stack_buffer_f32(32)
-            acc5 = stack_buffer_f32(32)
+            acc0 = stack_buffer_f32(NR)
+            acc1 = stack_buffer_f32(NR)
+            acc2 = stack_buffer_f32(NR)
+            acc3 = stack_buffer_f32(NR)
+            acc4 = stack_buffer_f32(NR)
+            acc5 = stack_buffer_f32(NR)
             for v in range(NR):
-                acc0[v] = ZERO
-                acc1[v] = ZERO
-                acc2[v] = ZERO
-                acc3[v] = ZERO
-                acc4[v] = ZERO
-                acc5[v] = ZERO
+                acc0[v] = bias[v]
+                acc1[v] = bias[v]
+                acc2[v] = bias[v]
+                acc3[v] = bias[v]
+                acc4[v] = bias[v]
+                acc5[v] = bias[v]
             for k in range(depth):
                 w = panel[k]  # (NR,)
                 a0 = x[i0, k]
@@ -78,24 +68,29 @@ def pwconv_nhwc_clamp(x, packed, bias, act_max, out):
                     acc3[v] += a3 * w[v]
                     acc4[v] += a4 * w[v]
                     acc5[v] += a5 * w[v]
-            for v in range(width):
-                b = bias[j0 + v]
-                out[i0, j0 + v] = min(max(acc0[v] + b, ZERO), act_max)
-                out[i0 + 1, j0 + v] = min(max(acc1[v] + b, ZERO), act_max)
-                out[i0 + 2, j0 + v] = min(max(acc2[v] + b, ZERO), act_max)
-                out[i0 + 3, j0 + v] = min(max(acc3[v] + b, ZERO), act_max)
-                out[i0 + 4, j0 + v] = min(max(acc4[v] + b, ZERO), act_max)
-                out[i0 + 5, j0 + v] = min(max(acc5[v] + b, ZERO), act_max)
+            if width == NR:
+                store_clamped(acc0, out[i0, j0:j0 + NR], act_max)
+                store_clamped(acc1, out[i0 + 1, j0:j0 + NR], act_max)
+                store_clamped(acc2, out[i0 + 2, j0:j0 + NR], act_max)
+                store_clamped(acc3, out[i0 + 3, j0:j0 + NR], act_max)
+                store_clamped(acc4, out[i0 + 4, j0:j0 + NR], act_max)
+                store_clamped(acc5, out[i0 + 5, j0:j0 + NR], act_max)
+            else:
+                store_clamped_partial(acc0, out[i0, j0:], width, act_max)
+                store_clamped_partial(acc1, out[i0 + 1, j0:], width, act_max)
+                store_clamped_partial(acc2, out[i0 + 2, j0:], width, act_max)
+                store_clamped_partial(acc3, out[i0 + 3, j0:], width, act_max)
+                store_clamped_partial(acc4, out[i0 + 4, j0:], width, act_max)
+                store_clamped_partial(acc5, out[i0 + 5, j0:], width, act_max)
         else:
             # Fewer than MR rows left: one row at a time.
             for i in range(i0, rows):
-                acc = stack_buffer_f32(32)
+                acc = stack_buffer_f32(NR)
                 for v in range(NR):
-                    acc[v] = ZERO
+                    acc[v] = bias[v]
                 for k in range(depth):
                     a = x[i, k]
                     w = panel[k]
                     for v in range(NR):
                         acc[v] += a * w[v]
-                for v in range(width):
-                    out[i, j0 + v] = min(max(acc[v] + bias[j0 + v], ZERO), act_max)
+                store_clamped_partial(acc, out[i, j0:], width, act_max)
