@@ -11,7 +11,8 @@ import numpy as np
 
 from .architecture import LayerSpec
 from .kernels.conv import conv3x3_nchw_to_nhwc_clamp, pack_conv3x3_weights
-from .kernels.depthwise import dwconv3x3_nhwc_clamp, pack_dwconv3x3_weights
+from .kernels.depthwise import (dwconv3x3_nhwc_clamp, dwconv3x3s1_nhwc_clamp,
+                                pack_dwconv3x3_weights, tile_dwconv3x3_weights)
 from .kernels.head import dense_bias, global_avgpool_nhwc, pack_dense_weights
 from .kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
 from .weights import fold_batch_norm
@@ -52,12 +53,17 @@ class StemConv:
 
 
 class DepthwiseConv:
-    """Depthwise 3x3 conv + BN + activation: (N, H, W, C) -> (N, Ho, Wo, C)."""
+    """Depthwise 3x3 conv + BN + activation: (N, H, W, C) -> (N, Ho, Wo, C).
+
+    Stride-1 layers (one pixel of padding on every side under both padding rules) use the
+    row-streaming kernel; stride-2 layers the per-pixel one.
+    """
 
     def __init__(self, record, activation, padding):
         self.spec = record.spec
         weight, self.bias = fold_batch_norm(record)
         self.weight = pack_dwconv3x3_weights(weight)  # (3, 3, C)
+        self.weight_tile, self.bias_tile = tile_dwconv3x3_weights(self.weight, self.bias)
         self.act_max = ACT_MAX[activation]
         self.padding = padding
 
@@ -68,6 +74,9 @@ class DepthwiseConv:
 
     def bind(self, src, dst):
         _, _, pad_top, pad_left = self.spec.output_size(src.shape[1], src.shape[2], self.padding)
+        if self.spec.stride == 1 and pad_top == 1 and pad_left == 1:
+            return dwconv3x3s1_nhwc_clamp, (src, self.weight, self.bias, self.weight_tile,
+                                            self.bias_tile, self.act_max, dst)
         return dwconv3x3_nhwc_clamp, (src, self.weight, self.bias, self.spec.stride,
                                       pad_top, pad_left, self.act_max, dst)
 

@@ -12,7 +12,8 @@ import pytest
 
 from mobinumba.architecture import conv_geometry
 from mobinumba.kernels.conv import conv3x3_nchw_to_nhwc_clamp, pack_conv3x3_weights
-from mobinumba.kernels.depthwise import dwconv3x3_nhwc_clamp, pack_dwconv3x3_weights
+from mobinumba.kernels.depthwise import (dwconv3x3_nhwc_clamp, dwconv3x3s1_nhwc_clamp,
+                                        pack_dwconv3x3_weights, tile_dwconv3x3_weights)
 from mobinumba.kernels.head import dense_bias, global_avgpool_nhwc, pack_dense_weights
 from mobinumba.kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
 
@@ -94,7 +95,7 @@ def test_conv3x3_stem(c_in, c_out, size, stride, padding, activation):
 @pytest.mark.parametrize("padding", ["torch", "tf_same"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("channels", [1, 7, 13, 17, 32, 40])
+@pytest.mark.parametrize("channels", [1, 7, 13, 17, 32, 40, 600])
 @pytest.mark.parametrize("activation", ["relu", "relu6"])
 def test_dwconv3x3(channels, size, stride, padding, activation):
     rng = np.random.default_rng(size * 100 + channels)
@@ -105,12 +106,17 @@ def test_dwconv3x3(channels, size, stride, padding, activation):
     out_h, top, bottom = padding_for(height, stride, padding)
     out_w, left, right = padding_for(width, stride, padding)
     out = np.full((2, out_h, out_w, channels), np.nan, np.float32)
-    dwconv3x3_nhwc_clamp(x, pack_dwconv3x3_weights(weight), bias, stride, top, left,
-                         ACTIVATIONS[activation], out)
+    packed = pack_dwconv3x3_weights(weight)
+    dwconv3x3_nhwc_clamp(x, packed, bias, stride, top, left, ACTIVATIONS[activation], out)
     expected = naive_conv3x3(x.transpose(0, 3, 1, 2), weight, bias, stride,
                              (top, bottom, left, right), channels)
     expected = clamp(expected, ACTIVATIONS[activation]).transpose(0, 2, 3, 1)
     assert_close(out, expected, f"dwconv3x3 C={channels} {size} s{stride}")
+    if stride == 1:  # the row-streaming kernel must agree on every stride-1 case
+        out_s1 = np.full_like(out, np.nan)
+        dwconv3x3s1_nhwc_clamp(x, packed, bias, *tile_dwconv3x3_weights(packed, bias),
+                               ACTIVATIONS[activation], out_s1)
+        assert_close(out_s1, expected, f"dwconv3x3s1 C={channels} {size}")
 
 
 # (rows = N*H*W, Cin, Cout): row counts around the 6-row tile and MobileNet's pixel counts,

@@ -1,22 +1,58 @@
 """Depthwise 3x3 convolution in NHWC: one filter per channel.
 
-Work is split into tasks of (image, output row, block of CB channels). Inside a task each
-output pixel accumulates its 9 taps into a CB-float stack buffer (vector registers) that
-starts at the bias, then is clamped and stored once. Rows and columns whose taps fall into
-the padding skip those taps; the tap ranges are computed per row and per column, not per
-element.
+Two kernels:
+- dwconv3x3_nhwc_clamp: any stride and padding, one output pixel at a time with a loop over
+  its contiguous channels. Used for the stride-2 layers and for border pixels.
+- dwconv3x3s1_nhwc_clamp: stride 1 with one pixel of padding on every side (PyTorch's and
+  TF's "SAME" agree there), for the interior of each output row. An NHWC row is one
+  contiguous (W*C) vector, and for stride 1 the tap (kh, kw) of output element j = ow*C + c
+  is input element j + (kw - 1)*C of row oh + kh - 1. So the interior of a row is 9 shifted
+  streams times a weight row tiled to the same length, summed in one vectorised loop over
+  blocks of P pixels, with no per-pixel loop overhead.
+
+Index arithmetic stays outside the inner loops: the inner loops index 1-D slices with the
+loop variable itself, which Numba knows is non-negative, so no wraparound test blocks
+vectorisation.
 """
 import numpy as np
 from numba import njit, prange
 
-from ._common import FASTMATH, ZERO, stack_buffer_f32
+from ._common import FASTMATH, ZERO
 
-CB = 32  # channels per task: two zmm vectors
+# Floats per interior block of the stride-1 kernel: its 9 tiled weight rows take 18 KiB of L1.
+BLOCK_FLOATS = 512
 
 
 def pack_dwconv3x3_weights(weight):
     """OIHW (C, 1, 3, 3) -> (3, 3, C): the inner loop runs over contiguous channels."""
     return np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0), dtype=np.float32)
+
+
+def tile_dwconv3x3_weights(packed, bias):
+    """(3, 3, C) and (C,) repeated P = max(1, BLOCK_FLOATS // C) times along the channels:
+    (3, 3, P*C) and (P*C,), the per-element weights of a block of P pixels."""
+    repeats = max(1, BLOCK_FLOATS // packed.shape[2])
+    return (np.ascontiguousarray(np.tile(packed, (1, 1, repeats)), dtype=np.float32),
+            np.ascontiguousarray(np.tile(bias, repeats), dtype=np.float32))
+
+
+@njit(fastmath=FASTMATH)
+def _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out):
+    """out[n, oh, ow, :] for one output pixel, skipping taps that fall into the padding."""
+    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+    ih0 = oh * stride - pad_top
+    iw0 = ow * stride - pad_left
+    acc = out[n, oh, ow]  # (C,) accumulates in place
+    for c in range(channels):
+        acc[c] = bias[c]
+    for kh in range(max(0, -ih0), min(3, height - ih0)):
+        for kw in range(max(0, -iw0), min(3, width - iw0)):
+            pixel = x[n, ih0 + kh, iw0 + kw]  # (C,)
+            tap = weight[kh, kw]  # (C,)
+            for c in range(channels):
+                acc[c] += pixel[c] * tap[c]
+    for c in range(channels):
+        acc[c] = min(max(acc[c], ZERO), act_max)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -26,50 +62,53 @@ def dwconv3x3_nhwc_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, ou
     x (N, H, W, C); weight (3, 3, C) packed; bias (C,); out (N, Ho, Wo, C).
     Taps in the padding are skipped; the caller sizes `out` for its padding rule.
     """
-    n_batch, height, width, channels = x.shape
-    _, out_h, out_w, _ = out.shape
-    blocks = (channels + CB - 1) // CB
-    for task in prange(n_batch * out_h * blocks):
-        row = task // blocks
-        c0 = (task - row * blocks) * CB
+    n_batch = x.shape[0]
+    out_h, out_w = out.shape[1], out.shape[2]
+    for row in prange(n_batch * out_h):
         n = row // out_h
         oh = row - n * out_h
-        ih0 = oh * stride - pad_top
-        kh_lo = max(0, -ih0)
-        kh_hi = min(3, height - ih0)
-        if channels - c0 >= CB:
-            b = bias[c0:c0 + CB]
-            acc = stack_buffer_f32(CB)
-            for ow in range(out_w):
-                iw0 = ow * stride - pad_left
-                kw_lo = max(0, -iw0)
-                kw_hi = min(3, width - iw0)
-                for v in range(CB):
-                    acc[v] = b[v]
-                for kh in range(kh_lo, kh_hi):
-                    for kw in range(kw_lo, kw_hi):
-                        pixel = x[n, ih0 + kh, iw0 + kw, c0:c0 + CB]  # (CB,)
-                        tap = weight[kh, kw, c0:c0 + CB]  # (CB,)
-                        for v in range(CB):
-                            acc[v] += pixel[v] * tap[v]
-                dst = out[n, oh, ow, c0:c0 + CB]
-                for v in range(CB):
-                    dst[v] = min(max(acc[v], ZERO), act_max)
-        else:
-            # The last, partial block of channels: same loops, run-time length.
-            count = channels - c0
-            for ow in range(out_w):
-                iw0 = ow * stride - pad_left
-                kw_lo = max(0, -iw0)
-                kw_hi = min(3, width - iw0)
-                dst = out[n, oh, ow, c0:]  # (count,)
-                for v in range(count):
-                    dst[v] = bias[c0 + v]
-                for kh in range(kh_lo, kh_hi):
-                    for kw in range(kw_lo, kw_hi):
-                        pixel = x[n, ih0 + kh, iw0 + kw, c0:]
-                        tap = weight[kh, kw, c0:]
-                        for v in range(count):
-                            dst[v] += pixel[v] * tap[v]
-                for v in range(count):
-                    dst[v] = min(max(dst[v], ZERO), act_max)
+        for ow in range(out_w):
+            _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def dwconv3x3s1_nhwc_clamp(x, weight, bias, weight_tile, bias_tile, act_max, out):
+    """Stride 1, padding 1: out = clamp(depthwise_conv3x3(x, weight) + bias, 0, act_max).
+
+    x (N, H, W, C) and out (N, H, W, C); weight (3, 3, C), bias (C,) for border pixels;
+    weight_tile (3, 3, P*C), bias_tile (P*C,) from tile_dwconv3x3_weights for the interior.
+    """
+    n_batch, height, width, channels = x.shape
+    row_length = width * channels
+    block = weight_tile.shape[2]
+    rows_in = x.reshape(n_batch * height, row_length)  # (N*H, W*C)
+    rows_out = out.reshape(n_batch * height, row_length)
+    for row in prange(n_batch * height):
+        n = row // height
+        oh = row - n * height
+        if oh == 0 or oh == height - 1 or width < 3:
+            # A top or bottom row (or a row too narrow for an interior): pixel by pixel.
+            for ow in range(width):
+                _pixel(x, weight, bias, n, oh, ow, 1, 1, 1, act_max, out)
+            continue
+        _pixel(x, weight, bias, n, oh, 0, 1, 1, 1, act_max, out)
+        _pixel(x, weight, bias, n, oh, width - 1, 1, 1, 1, act_max, out)
+        above, middle, below = rows_in[row - 1], rows_in[row], rows_in[row + 1]  # (W*C,)
+        dst = rows_out[row]
+        w00, w01, w02 = weight_tile[0, 0], weight_tile[0, 1], weight_tile[0, 2]  # (P*C,)
+        w10, w11, w12 = weight_tile[1, 0], weight_tile[1, 1], weight_tile[1, 2]
+        w20, w21, w22 = weight_tile[2, 0], weight_tile[2, 1], weight_tile[2, 2]
+        # Interior pixels 1..W-2 are elements [C, (W-1)*C) of the row, in blocks of P pixels.
+        for start in range(channels, row_length - channels, block):
+            count = min(block, row_length - channels - start)
+            left, right = start - channels, start + channels
+            a0, a1, a2 = above[left:], above[start:], above[right:]
+            m0, m1, m2 = middle[left:], middle[start:], middle[right:]
+            b0, b1, b2 = below[left:], below[start:], below[right:]
+            out_block = dst[start:]
+            for j in range(count):
+                total = (bias_tile[j]
+                         + a0[j] * w00[j] + a1[j] * w01[j] + a2[j] * w02[j]
+                         + m0[j] * w10[j] + m1[j] * w11[j] + m2[j] * w12[j]
+                         + b0[j] * w20[j] + b1[j] * w21[j] + b2[j] * w22[j])
+                out_block[j] = min(max(total, ZERO), act_max)
