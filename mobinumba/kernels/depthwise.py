@@ -1,8 +1,9 @@
 """Depthwise 3x3 convolution in NHWC: one filter per channel.
 
 Two kernels:
-- dwconv3x3_nhwc_clamp: any stride and padding, one output pixel at a time with a loop over
-  its contiguous channels. Used for the stride-2 layers and for border pixels.
+- dwconv3x3_nhwc_clamp: any stride and padding; each interior output pixel sums its 9 taps
+  in one loop over its contiguous channels, border pixels skip the taps in the padding. Used
+  for the stride-2 layers.
 - dwconv3x3s1_nhwc_clamp: stride 1 with one pixel of padding on every side (PyTorch's and
   TF's "SAME" agree there), for the interior of each output row. An NHWC row is one
   contiguous (W*C) vector, and for stride 1 the tap (kh, kw) of output element j = ow*C + c
@@ -57,18 +58,49 @@ def _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out):
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def dwconv3x3_nhwc_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, out):
-    """out = clamp(depthwise_conv3x3(x, weight) + bias, 0, act_max), all NHWC.
+    """out = clamp(depthwise_conv3x3(x, weight) + bias, 0, act_max), all NHWC, any stride.
 
     x (N, H, W, C); weight (3, 3, C) packed; bias (C,); out (N, Ho, Wo, C).
-    Taps in the padding are skipped; the caller sizes `out` for its padding rule.
+    Interior pixels sum their 9 taps in one loop over channels; pixels with taps in the
+    padding go through _pixel. The caller sizes `out` for its padding rule.
     """
-    n_batch = x.shape[0]
+    n_batch, height, width, channels = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
+    rows_in = x.reshape(n_batch * height, width * channels)  # (N*H, W*C)
+    w00, w01, w02 = weight[0, 0], weight[0, 1], weight[0, 2]  # (C,)
+    w10, w11, w12 = weight[1, 0], weight[1, 1], weight[1, 2]
+    w20, w21, w22 = weight[2, 0], weight[2, 1], weight[2, 2]
+    # Interior columns: all three taps inside the row, 0 <= ow*s - pad and ow*s - pad + 2 < W.
+    ow_lo = min(out_w, (pad_left + stride - 1) // stride)
+    ow_hi = max(ow_lo, min(out_w, (width - 3 + pad_left) // stride + 1))
     for row in prange(n_batch * out_h):
         n = row // out_h
         oh = row - n * out_h
-        for ow in range(out_w):
+        ih0 = oh * stride - pad_top
+        if ih0 < 0 or ih0 + 2 >= height:
+            for ow in range(out_w):
+                _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out)
+            continue
+        for ow in range(ow_lo):
             _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out)
+        for ow in range(ow_hi, out_w):
+            _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out)
+        above = rows_in[n * height + ih0]  # (W*C,)
+        middle = rows_in[n * height + ih0 + 1]
+        below = rows_in[n * height + ih0 + 2]
+        dst_row = out[n, oh]  # (Wo, C)
+        for ow in range(ow_lo, ow_hi):
+            start = (ow * stride - pad_left) * channels
+            a0, a1, a2 = above[start:], above[start + channels:], above[start + 2 * channels:]
+            m0, m1, m2 = middle[start:], middle[start + channels:], middle[start + 2 * channels:]
+            b0, b1, b2 = below[start:], below[start + channels:], below[start + 2 * channels:]
+            dst = dst_row[ow]  # (C,)
+            for c in range(channels):
+                total = (bias[c]
+                         + a0[c] * w00[c] + a1[c] * w01[c] + a2[c] * w02[c]
+                         + m0[c] * w10[c] + m1[c] * w11[c] + m2[c] * w12[c]
+                         + b0[c] * w20[c] + b1[c] * w21[c] + b2[c] * w22[c])
+                dst[c] = min(max(total, ZERO), act_max)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
