@@ -9,13 +9,15 @@ needs a bounds test.
 from numba import njit, prange
 
 from ._common import FASTMATH, stack_buffer_f32
-from ._tile import MR, NR, pack_gemm_weights, store_clamped, store_clamped_partial
+from ._tile import MR, pack_gemm_weights, store_clamped, store_clamped_partial
+
+NR = 32  # output channels per tile: the stem has 32 at width 1.0
 
 
 def pack_conv3x3_weights(weight, bias):
     """OIHW (Cout, Cin, 3, 3) and (Cout,) -> GEMM panels over k = (ci * 3 + kh) * 3 + kw."""
     c_out = weight.shape[0]
-    return pack_gemm_weights(weight.reshape(c_out, -1).T, bias)
+    return pack_gemm_weights(weight.reshape(c_out, -1).T, bias, NR)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)

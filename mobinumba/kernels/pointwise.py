@@ -2,7 +2,7 @@
 
 The activations of a layer, viewed as a (M = N*H*W, K = Cin) row-major matrix, multiply the
 packed weights. The output is computed in MR x NR tiles whose accumulators are MR stack
-buffers of NR floats: once LLVM unrolls the NR loop they become vector registers (two zmm
+buffers of NR floats: once LLVM unrolls the NR loop they become vector registers (four zmm
 each with AVX-512), so each step over K is MR broadcasts, NR / vector-width loads and
 MR * NR / vector-width FMAs. Accumulators start at the bias; the epilogue clamps and stores
 a whole NR-wide row with vector instructions when the panel is full.
@@ -10,13 +10,15 @@ a whole NR-wide row with vector instructions when the panel is full.
 from numba import njit, prange
 
 from ._common import FASTMATH, stack_buffer_f32
-from ._tile import MR, NR, pack_gemm_weights, store_clamped, store_clamped_partial
+from ._tile import MR, pack_gemm_weights, store_clamped, store_clamped_partial
+
+NR = 64  # output channels per tile = the width of one packed weight panel (4 zmm)
 
 
 def pack_pointwise_weights(weight, bias):
-    """OIHW (Cout, Cin, 1, 1) and (Cout,) -> GEMM panels, see pack_gemm_weights."""
+    """OIHW (Cout, Cin, 1, 1) and (Cout,) -> GEMM panels (P, Cin, NR), (P, NR)."""
     c_out, c_in = weight.shape[:2]
-    return pack_gemm_weights(weight.reshape(c_out, c_in).T, bias)
+    return pack_gemm_weights(weight.reshape(c_out, c_in).T, bias, NR)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
