@@ -160,11 +160,12 @@ class Model:
                              f"in axis 1 (N, 3, H, W)")
         if n < 1 or height < 1 or width < 1:
             raise InputError(f"input has shape {array.shape}: every dimension must be >= 1")
-        needed = workspace_bytes(self._ops, n, height, width)
-        if needed > MAX_WORKSPACE_BYTES:
-            raise InputError(f"input of shape {array.shape} needs {needed / 2 ** 30:.1f} GiB of "
-                             f"buffers, more than the {MAX_WORKSPACE_BYTES / 2 ** 30:.0f} GiB "
-                             f"limit; split the batch")
+        if (n, height, width) not in self._workspaces:  # a new shape: will its buffers fit?
+            needed = workspace_bytes(self._ops, n, height, width)
+            if needed > MAX_WORKSPACE_BYTES:
+                raise InputError(f"input of shape {array.shape} needs {needed / 2 ** 30:.1f} "
+                                 f"GiB of buffers, more than the "
+                                 f"{MAX_WORKSPACE_BYTES / 2 ** 30:.0f} GiB limit; split the batch")
         if not np.isfinite(array).all():
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
             raise InputError(f"input contains NaN or Inf (first at index {bad})")
