@@ -1,0 +1,87 @@
+"""Compare the end-to-end latency of several git revisions of mobinumba in one run.
+
+    python bench/compare_revisions.py MODEL.h5 REV [REV ...] [--threads 2] [--batch 1]
+        [--rounds 5] [--runs 20]
+
+Each revision is checked out into a temporary git worktree and timed in its own child
+process (so engines and JIT caches never share a process), with the revisions alternating
+round by round (A B C A B C ...) to spread machine drift evenly. Each round reports the
+median of --runs calls after warm-up; the table gives the median over rounds and the ratio
+to the first revision. docs/performance.md quotes this script's output.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+CHILD = r"""
+import json, sys, time
+import numpy as np
+import mobinumba
+path, threads, batch, size, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+mobinumba.set_threads(threads)
+model = mobinumba.load(path)
+x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+for _ in range(10):
+    model(x)
+times = []
+for _ in range(runs):
+    start = time.perf_counter()
+    model(x)
+    times.append(time.perf_counter() - start)
+print(json.dumps({"median": float(np.median(times)), "min": float(np.min(times))}))
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("revisions", nargs="+")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as scratch:
+        trees = {}
+        for revision in args.revisions:
+            tree = os.path.join(scratch, revision.replace("/", "_"))
+            subprocess.run(["git", "-C", top, "worktree", "add", "--detach", "-q", tree,
+                            revision], check=True)
+            trees[revision] = tree
+        try:
+            rounds = {revision: [] for revision in args.revisions}
+            for _ in range(args.rounds):
+                for revision, tree in trees.items():
+                    rounds[revision].append(_time(tree, args, scratch))
+        finally:
+            for tree in trees.values():
+                subprocess.run(["git", "-C", top, "worktree", "remove", "--force", tree],
+                               check=False)
+    first = statistics.median(r["median"] for r in rounds[args.revisions[0]])
+    print(f"batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, "
+          f"{args.rounds} rounds x {args.runs} runs")
+    print(f"{'revision':<14}{'p50 ms':>9}{'best ms':>9}{'vs first':>10}")
+    for revision, results in rounds.items():
+        median = statistics.median(r["median"] for r in results)
+        best = min(r["min"] for r in results)
+        print(f"{revision:<14}{median * 1e3:9.3f}{best * 1e3:9.3f}{median / first:10.2f}")
+
+
+def _time(tree, args, scratch):
+    env = dict(os.environ, PYTHONPATH=tree, NUMBA_CACHE_DIR=os.path.join(scratch, "cache",
+                                                                          os.path.basename(tree)))
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, args.model, str(args.threads), str(args.batch),
+         str(args.size), str(args.runs)], env=env, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    main()
