@@ -15,7 +15,7 @@ import pytest
 
 import mobinumba
 from conftest import random_batch, run_cli
-from mobinumba.convert.graphdef import constants, parse_graphdef
+from mobinumba.convert.graphdef import GraphDefError, constants, parse_graphdef
 from tfslim_graphs import (DT_HALF, DT_INT32, const_node, mobilenet_graph, random_variables,
                            tensor_proto, tf_reference_logits)
 from tensorboardX.proto import graph_pb2
@@ -85,6 +85,28 @@ def test_reader_decodes_value_lists_halves_and_filled_constants():
     np.testing.assert_array_equal(found["ints"], [[-7, 2**31 - 1]])
     assert found["scalar"].shape == () and found["scalar"] == np.float32(0.001)
     np.testing.assert_array_equal(found["filled"], [[1.5, 2.5], [2.5, 2.5]])
+
+
+def test_reader_never_fails_with_anything_but_a_graphdef_error():
+    """Truncations and byte flips of a small valid graph: a result, or GraphDefError."""
+    graph = graph_pb2.GraphDef()
+    graph.node.extend([const_node("w", np.ones((2, 3), np.float32)),
+                       const_node("v", np.arange(4, dtype=np.float32), as_values=True),
+                       const_node("i", np.array([1, -2], np.int32), DT_INT32, as_values=True),
+                       const_node("h", np.array([1.0], np.float16), DT_HALF)])
+    data = graph.SerializeToString()
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for trial in range(600):
+        mutated = bytearray(data[:rng.integers(1, len(data))] if trial % 3 == 0 else data)
+        for _ in range(rng.integers(1, 4)):
+            mutated[rng.integers(len(mutated))] = rng.integers(256)
+        try:
+            parse_graphdef(bytes(mutated))
+            outcomes.add("parsed")
+        except GraphDefError:
+            outcomes.add("refused")
+    assert outcomes == {"parsed", "refused"}
 
 
 def test_reader_keeps_node_ops_inputs_and_attributes(variables):

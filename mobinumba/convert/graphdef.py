@@ -31,8 +31,8 @@ VARINT, FIXED64, LENGTH_DELIMITED, START_GROUP, END_GROUP, FIXED32 = range(6)
 
 # TensorFlow DataType enum values this reader decodes, and their little-endian numpy dtypes.
 NUMPY_DTYPES = {1: "<f4", 2: "<f8", 3: "<i4", 9: "<i8", 19: "<f2"}
-DTYPE_NAMES = {1: "float32", 2: "float64", 3: "int32", 9: "int64", 19: "float16",
-               4: "uint8", 7: "string", 10: "bool", 14: "bfloat16"}
+# The TensorProto field listing each of those dtypes' values when tensor_content is absent.
+VALUE_FIELDS = {1: 5, 2: 6, 3: 7, 9: 10, 19: 13}
 
 # A graph file larger than this is not a MobileNet (the 1.0 model is 17 MB in float32).
 MAX_GRAPH_BYTES = 2 ** 31
@@ -90,7 +90,7 @@ def parse_graphdef(data):
     nodes = []
     for number, wire, value in _fields(view, 0, len(view)):
         if number == 1:
-            _expect(wire, LENGTH_DELIMITED, "GraphDef.node", value)
+            _expect(wire, LENGTH_DELIMITED, "GraphDef.node")
             nodes.append(_parse_node(view, *value))
     return nodes
 
@@ -157,7 +157,7 @@ def _fields(view, start, end):
         yield number, wire, value
 
 
-def _expect(wire, expected, what, value):
+def _expect(wire, expected, what):
     if wire != expected:
         raise GraphDefError(f"{what} has wire type {wire}, expected {expected}")
 
@@ -175,7 +175,7 @@ def _parse_node(view, start, end):
     node = Node(name="", op="")
     for number, wire, value in _fields(view, start, end):
         if number in (1, 2, 3):
-            _expect(wire, LENGTH_DELIMITED, "NodeDef string", value)
+            _expect(wire, LENGTH_DELIMITED, "NodeDef string")
             text = _text(view, value, "NodeDef string")
             if number == 1:
                 node.name = text
@@ -184,7 +184,7 @@ def _parse_node(view, start, end):
             else:
                 node.inputs.append(text)
         elif number == 5:
-            _expect(wire, LENGTH_DELIMITED, "NodeDef.attr", value)
+            _expect(wire, LENGTH_DELIMITED, "NodeDef.attr")
             name, attr = _parse_attr_entry(view, *value)
             if attr is not None:
                 node.attrs[name] = attr
@@ -196,10 +196,10 @@ def _parse_attr_entry(view, start, end):
     key, attr = "", None
     for number, wire, value in _fields(view, start, end):
         if number == 1:
-            _expect(wire, LENGTH_DELIMITED, "attr key", value)
+            _expect(wire, LENGTH_DELIMITED, "attr key")
             key = _text(view, value, "attr key")
         elif number == 2:
-            _expect(wire, LENGTH_DELIMITED, "AttrValue", value)
+            _expect(wire, LENGTH_DELIMITED, "AttrValue")
             attr = _parse_attr_value(view, *value)
     return key, attr
 
@@ -230,13 +230,13 @@ def _parse_tensor(view, start, end):
     values = {}  # field number -> list of numbers (the repeated *_val fields)
     for number, wire, value in _fields(view, start, end):
         if number == 1:
-            _expect(wire, VARINT, "TensorProto.dtype", value)
+            _expect(wire, VARINT, "TensorProto.dtype")
             dtype = value
         elif number == 2:
-            _expect(wire, LENGTH_DELIMITED, "TensorProto.tensor_shape", value)
+            _expect(wire, LENGTH_DELIMITED, "TensorProto.tensor_shape")
             shape = _parse_shape(view, *value)
         elif number == 4:
-            _expect(wire, LENGTH_DELIMITED, "TensorProto.tensor_content", value)
+            _expect(wire, LENGTH_DELIMITED, "TensorProto.tensor_content")
             content = view[value[0]:value[1]]
         elif number in (5, 6, 7, 10, 13):
             values.setdefault(number, []).extend(_repeated(view, number, wire, value))
@@ -250,17 +250,21 @@ def _parse_tensor(view, start, end):
     if content is not None:
         if len(content) != size * numpy_dtype.itemsize:
             raise GraphDefError(f"tensor_content at byte {start} holds {len(content)} bytes, "
-                                f"but a {DTYPE_NAMES[dtype]} tensor of shape {shape} needs "
+                                f"but a {numpy_dtype.name} tensor of shape {shape} needs "
                                 f"{size * numpy_dtype.itemsize}")
         return np.frombuffer(content, dtype=numpy_dtype).reshape(shape).copy()
-    listed = values.get({1: 5, 2: 6, 3: 7, 9: 10, 19: 13}[dtype], [])
+    listed = values.get(VALUE_FIELDS[dtype], [])
     if len(listed) > size:
         raise GraphDefError(f"tensor at byte {start} lists {len(listed)} values for shape "
                             f"{shape}")
-    if dtype == 19:  # half_val carries the float16 bit patterns as int32
-        array = np.asarray(listed, dtype=np.uint16).view(np.float16)
-    else:
-        array = np.asarray(listed, dtype=numpy_dtype)
+    try:
+        if dtype == 19:  # half_val carries the float16 bit patterns as int32
+            array = np.asarray(listed, dtype=np.uint16).view(np.float16)
+        else:
+            array = np.asarray(listed, dtype=numpy_dtype)
+    except OverflowError:
+        raise GraphDefError(f"tensor at byte {start} lists a value out of range for "
+                            f"{numpy_dtype.name}") from None
     # TensorFlow repeats the last listed value to fill the shape (all zeros when none).
     full = np.zeros(size, dtype=numpy_dtype)
     full[:len(array)] = array
@@ -280,7 +284,7 @@ def _repeated(view, number, wire, value):
                 raise GraphDefError(f"packed field {number} at byte {value[0]} has "
                                     f"{len(payload)} bytes")
             return np.frombuffer(payload, dtype=dtype).tolist()
-        _expect(wire, element_wire, f"TensorProto field {number}", value)
+        _expect(wire, element_wire, f"TensorProto field {number}")
         size = np.dtype(dtype).itemsize
         return np.frombuffer(value.to_bytes(size, "little"), dtype=dtype).tolist()
     if wire == LENGTH_DELIMITED:
@@ -290,7 +294,7 @@ def _repeated(view, number, wire, value):
             item, offset = _varint(view, offset, end)
             numbers.append(item)
     else:
-        _expect(wire, VARINT, f"TensorProto field {number}", value)
+        _expect(wire, VARINT, f"TensorProto field {number}")
         numbers = [value]
     return [_signed64(n) for n in numbers] if number in (7, 10) else numbers
 
@@ -299,11 +303,11 @@ def _parse_shape(view, start, end):
     dims = []
     for number, wire, value in _fields(view, start, end):
         if number == 2:
-            _expect(wire, LENGTH_DELIMITED, "TensorShapeProto.dim", value)
+            _expect(wire, LENGTH_DELIMITED, "TensorShapeProto.dim")
             size = 0
             for dim_number, dim_wire, dim_value in _fields(view, *value):
                 if dim_number == 1:
-                    _expect(dim_wire, VARINT, "Dim.size", dim_value)
+                    _expect(dim_wire, VARINT, "Dim.size")
                     size = _signed64(dim_value)
             if size < 0 or size > 2 ** 31:
                 raise GraphDefError(f"tensor dimension {size} at byte {value[0]}")

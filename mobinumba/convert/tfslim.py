@@ -83,11 +83,14 @@ def read_graph(path, padding=None):
         if value.dtype.kind != "f":
             raise CheckpointError(f"{path}: constant {name} has dtype {value.dtype}, expected "
                                   f"floating point")
+        if key in state:
+            raise CheckpointError(f"{path}: two constants are variable {key} (the second is "
+                                  f"{name})")
         state[key] = _to_torch_layout(name, value.astype("float32"))
     if not matches(state):
-        sample = ", ".join(sorted(found)[:3]) or "none"
+        sample = ", ".join(sorted(found)[:3]) + (", ..." if len(found) > 3 else "")
         raise CheckpointError(f"{path}: not a TF-slim MobileNetV1 graph (no constant "
-                              f"{STEM}/weights; constants: {sample}, ...)")
+                              f"{STEM}/weights; constants: {sample or 'none'})")
     settings = {}
     eps = _batch_norm_eps(nodes, found, path)
     if eps is not None:
