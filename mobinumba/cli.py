@@ -12,6 +12,7 @@ import numpy as np
 import numba
 
 from . import __version__
+from .architecture import PADDINGS
 from .errors import InputError, MobinumbaError
 from .threads import set_threads
 
@@ -60,13 +61,20 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser("convert", parents=[common],
-                                  help="convert a PyTorch checkpoint to a mobinumba .h5 file")
-    convert.add_argument("checkpoint", help=".pth / .pt / .pth.tar / .safetensors")
+                                  help="convert a PyTorch checkpoint or a TF-slim frozen graph "
+                                       "to a mobinumba .h5 file")
+    convert.add_argument("checkpoint", help=".pth / .pt / .pth.tar / .safetensors, or a "
+                                            "frozen TensorFlow graph .pb")
     convert.add_argument("-o", "--output", required=True, help="the .h5 file to write")
     convert.add_argument("--layout", choices=_layout_names(), default=None,
-                         help="source layout (default: detected from the keys)")
+                         help="source layout (default: detected from the keys; .pb files are "
+                              "tf-slim)")
     convert.add_argument("--activation", choices=("relu", "relu6"), default=None,
-                         help="override the layout's activation (timm: relu6, classic: relu)")
+                         help="override the layout's activation (timm, tf-slim: relu6; "
+                              "classic: relu)")
+    convert.add_argument("--padding", choices=PADDINGS, default=None,
+                         help="override the convolutions' padding (default: tf_same for "
+                              "tf-slim graphs with SAME convs, else torch)")
     convert.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"))
     convert.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"))
     convert.add_argument("--interpolation", choices=("nearest", "bilinear", "bicubic",
@@ -75,10 +83,12 @@ def build_parser():
     convert.add_argument("--input-size", type=_bounded(int, 1, 8192), default=224)
     convert.add_argument("--bn-eps", type=_bounded(float, 0.0, 1.0, low_open=True),
                          default=None,
-                         help="batch-norm epsilon (default: the layout's, 1e-5)")
+                         help="batch-norm epsilon (default: the graph's for tf-slim, else "
+                              "1e-5)")
     convert.add_argument("--labels", default="auto",
                          help="FILE (one label per line), 'imagenet', or 'none' "
-                              "(default: imagenet for 1000 classes)")
+                              "(default: imagenet for 1000 classes, background + imagenet "
+                              "for 1001)")
     convert.add_argument("--check", action=argparse.BooleanOptionalAction, default=None,
                          help="compare the written file with PyTorch (default: on when torch "
                               "is installed)")
@@ -91,14 +101,17 @@ def build_parser():
     predict = commands.add_parser("predict", parents=[common],
                                   help="classify images and print the top-k classes")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
-    predict.add_argument("--weights", required=True, help="a mobinumba .h5 file")
+    predict.add_argument("--weights", default=None,
+                         help="a mobinumba .h5 file (default: the shipped ImageNet "
+                              "MobileNetV1)")
     predict.add_argument("--topk", type=_bounded(int, 1, 10 ** 6), default=5)
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.set_defaults(handler=run_predict)
 
     inspect = commands.add_parser("inspect", parents=[common],
                                   help="print a weight file's metadata and layer table")
-    inspect.add_argument("weights", help="a mobinumba .h5 file")
+    inspect.add_argument("weights", nargs="?", default=None,
+                         help="a mobinumba .h5 file (default: the shipped model)")
     inspect.add_argument("--input-size", type=_bounded(int, 1, 8192), default=None,
                          help="count for this input size (default: the file's)")
     inspect.set_defaults(handler=run_inspect)
@@ -116,12 +129,16 @@ def run_convert(args):
 
     report = convert_checkpoint(
         args.checkpoint, args.output, layout=args.layout, activation=args.activation,
-        mean=args.mean, std=args.std, interpolation=args.interpolation,
+        padding=args.padding, mean=args.mean, std=args.std, interpolation=args.interpolation,
         crop_pct=args.crop_pct, input_size=args.input_size, bn_eps=args.bn_eps,
         labels=args.labels, check=args.check, tolerance=args.tolerance, force=args.force)
     print(f"wrote {report.output}: {report.layout} layout, width {report.width_multiplier:g}, "
           f"{report.num_classes} classes, {report.num_layers} weight layers"
-          f"{' (with head conv)' if report.head_conv else ''}, {report.activation}")
+          f"{' (with head conv)' if report.head_conv else ''}, {report.activation}, "
+          f"padding {report.padding}, bn eps {report.bn_eps:g}")
+    if report.ignored:
+        shown = ", ".join(report.ignored[:3]) + (", ..." if len(report.ignored) > 3 else "")
+        print(f"ignored {len(report.ignored)} constant(s) outside the MobileNetV1 scope: {shown}")
     if report.check_difference is None:
         print("self-check skipped (torch is not installed)")
     else:
@@ -174,7 +191,7 @@ def run_inspect(args):
     info = model.info
     labels = model.labels
     label_text = (f"{len(labels)} ({', '.join(labels[:3])}, ...)" if labels else "none")
-    print(f"file:           {args.weights}")
+    print(f"file:           {model.path}")
     print(f"format:         mobinumba v{info.format_version}, {info.arch}")
     print(f"width:          {info.width_multiplier:g}")
     print(f"classes:        {info.num_classes}")

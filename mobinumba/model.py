@@ -1,4 +1,5 @@
 """The user-facing Model: input validation, workspaces, predictions and summaries."""
+import importlib.resources
 import os
 from collections import OrderedDict
 from typing import NamedTuple
@@ -6,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .architecture import count
-from .errors import InputError
+from .errors import FormatError, InputError
 from .graph import Workspace, build_ops, workspace_bytes
 from .preprocess import load_image, preprocess_image
 from .threads import kernel_section
@@ -18,6 +19,9 @@ MAX_WORKSPACE_BYTES = 8 * 2 ** 30
 WORKSPACE_CACHE_SIZE = 4
 # Images preprocessed and run together by predict().
 PREDICT_BATCH = 16
+# The shipped model (package data; a link to weights/ in a source checkout): TF-slim's
+# ImageNet MobileNetV1 1.0 224, 1001 classes. weights/README.md says where it comes from.
+DEFAULT_WEIGHTS = "mobilenet_v1_1.0_224_imagenet.h5"
 
 
 class Prediction(NamedTuple):
@@ -28,9 +32,22 @@ class Prediction(NamedTuple):
     probability: float
 
 
-def load(path):
-    """Load a mobinumba HDF5 weight file; raises mobinumba.FormatError if it is invalid."""
-    return Model(read_model_file(path))
+def load(path=None):
+    """Load a mobinumba HDF5 weight file; raises mobinumba.FormatError if it is invalid.
+
+    With no path, loads the shipped ImageNet MobileNetV1 (TF-slim mobilenet_v1_1.0_224,
+    1001 classes: "background" + ImageNet-1k); its location is the model's `path`.
+    """
+    return Model(read_model_file(default_weights_path() if path is None else path))
+
+
+def default_weights_path():
+    """The path of the shipped model inside the installed package."""
+    path = importlib.resources.files("mobinumba") / "data" / DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise FormatError(f"the default model {DEFAULT_WEIGHTS} is not installed at {path}; "
+                          f"reinstall mobinumba or pass a weight file")
+    return os.fspath(path)
 
 
 class Model:

@@ -9,6 +9,8 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from mobinumba.architecture import conv_geometry
 from mobinumba.kernels.conv import conv3x3_nchw_to_nhwc_clamp, pack_conv3x3_weights
@@ -16,6 +18,7 @@ from mobinumba.kernels.depthwise import (dwconv3x3_nhwc_clamp, dwconv3x3s1_nhwc_
                                         pack_dwconv3x3_weights, tile_dwconv3x3_weights)
 from mobinumba.kernels.head import dense_bias, global_avgpool_nhwc, pack_dense_weights
 from mobinumba.kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
+from tfslim_graphs import tf_same_pads
 
 RTOL = 1e-5
 ACTIVATIONS = {"relu": np.float32(np.inf), "relu6": np.float32(6.0)}
@@ -117,6 +120,40 @@ def test_dwconv3x3(channels, size, stride, padding, activation):
         dwconv3x3s1_nhwc_clamp(x, packed, bias, *tile_dwconv3x3_weights(packed, bias),
                                ACTIVATIONS[activation], out_s1)
         assert_close(out_s1, expected, f"dwconv3x3s1 C={channels} {size}")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [1, 7, 8, 14, 15])
+def test_tf_same_kernels_match_explicit_torch_padding(size, stride):
+    """TF "SAME" for a 3x3 kernel, stated case by case rather than by conv_geometry's formula:
+    (0 before, 1 after) on an even side at stride 2, (1, 1) otherwise. The reference pads with
+    F.pad and then convolves without padding; rows and columns have opposite parities."""
+    height, width = size, size + 1
+    (top, bottom), (left, right) = tf_same_pads(height, stride), tf_same_pads(width, stride)
+    assert conv_geometry(height, 3, stride, "tf_same")[1] == top
+    assert conv_geometry(width, 3, stride, "tf_same")[1] == left
+    rng = np.random.default_rng(size + 10 * stride)
+    x = random(rng, 2, 5, height, width)  # NCHW
+    padded = F.pad(torch.from_numpy(x).double(), (left, right, top, bottom))
+    stem_weight, dw_weight, bias = random(rng, 7, 5, 3, 3), random(rng, 5, 1, 3, 3), random(rng, 7)
+    act_max = ACTIVATIONS["relu6"]
+    expected = F.conv2d(padded, torch.from_numpy(stem_weight).double(),
+                        torch.from_numpy(bias).double(), stride=stride)
+    expected = clamp(expected.numpy(), act_max).transpose(0, 2, 3, 1)  # (N, Ho, Wo, 7)
+    out = np.full(expected.shape, np.nan, np.float32)
+    # The stem kernel reads an explicitly padded input (the runner pads by conv_geometry).
+    x_padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    conv3x3_nchw_to_nhwc_clamp(x_padded, *pack_conv3x3_weights(stem_weight, bias), stride,
+                               act_max, out)
+    assert_close(out, expected, f"stem tf_same {height}x{width} s{stride}")
+    expected = F.conv2d(padded, torch.from_numpy(dw_weight).double(),
+                        torch.from_numpy(bias[:5]).double(), stride=stride, groups=5)
+    expected = clamp(expected.numpy(), act_max).transpose(0, 2, 3, 1)  # (N, Ho, Wo, 5)
+    out = np.full(expected.shape, np.nan, np.float32)
+    dwconv3x3_nhwc_clamp(np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
+                         pack_dwconv3x3_weights(dw_weight), bias[:5].copy(), stride, top, left,
+                         act_max, out)
+    assert_close(out, expected, f"dwconv tf_same {height}x{width} s{stride}")
 
 
 # (rows = N*H*W, Cin, Cout): row counts around the 6-row tile and MobileNet's pixel counts,

@@ -1,21 +1,28 @@
 """Convert a source checkpoint into a mobinumba HDF5 weight file.
 
-read the state dict -> detect (or take) the layout -> map keys to layer records, checking
-every shape -> write atomically -> optionally check the written file against PyTorch.
-One module per source layout; adding a layout means adding it to LAYOUTS.
+read the state dict (a frozen TensorFlow graph's constants for `.pb`) -> detect (or take) the
+layout -> map keys to layer records, checking every shape -> write atomically -> optionally
+check the written file against PyTorch. One module per source layout; adding a layout means
+adding it to LAYOUTS.
+
+Each setting (activation, padding, batch-norm epsilon, preprocessing) comes from the first of:
+the caller's option, what the source file states about itself (a graph's epsilon constants
+and conv padding), the layout's DEFAULTS.
 """
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..architecture import PADDINGS
 from ..errors import CheckpointError
 from ..weights import ARCH, FORMAT_VERSION, ModelFile, ModelInfo, write_model_file
-from . import classic, timm
+from . import classic, tfslim, timm
 from .check import check_conversion, torch_available
 from .checkpoint import read_state_dict, sha256_of
 from .labels import resolve_labels
 from .plan import records_from_plan
 
-LAYOUTS = {module.NAME: module for module in (timm, classic)}
+LAYOUTS = {module.NAME: module for module in (timm, classic, tfslim)}
+GRAPH_SUFFIX = ".pb"
 
 
 @dataclass
@@ -29,6 +36,9 @@ class ConversionReport:
     num_layers: int
     head_conv: bool
     activation: str
+    padding: str
+    bn_eps: float
+    ignored: list = field(default_factory=list)
     check_difference: float | None = None
     check_allowed: float | None = None
 
@@ -40,18 +50,29 @@ def detect_layout(keys, source):
             return name
     sample = ", ".join(sorted(keys)[:4])
     raise CheckpointError(f"{source}: unknown layout (keys: {sample}, ...); expected timm "
-                          f"(conv_stem, blocks.*) or classic (model.0.0, model.1.0, ...); "
-                          f"force one with --layout")
+                          f"(conv_stem, blocks.*), classic (model.0.0, model.1.0, ...) or a "
+                          f"TF-slim graph (.pb); force one with --layout")
 
 
-def convert_checkpoint(source, output, *, layout=None, activation=None, mean=None, std=None,
-                       interpolation=None, crop_pct=None, input_size=224, bn_eps=None,
+def read_source(source, padding=None):
+    """(state dict, settings the file states, names it ignored) of a checkpoint or graph.
+
+    A `.pb` file is a frozen TensorFlow graph read by tfslim.read_graph (which takes the
+    user's `padding` override); anything else is a PyTorch state dict, which states nothing.
+    """
+    if source.lower().endswith(GRAPH_SUFFIX):
+        return tfslim.read_graph(source, padding=padding)
+    return read_state_dict(source), {}, []
+
+
+def convert_checkpoint(source, output, *, layout=None, activation=None, padding=None, mean=None,
+                       std=None, interpolation=None, crop_pct=None, input_size=224, bn_eps=None,
                        labels="auto", check=None, tolerance=1e-4, force=False):
     """Convert `source` to the HDF5 file `output`; returns a ConversionReport.
 
-    Options left as None take the layout's defaults. check=None runs the self-check when
-    torch is importable; check=True requires torch. The output is written atomically; when
-    the check fails nothing is left at `output`.
+    Options left as None take what the source states, else the layout's defaults. check=None
+    runs the self-check when torch is importable; check=True requires torch. The output is
+    written atomically; when the check fails nothing is left at `output`.
     """
     source = os.fspath(source)
     output = os.fspath(output)
@@ -59,14 +80,21 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, mean=Non
         raise CheckpointError(f"{output}: file exists (use --force to overwrite)")
     if check and not torch_available():
         raise CheckpointError("--check needs torch (pip install 'mobinumba[convert]')")
-    state = read_state_dict(source)
+    if layout is not None and layout not in LAYOUTS:
+        raise CheckpointError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    if padding is not None and padding not in PADDINGS:
+        raise CheckpointError(f"unknown padding {padding!r}; known: {', '.join(PADDINGS)}")
+    state, stated, ignored = read_source(source, padding)
     if layout is None:
         layout = detect_layout(set(state), source)
-    if layout not in LAYOUTS:
-        raise CheckpointError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     module = LAYOUTS[layout]
-    defaults = module.DEFAULTS
-    bn_eps = defaults["bn_eps"] if bn_eps is None else bn_eps
+
+    def setting(name, option):
+        if option is not None:
+            return option
+        return stated.get(name, module.DEFAULTS[name])
+
+    bn_eps = setting("bn_eps", bn_eps)
     plan = module.plan(set(state))
     records = records_from_plan(plan, state, bn_eps, source)
     num_classes = records[-1].weight.shape[0]
@@ -77,12 +105,12 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, mean=Non
         width_multiplier=round(last_block.weight.shape[0] / 1024, 4),
         num_classes=num_classes,
         input_size=input_size,
-        activation=activation or defaults["activation"],
-        padding="torch",
-        mean=tuple(mean or defaults["mean"]),
-        std=tuple(std or defaults["std"]),
-        crop_pct=crop_pct or defaults["crop_pct"],
-        interpolation=interpolation or defaults["interpolation"],
+        activation=setting("activation", activation),
+        padding=setting("padding", padding),
+        mean=tuple(setting("mean", mean)),
+        std=tuple(setting("std", std)),
+        crop_pct=setting("crop_pct", crop_pct),
+        interpolation=setting("interpolation", interpolation),
         source_file=os.path.basename(source),
         source_sha256=sha256_of(source),
         source_layout=layout,
@@ -93,7 +121,8 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, mean=Non
     report = ConversionReport(output=output, layout=layout,
                               width_multiplier=info.width_multiplier, num_classes=num_classes,
                               num_layers=len(records), head_conv=plan[-2].name == "conv_head",
-                              activation=info.activation)
+                              activation=info.activation, padding=info.padding, bn_eps=bn_eps,
+                              ignored=ignored)
     run_check = torch_available() if check is None else check
 
     def verify(temp_path):
