@@ -14,6 +14,7 @@ import numba
 from . import __version__
 from .architecture import PADDINGS
 from .errors import InputError, MobinumbaError
+from .weights import INTERPOLATIONS, RESIZE_MODES
 from .threads import set_threads
 
 EXIT_ERROR = 1
@@ -77,8 +78,12 @@ def build_parser():
                               "tf-slim graphs with SAME convs, else torch)")
     convert.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"))
     convert.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"))
-    convert.add_argument("--interpolation", choices=("nearest", "bilinear", "bicubic",
-                                                     "lanczos", "box", "hamming"))
+    convert.add_argument("--interpolation", choices=INTERPOLATIONS,
+                         help="resize filter: Pillow's, or bilinear_tf (TF 1.x resize_bilinear)")
+    convert.add_argument("--resize", choices=RESIZE_MODES,
+                         help="shorter_side: resize the shorter side to size/crop_pct, center "
+                              "crop (timm); central_crop: crop the central crop_pct, resize to "
+                              "size (TF-slim)")
     convert.add_argument("--crop-pct", type=_bounded(float, 0.0, 1.0, low_open=True))
     convert.add_argument("--input-size", type=_bounded(int, 1, 8192), default=224)
     convert.add_argument("--bn-eps", type=_bounded(float, 0.0, 1.0, low_open=True),
@@ -130,8 +135,9 @@ def run_convert(args):
     report = convert_checkpoint(
         args.checkpoint, args.output, layout=args.layout, activation=args.activation,
         padding=args.padding, mean=args.mean, std=args.std, interpolation=args.interpolation,
-        crop_pct=args.crop_pct, input_size=args.input_size, bn_eps=args.bn_eps,
-        labels=args.labels, check=args.check, tolerance=args.tolerance, force=args.force)
+        crop_pct=args.crop_pct, resize=args.resize, input_size=args.input_size,
+        bn_eps=args.bn_eps, labels=args.labels, check=args.check, tolerance=args.tolerance,
+        force=args.force)
     print(f"wrote {report.output}: {report.layout} layout, width {report.width_multiplier:g}, "
           f"{report.num_classes} classes, {report.num_layers} weight layers"
           f"{' (with head conv)' if report.head_conv else ''}, {report.activation}, "
@@ -198,8 +204,9 @@ def run_inspect(args):
     print(f"labels:         {label_text}")
     print(f"activation:     {info.activation}")
     print(f"padding:        {info.padding}")
-    print(f"preprocessing:  input {info.input_size}, crop_pct {info.crop_pct:g}, "
-          f"{info.interpolation}, mean {_fmt(info.mean)}, std {_fmt(info.std)}")
+    print(f"preprocessing:  input {info.input_size}, {info.resize} (crop_pct "
+          f"{info.crop_pct:g}), {info.interpolation}, mean {_fmt(info.mean)}, "
+          f"std {_fmt(info.std)}")
     print(f"source:         {info.source_file} ({info.source_layout} layout, sha256 "
           f"{info.source_sha256[:16]}...), converter {info.converter_version}")
     print()

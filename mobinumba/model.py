@@ -116,7 +116,7 @@ class Model:
         """(3, input_size, input_size) float32 for a path or PIL image, per the file's metadata."""
         info = self.info
         return preprocess_image(load_image(image), info.input_size, info.crop_pct,
-                                info.interpolation, info.mean, info.std)
+                                info.interpolation, info.mean, info.std, info.resize)
 
     def top_k(self, logits, topk):
         """Per row of logits (N, num_classes): the topk Predictions by softmax probability."""

@@ -10,7 +10,7 @@ between consecutive layers, and finiteness of every weight. Any violation raises
 naming the file, the layer and the dataset or attribute.
 """
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 
 import h5py
@@ -23,7 +23,8 @@ FORMAT_NAME = "mobinumba"
 FORMAT_VERSION = 1
 ARCH = "mobilenet_v1"
 ACTIVATIONS = ("relu", "relu6")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming", "bilinear_tf")
+RESIZE_MODES = ("shorter_side", "central_crop")
 BN_FIELDS = ("gamma", "beta", "mean", "var")
 
 # Refuse datasets whose declared size is absurd before reading them: no real MobileNet layer
@@ -46,6 +47,7 @@ class ModelInfo:
     std: tuple
     crop_pct: float
     interpolation: str
+    resize: str = "shorter_side"
     source_file: str = ""
     source_sha256: str = ""
     source_layout: str = ""
@@ -116,9 +118,7 @@ def write_model_file(path, model, overwrite=False, verify=None):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FormatError(f"{path}: directory {directory} does not exist")
-    fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                     dir=directory)
-    os.close(fd)
+    temp_path = _create_temp_file(directory, os.path.basename(path))
     try:
         with h5py.File(temp_path, "w") as h5:
             _write_root(h5, model.info)
@@ -137,6 +137,21 @@ def write_model_file(path, model, overwrite=False, verify=None):
         raise
 
 
+def _create_temp_file(directory, name):
+    """Create an empty, new `.name.XXXX.tmp` in directory; returns its path.
+
+    Unlike tempfile.mkstemp (always mode 0600), the file gets the usual 0666 & ~umask, so
+    the renamed output is readable like any other file the user writes.
+    """
+    while True:
+        temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(temp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return temp_path
+        except FileExistsError:
+            continue
+
+
 def _write_root(h5, info):
     h5.attrs["format"] = FORMAT_NAME
     h5.attrs["format_version"] = np.int64(info.format_version)
@@ -150,6 +165,7 @@ def _write_root(h5, info):
     h5.attrs["std"] = np.asarray(info.std, dtype=np.float64)
     h5.attrs["crop_pct"] = float(info.crop_pct)
     h5.attrs["interpolation"] = info.interpolation
+    h5.attrs["resize"] = info.resize
     h5.attrs["source_file"] = info.source_file
     h5.attrs["source_sha256"] = info.source_sha256
     h5.attrs["source_layout"] = info.source_layout
@@ -213,6 +229,8 @@ def _read(h5, path):
         std=_triple_attr(h5, "std", where, positive=True),
         crop_pct=_float_attr(h5, "crop_pct", where, 0.0, 1.0),
         interpolation=_choice_attr(h5, "interpolation", INTERPOLATIONS, where),
+        resize=(_choice_attr(h5, "resize", RESIZE_MODES, where) if "resize" in h5.attrs
+                else "shorter_side"),
         source_file=_str_attr(h5, "source_file", where),
         source_sha256=_str_attr(h5, "source_sha256", where),
         source_layout=_str_attr(h5, "source_layout", where),

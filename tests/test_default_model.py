@@ -83,8 +83,8 @@ def test_metadata_of_the_shipped_file(model):
     info = model.info
     assert os.path.basename(model.path) == "mobilenet_v1_1.0_224_imagenet.h5"
     assert (info.width_multiplier, info.num_classes, info.input_size) == (1.0, 1001, 224)
-    assert (info.activation, info.padding, info.interpolation, info.crop_pct) == (
-        "relu6", "tf_same", "bilinear", 0.875)
+    assert (info.activation, info.padding, info.interpolation, info.crop_pct, info.resize) == (
+        "relu6", "tf_same", "bilinear_tf", 0.875, "central_crop")
     assert info.mean == (0.5,) * 3 and info.std == (0.5,) * 3
     assert (info.source_file, info.source_layout) == ("retrained_graph.pb", "tf-slim")
     assert info.source_sha256 == \

@@ -122,8 +122,8 @@ def test_reader_keeps_node_ops_inputs_and_attributes(variables):
 def test_graph_is_detected_and_its_settings_are_read(converted, graph_file, capsys):
     info = converted.info
     assert info.source_layout == "tf-slim" and info.padding == "tf_same"
-    assert (info.activation, info.mean, info.std, info.interpolation, info.crop_pct) == (
-        "relu6", (0.5,) * 3, (0.5,) * 3, "bilinear", 0.875)
+    assert (info.activation, info.mean, info.std, info.interpolation, info.crop_pct,
+            info.resize) == ("relu6", (0.5,) * 3, (0.5,) * 3, "bilinear_tf", 0.875, "central_crop")
     assert info.width_multiplier == 0.25 and info.num_classes == 1001
     assert converted.labels[:3] == ["background", "tench", "goldfish"]
     assert converted.labels[1000] == "toilet tissue"

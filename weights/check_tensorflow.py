@@ -4,10 +4,13 @@
 
 Run this with a Python that has tensorflow (any 2.x; it runs the frozen graph through
 tf.compat.v1) and numpy. mobinumba's side runs in `--mobinumba-python` (a Python with
-mobinumba installed), so the two need not share an environment. The images are
-preprocessed by mobinumba and fed to both, so the comparison covers the network only: the
-graph's `input` placeholder (N, 224, 224, 3) in [-1, 1] up to its
-`MobilenetV1/Logits/SpatialSqueeze` logits (N, 1001).
+mobinumba installed), so the two need not share an environment. Two comparisons:
+- preprocessing: mobinumba's transform of each sample photo against TF-slim's
+  inception_preprocessing.preprocess_for_eval (tf.image.central_crop(0.875), then
+  tf.compat.v1.image.resize_bilinear to 224x224, then (x - 0.5) * 2);
+- the network: the same inputs (mobinumba's preprocessing, plus two random images) fed to
+  both, from the graph's `input` placeholder (N, 224, 224, 3) in [-1, 1] to its
+  `MobilenetV1/Logits/SpatialSqueeze` logits (N, 1001).
 """
 import argparse
 import glob
@@ -44,6 +47,10 @@ def main():
     subprocess.run([args.mobinumba_python, "-c", MOBINUMBA_SIDE,
                     json.dumps([paths, inputs, outputs])], check=True)
     x, ours = np.load(inputs), np.load(outputs)  # (N, 3, 224, 224), (N, 1001)
+    for path, image in zip(paths, x):
+        difference = np.abs(image.transpose(1, 2, 0) - _tf_slim_eval_preprocessing(tf, path))
+        print(f"{os.path.basename(path)}: max |preprocessing difference| mobinumba vs "
+              f"TF-slim: {difference.max():.3g}")
     graph_def = tf.compat.v1.GraphDef()
     with open(args.graph, "rb") as stream:
         graph_def.ParseFromString(stream.read())
@@ -62,6 +69,16 @@ def main():
         print(f"{name}: top-5 mobinumba {np.argsort(-a)[:5].tolist()}, "
               f"TensorFlow {np.argsort(-b)[:5].tolist()}")
     return 0
+
+
+def _tf_slim_eval_preprocessing(tf, path, size=224, central_fraction=0.875):
+    """(size, size, 3) float32: inception_preprocessing.preprocess_for_eval of one photo."""
+    with open(path, "rb") as stream:
+        image = tf.io.decode_image(stream.read(), channels=3, expand_animations=False)
+    image = tf.image.convert_image_dtype(image, tf.float32)
+    image = tf.image.central_crop(image, central_fraction=central_fraction)
+    image = tf.compat.v1.image.resize_bilinear(image[None], [size, size], align_corners=False)
+    return ((image[0] - 0.5) * 2.0).numpy()
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def read_source(source, padding=None):
 
 
 def convert_checkpoint(source, output, *, layout=None, activation=None, padding=None, mean=None,
-                       std=None, interpolation=None, crop_pct=None, input_size=224, bn_eps=None,
+                       std=None, interpolation=None, crop_pct=None, resize=None, input_size=224,
+                       bn_eps=None,
                        labels="auto", check=None, tolerance=1e-4, force=False):
     """Convert `source` to the HDF5 file `output`; returns a ConversionReport.
 
@@ -111,6 +112,7 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         std=tuple(setting("std", std)),
         crop_pct=setting("crop_pct", crop_pct),
         interpolation=setting("interpolation", interpolation),
+        resize=setting("resize", resize),
         source_file=os.path.basename(source),
         source_sha256=sha256_of(source),
         source_layout=layout,

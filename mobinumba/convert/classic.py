@@ -9,7 +9,8 @@ from .plan import mobilenet_v1_plan
 
 NAME = "classic"
 DEFAULTS = dict(activation="relu", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                interpolation="bilinear", crop_pct=0.875, bn_eps=1e-5, padding="torch")
+                interpolation="bilinear",
+                crop_pct=0.875, resize="shorter_side", bn_eps=1e-5, padding="torch")
 
 
 def matches(keys):

@@ -24,10 +24,11 @@ from .plan import mobilenet_v1_plan
 
 NAME = "tf-slim"
 # TF-slim's defaults: mobilenet_v1_arg_scope (ReLU6, batch_norm_epsilon 0.001, SAME padding)
-# and its eval preprocessing (inception_preprocessing: pixels to [-1, 1], central crop 0.875,
-# bilinear resize).
+# and its eval preprocessing (inception_preprocessing.preprocess_for_eval: pixels to [-1, 1],
+# tf.image.central_crop(0.875), then TF 1.x resize_bilinear to 224x224).
 DEFAULTS = dict(activation="relu6", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                interpolation="bilinear", crop_pct=0.875, bn_eps=1e-3, padding="tf_same")
+                interpolation="bilinear_tf", crop_pct=0.875, resize="central_crop", bn_eps=1e-3,
+                padding="tf_same")
 
 SCOPE = "MobilenetV1/"
 STEM = "MobilenetV1/Conv2d_0"

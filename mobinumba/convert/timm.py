@@ -9,7 +9,8 @@ from .plan import mobilenet_v1_plan
 
 NAME = "timm"
 DEFAULTS = dict(activation="relu6", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                interpolation="bicubic", crop_pct=0.875, bn_eps=1e-5, padding="torch")
+                interpolation="bicubic",
+                crop_pct=0.875, resize="shorter_side", bn_eps=1e-5, padding="torch")
 STAGE_BLOCKS = (1, 2, 2, 6, 2)
 
 
