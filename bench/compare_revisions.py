@@ -1,4 +1,4 @@
-"""Compare the end-to-end latency of several git revisions of mobinumba in one run.
+"""Time several git revisions of mobinumba in one run: end to end and by layer kind.
 
     python bench/compare_revisions.py MODEL.h5 REV [REV ...] [--threads 2] [--batch 1]
         [--rounds 5] [--runs 20]
@@ -6,8 +6,10 @@
 Each revision is checked out into a temporary git worktree and timed in its own child
 process (so engines and JIT caches never share a process), with the revisions alternating
 round by round (A B C A B C ...) to spread machine drift evenly. Each round reports the
-median of --runs calls after warm-up; the table gives the median over rounds and the ratio
-to the first revision. docs/performance.md quotes this script's output.
+median of --runs calls after warm-up, and the median per-layer times of as many profiled
+calls (Model.profile), summed by layer kind (stem conv, depthwise, pointwise, head). The
+table gives the median over rounds and the ratio to the first revision.
+docs/performance.md quotes this script's output.
 """
 import argparse
 import json
@@ -32,8 +34,18 @@ for _ in range(runs):
     start = time.perf_counter()
     model(x)
     times.append(time.perf_counter() - start)
-print(json.dumps({"median": float(np.median(times)), "min": float(np.min(times))}))
+layers = {}
+for _ in range(runs):
+    for name, seconds in model.profile(x):
+        layers.setdefault(name, []).append(seconds)
+kinds = {"stem": 0.0, "depthwise": 0.0, "pointwise": 0.0, "head": 0.0}
+for name, seconds in layers.items():
+    kind = ("stem" if name == "conv_stem" else "depthwise" if name.endswith("_dw")
+            else "pointwise" if name.endswith("_pw") or name == "conv_head" else "head")
+    kinds[kind] += float(np.median(seconds))
+print(json.dumps({"median": float(np.median(times)), "min": float(np.min(times)), **kinds}))
 """
+KINDS = ("stem", "depthwise", "pointwise", "head")
 
 
 def main():
@@ -67,11 +79,15 @@ def main():
     first = statistics.median(r["median"] for r in rounds[args.revisions[0]])
     print(f"batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, "
           f"{args.rounds} rounds x {args.runs} runs")
-    print(f"{'revision':<14}{'p50 ms':>9}{'best ms':>9}{'vs first':>10}")
+    print(f"{'revision':<14}{'p50 ms':>9}{'best ms':>9}{'vs first':>10}"
+          + "".join(f"{kind + ' ms':>14}" for kind in KINDS))
     for revision, results in rounds.items():
         median = statistics.median(r["median"] for r in results)
         best = min(r["min"] for r in results)
-        print(f"{revision:<14}{median * 1e3:9.3f}{best * 1e3:9.3f}{median / first:10.2f}")
+        by_kind = "".join(f"{statistics.median(r[kind] for r in results) * 1e3:14.3f}"
+                          for kind in KINDS)
+        print(f"{revision:<14}{median * 1e3:9.3f}{best * 1e3:9.3f}{median / first:10.2f}"
+              + by_kind)
 
 
 def _time(tree, args, scratch):
