@@ -1,11 +1,13 @@
 """Section 5: per-layer profile, and our pointwise GEMM against numpy's BLAS per layer shape."""
 import contextlib
+import functools
+import time
 
 import numpy as np
 
 from ..kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
 from ..threads import kernel_section
-from .timing import gflops, median, time_interleaved
+from .timing import gflops, median, time_calls
 
 RELU = np.float32(np.inf)
 
@@ -44,32 +46,47 @@ def pointwise_shapes(model, height, width, batch):
     return shapes
 
 
-def pointwise_vs_blas(model, height, width, batch, threads, runs, seed=0):
+def pointwise_vs_blas(model, height, width, batch, threads, runs, rounds=2, pause_s=0.2,
+                      seed=0):
     """Per pointwise shape: our GEMM kernel (with its bias + clamp epilogue) and numpy's
-    matmul (plain GEMM) on the same float32 operands and thread count, timed in turn."""
+    matmul (plain GEMM) on the same float32 operands and thread count.
+
+    Numba's and the BLAS's worker threads keep spinning for a while after a call, so calling
+    the two in turn would make each wait for the other's threads: each engine instead runs
+    over all shapes in its own block after a pause, and the blocks alternate `rounds` times.
+    """
     rng = np.random.default_rng(seed)
-    rows = []
+    problems = []
+    for (m, k, n), layers in pointwise_shapes(model, height, width, batch).items():
+        x = rng.random((m, k), dtype=np.float32)  # (M, K) activations
+        weight = rng.standard_normal((n, k, 1, 1)).astype(np.float32)  # OIHW
+        packed = pack_pointwise_weights(weight)
+        bias = np.zeros(n, dtype=np.float32)
+        out = np.empty((m, n), dtype=np.float32)
+        matrix = np.ascontiguousarray(weight[:, :, 0, 0].T)  # (K, N)
+        blas_out = np.empty((m, n), dtype=np.float32)
+        problems.append(((m, k, n), layers, {
+            "ours": functools.partial(pwconv_nhwc_clamp, x, packed, bias, RELU, out),
+            "blas": functools.partial(np.matmul, x, matrix, out=blas_out)}))
+    seconds = [{"ours": [], "blas": []} for _ in problems]
+    per_round = max(1, -(-runs // rounds))
     with _blas_threads(threads) as blas_threads_limited, kernel_section():
-        for (m, k, n), layers in pointwise_shapes(model, height, width, batch).items():
-            x = rng.random((m, k), dtype=np.float32)  # (M, K) activations
-            weight = rng.standard_normal((n, k, 1, 1)).astype(np.float32)  # OIHW
-            packed = pack_pointwise_weights(weight)
-            bias = np.zeros(n, dtype=np.float32)
-            out = np.empty((m, n), dtype=np.float32)
-            matrix = np.ascontiguousarray(weight[:, :, 0, 0].T)  # (K, N)
-            blas_out = np.empty((m, n), dtype=np.float32)
-            seconds = time_interleaved({
-                "ours": lambda: pwconv_nhwc_clamp(x, packed, bias, RELU, out),
-                "blas": lambda: np.matmul(x, matrix, out=blas_out),
-            }, runs, warmup=2)
-            ours, blas = median(seconds["ours"]), median(seconds["blas"])
-            macs = m * k * n
-            rows.append({"m": m, "k": k, "n": n, "layers": layers, "macs": macs,
-                         "ours_ms": ours * 1e3, "blas_ms": blas * 1e3,
-                         "ours_gflops": gflops(macs, ours), "blas_gflops": gflops(macs, blas),
-                         "ours_vs_blas": blas / ours})
+        for _ in range(rounds):
+            for engine in ("ours", "blas"):
+                time.sleep(pause_s)
+                for (_, _, calls), samples in zip(problems, seconds):
+                    samples[engine] += time_calls(calls[engine], per_round, warmup=2)
+    rows = []
+    for ((m, k, n), layers, _), samples in zip(problems, seconds):
+        ours, blas = median(samples["ours"]), median(samples["blas"])
+        macs = m * k * n
+        rows.append({"m": m, "k": k, "n": n, "layers": layers, "macs": macs,
+                     "ours_ms": ours * 1e3, "blas_ms": blas * 1e3,
+                     "ours_gflops": gflops(macs, ours), "blas_gflops": gflops(macs, blas),
+                     "ours_vs_blas": blas / ours})
     largest = max(row["macs"] for row in rows)
-    return {"runs": runs, "blas_threads_limited": blas_threads_limited, "shapes": rows,
+    return {"runs": per_round * rounds, "rounds": rounds, "pause_s": pause_s,
+            "blas_threads_limited": blas_threads_limited, "shapes": rows,
             "largest_shapes": [row for row in rows if row["macs"] == largest]}
 
 

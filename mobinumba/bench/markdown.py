@@ -248,7 +248,9 @@ def _layers(report):
             "### Pointwise GEMM vs numpy BLAS, per layer shape", "",
             f"Each distinct pointwise shape, M = N*H*W pixels by K = Cin by N = Cout: our "
             f"kernel (with its bias + clamp epilogue) and numpy's plain float32 matmul on the "
-            f"same operands, one call of each in turn, median of {blas['runs']} runs. The last "
+            f"same operands, median of {blas['runs']} runs. Each engine runs over all shapes "
+            f"in its own block after a {blas['pause_s']:g} s pause (their worker threads keep "
+            f"spinning after a call), the blocks alternating {blas['rounds']} times. The last "
             f"column is BLAS time / our time (above 1: ours is faster).", "",
             *_table(["M x K x N", "layers", "M mult-adds", "ours ms", "ours GFLOP/s",
                      "BLAS ms", "BLAS GFLOP/s", "ours vs BLAS"], shape_rows)]

@@ -172,7 +172,7 @@ def _config_dict(config, model_file, size):
     values = asdict(config)
     values.update(size=size, width=info.width_multiplier, num_classes=info.num_classes,
                   activation=info.activation, padding=info.padding,
-                  weights=config.weights or f"random weights (width {info.width_multiplier:g})",
+                  weights=config.weights or "random weights",
                   peers=list(config.peers), block_runs=config.block_runs,
                   network_runs=config.network_runs, throughput_runs=config.throughput_runs,
                   peer_rounds=config.peer_rounds, peer_pause_s=config.peer_pause_s)
