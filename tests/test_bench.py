@@ -19,9 +19,11 @@ from conftest import run_cli
 from reference_models import TimmMobileNetV1
 
 from mobinumba.architecture import mobilenet_v1_specs
+from mobinumba.bench.charts import render_charts
 from mobinumba.bench.convnet import conv_mobilenet_workspace
 from mobinumba.bench.markdown import render_markdown
 from mobinumba.bench.peers import PEERS, measure_peers
+from mobinumba.bench.runner import Progress
 from mobinumba.bench.synthetic import conv_mobilenet_specs, random_model_file, random_records
 from mobinumba.bench.torch_model import RecordsNet
 from mobinumba.model import Model
@@ -271,6 +273,27 @@ def test_bad_options_are_one_line_errors(argv, message, tmp_path, capsys):
     assert run_cli("bench", "--quick", "--out", tmp_path / "out", *argv) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error and "Traceback" not in error
+
+
+def test_sizes_beyond_the_memory_limit_are_refused_up_front(tmp_path, capsys):
+    assert run_cli("bench", "--quick", "--size", "1024", "--batch", "256", "--out",
+                   tmp_path / "out") == 1
+    error = capsys.readouterr().err
+    assert "GiB of buffers for the Conv MobileNet at batch 256" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_without_matplotlib_or_tqdm(quick, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    assert not render_charts(quick[0], str(tmp_path / "report.png"))
+    with Progress(2) as progress:
+        progress.step("first")
+        progress.step("second")
+    assert capsys.readouterr().err == ("mobinumba bench [1/2] first\n"
+                                       "mobinumba bench [2/2] second\n")
+    report = dict(quick[0], files={"json": "report.json", "md": "report.md"})
+    assert "![charts]" not in render_markdown(report)
 
 
 def test_out_must_be_a_directory(tmp_path, capsys):

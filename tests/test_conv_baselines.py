@@ -3,7 +3,8 @@
 conv3x3_nhwc_direct_clamp (the naive direct kernel), im2col3x3_nhwc and
 conv3x3_nhwc_im2col_clamp (im2col + the pointwise GEMM), on the same boundary sizes as the
 network's kernels: channels 1, odd, around the GEMM's 6-row tile and 32-wide panel; spatial
-sizes 1 to 15 and non-square; strides 1 and 2; PyTorch and TF "SAME" padding; ReLU and ReLU6.
+sizes 1 to 15 and non-square; strides 1 and 2; PyTorch and TF "SAME" padding; ReLU and ReLU6
+alternating over the cases.
 """
 import numpy as np
 import pytest
@@ -35,12 +36,17 @@ def expected_conv(x, weight, bias, stride, pads, activation):
     return clamp(out, ACTIVATIONS[activation]).transpose(0, 2, 3, 1)
 
 
+def activation_for(size, c_out):
+    """ReLU or ReLU6, alternating over the cases: the epilogue is the same code for both."""
+    return "relu6" if (size + c_out) % 2 else "relu"
+
+
 @pytest.mark.parametrize("padding", ["torch", "tf_same"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("c_in,c_out", CHANNELS)
-@pytest.mark.parametrize("activation", ["relu", "relu6"])
-def test_conv3x3_direct(c_in, c_out, size, stride, padding, activation):
+def test_conv3x3_direct(c_in, c_out, size, stride, padding):
+    activation = activation_for(size, c_out)
     x, weight, bias, pads, (out_h, out_w) = case(c_in, c_out, size, stride, padding)
     out = np.full((2, out_h, out_w, c_out), np.nan, np.float32)
     conv3x3_nhwc_direct_clamp(x, pack_conv3x3_direct_weights(weight), bias, stride, pads[0],
@@ -53,8 +59,8 @@ def test_conv3x3_direct(c_in, c_out, size, stride, padding, activation):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("c_in,c_out", CHANNELS)
-@pytest.mark.parametrize("activation", ["relu", "relu6"])
-def test_conv3x3_im2col(c_in, c_out, size, stride, padding, activation):
+def test_conv3x3_im2col(c_in, c_out, size, stride, padding):
+    activation = activation_for(size, c_out)
     x, weight, bias, pads, (out_h, out_w) = case(c_in, c_out, size, stride, padding)
     columns = np.full((2, out_h, out_w, 9 * c_in), np.nan, np.float32)
     out = np.full((2, out_h, out_w, c_out), np.nan, np.float32)

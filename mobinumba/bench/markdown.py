@@ -263,7 +263,7 @@ def _peers(report):
              f"{r['max_abs_logit_diff']:.1e}", _yes(r["agrees"])]
             for r in peers["engines"]]
     out = ["## 6. Peers", "",
-           f"The same weights (read from the same file), the same input (batch "
+           f"The same weights (the same layer records), the same input (batch "
            f"{peers['batch']}, {peers['size']}x{peers['size']}) and {peers['threads']} "
            f"thread(s) for every engine: PyTorch eager on an nn.Module built from the file's "
            f"layers (Conv2d + BatchNorm2d + activation, `torch.set_num_threads`, "

@@ -12,17 +12,19 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..architecture import count
 from ..errors import InputError
-from ..model import Model
+from ..graph import build_ops, workspace_bytes
+from ..model import MAX_WORKSPACE_BYTES, Model
 from ..threads import get_threads
 from ..weights import read_model_file, write_model_file
 from .environment import collect_environment
-from .latency import cold_start, steady_state, throughput
+from .latency import THROUGHPUT_BATCHES, cold_start, steady_state, throughput
 from .layers import layer_profile, pointwise_vs_blas
 from .paper import paper_tables
 from .peers import PEERS, measure_peers
 from .separable import compare_separable
-from .synthetic import random_model_file
+from .synthetic import conv_mobilenet_specs, random_model_file
 
 FULL = {"width": 1.0, "size": None, "runs": 100, "warmup": 10}  # size None: the file's
 QUICK = {"width": 0.25, "size": 64, "runs": 10, "warmup": 2}
@@ -93,12 +95,19 @@ def make_config(weights=None, width=None, size=None, batch=1, threads=None, runs
 def run_benchmarks(config):
     """Measure everything, write report.json / report.md / report.png under config.out and
     return the report dict (with the written paths under "files")."""
-    user_model = read_model_file(config.weights) if config.weights is not None else None
+    if config.weights is not None:
+        model_file = read_model_file(config.weights)
+    else:
+        model_file = random_model_file(config.width)
+    _check_memory(model_file, config.size, config.batch)
     _prepare_output(config.out)
     steps = 11
-    with _Progress(steps) as progress, tempfile.TemporaryDirectory(prefix="mobinumba-") as tmp:
+    with Progress(steps) as progress, tempfile.TemporaryDirectory(prefix="mobinumba-") as tmp:
         progress.step("model")
-        weights_path, model_file = _model_file(config, user_model, tmp)
+        weights_path = config.weights
+        if weights_path is None:  # the cold-start processes load the model from a file
+            weights_path = os.path.join(tmp, f"mobilenet_v1_random_{config.width:g}.h5")
+            write_model_file(weights_path, model_file)
         model = Model(model_file)
         size = config.size or model_file.info.input_size
         x = np.random.default_rng(0).standard_normal(
@@ -137,7 +146,7 @@ def run_benchmarks(config):
         report["headline"] = headline(report)
 
         progress.step("writing the report")
-        report["files"] = _write_files(report, config.out)
+        _write_files(report, config.out)
     return report
 
 
@@ -158,13 +167,27 @@ def headline(report):
     }
 
 
-def _model_file(config, user_model, tmp):
-    """(path, ModelFile): the user's weights, or a random model written to a temp .h5."""
-    if user_model is not None:
-        return config.weights, user_model
-    path = os.path.join(tmp, f"mobilenet_v1_random_{config.width:g}.h5")
-    write_model_file(path, random_model_file(config.width))
-    return path, read_model_file(path)
+def _check_memory(model_file, size, batch):
+    """Refuse, before any work, a --size / --batch whose buffers would exceed the runtime's
+    limit: the network's workspace at the largest throughput batch, or the Conv MobileNet's
+    workspace plus its im2col scratch at --batch."""
+    info = model_file.info
+    size = size or info.input_size
+    ops = build_ops(model_file.layers, info.activation, info.padding)
+    needs = {f"batch {max(THROUGHPUT_BATCHES)}":
+             workspace_bytes(ops, max(THROUGHPUT_BATCHES), size, size)}
+    specs = conv_mobilenet_specs([record.spec for record in model_file.layers])
+    rows = count(specs, size, size, info.padding)
+    scratch = max((4 * batch * out_h * out_w * 9 * spec.in_channels
+                   for spec, out_h, out_w, _, _ in rows[1:] if spec.kind == "conv"), default=0)
+    # The Conv MobileNet's activations have MobileNet's block output shapes (no wider).
+    needs[f"the Conv MobileNet at batch {batch}"] = workspace_bytes(ops, batch, size, size) \
+        + scratch
+    for what, needed in needs.items():
+        if needed > MAX_WORKSPACE_BYTES:
+            raise InputError(f"--size {size} needs {needed / 2 ** 30:.1f} GiB of buffers for "
+                             f"{what}, more than the {MAX_WORKSPACE_BYTES / 2 ** 30:.0f} GiB "
+                             f"limit; use a smaller --size or --batch")
 
 
 def _config_dict(config, model_file, size):
@@ -194,7 +217,8 @@ def _prepare_output(out):
 
 def _write_files(report, out):
     """Write report.png (if matplotlib is installed), report.json and report.md, each through
-    a temp file and a rename so that no half-written report is left behind."""
+    a temp file and a rename so that no half-written report is left behind; report["files"]
+    names the files written."""
     from .charts import render_charts
     from .markdown import render_markdown
 
@@ -207,7 +231,6 @@ def _write_files(report, out):
     report["files"] = {kind: os.path.basename(path) for kind, path in files.items()}
     _atomic_write(files["json"], lambda path: _write_text(path, json.dumps(report, indent=2)))
     _atomic_write(files["md"], lambda path: _write_text(path, render_markdown(report)))
-    return report["files"]
 
 
 def _write_text(path, text):
@@ -231,7 +254,7 @@ def _atomic_write(path, write):
             os.unlink(temp)
 
 
-class _Progress:
+class Progress:
     """A tqdm progress bar over the report's steps, or one line per step without tqdm."""
 
     def __init__(self, steps):
