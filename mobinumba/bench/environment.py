@@ -15,14 +15,26 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "a
 PACKAGES = ("numpy", "numba", "llvmlite", "h5py", "torch", "onnxruntime", "onnx")
 
 
-def collect_environment(threads):
-    """A dict describing CPU, threads, Numba's threading layer, BLAS and package versions.
+def load_average():
+    """The 1-minute system load average, or -1.0 where the OS does not report one: on a
+    shared machine it tells the reader how busy the cores were while we measured."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return -1.0
+
+
+def collect_environment(threads, load_at_start):
+    """A dict describing CPU, threads, Numba's threading layer, BLAS, package versions and
+    the system load at the start (`load_at_start`, from load_average()) and end of the run.
 
     Call it after a parallel Numba kernel has run: the threading layer is chosen on the first
     parallel call.
     """
     cpu_model, flags = _cpu_info()
     return {
+        "load_average_start": load_at_start,
+        "load_average_end": load_average(),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "platform": platform.platform(),
         "cpu_model": cpu_model,

@@ -81,6 +81,7 @@ def _environment(report):
                       f"process"],
             ["threads used", f"{env['threads_used']} (NUMBA_NUM_THREADS "
                              f"{env['numba_num_threads']})"],
+            ["system load", _load(env)],
             ["Numba threading layer", env["numba_threading_layer"]],
             ["Python", f"{env['python']} ({env['python_implementation']})"],
             ["mobinumba", env["mobinumba"]], ["packages", versions],
@@ -89,6 +90,14 @@ def _environment(report):
             ["environment", variables or "none of NUMBA_*, OPENBLAS_*, OMP_*, MKL_* set"],
             ["platform", env["platform"]]]
     return ["## 1. Environment", "", *_table(["", ""], rows)]
+
+
+def _load(env):
+    start, end = env["load_average_start"], env["load_average_end"]
+    if start < 0 or end < 0:
+        return "not reported by this OS"
+    return (f"1-minute load average {start:.2f} at the start, {end:.2f} at the end (this run "
+            f"itself adds up to its thread count)")
 
 
 def _match(row):

@@ -18,7 +18,7 @@ from ..graph import build_ops, workspace_bytes
 from ..model import MAX_WORKSPACE_BYTES, Model
 from ..threads import get_threads
 from ..weights import read_model_file, write_model_file
-from .environment import collect_environment
+from .environment import collect_environment, load_average
 from .latency import THROUGHPUT_BATCHES, cold_start, steady_state, throughput
 from .layers import layer_profile, pointwise_vs_blas
 from .paper import paper_tables
@@ -101,6 +101,7 @@ def run_benchmarks(config):
         model_file = random_model_file(config.width)
     _check_memory(model_file, config.size, config.batch)
     _prepare_output(config.out)
+    load_at_start = load_average()
     steps = 11
     with Progress(steps) as progress, tempfile.TemporaryDirectory(prefix="mobinumba-") as tmp:
         progress.step("model")
@@ -142,7 +143,7 @@ def run_benchmarks(config):
                                         config.warmup, config.peer_rounds, config.peer_pause_s,
                                         config.peers, tmp)
         progress.step("environment")
-        report["environment"] = collect_environment(config.threads)
+        report["environment"] = collect_environment(config.threads, load_at_start)
         report["headline"] = headline(report)
 
         progress.step("writing the report")
