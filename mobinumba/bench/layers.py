@@ -13,21 +13,23 @@ RELU = np.float32(np.inf)
 
 
 def layer_profile(model, x, runs, warmup):
-    """One row per op (28 weight layers and the pooling) with its median time over `runs`
-    profiled forward passes, share of the summed medians, mult-adds and (except pooling)
-    GFLOP/s."""
+    """One row per op (28 weight layers and the pooling) with its median and fastest time over
+    `runs` profiled forward passes, share of the summed medians, mult-adds and (except
+    pooling) GFLOP/s at the median."""
     for _ in range(warmup):
         model.profile(x)
     samples = [model.profile(x) for _ in range(runs)]  # [[(name, seconds)] per run]
     batch, _, height, width = x.shape
     counts = model.layer_counts(height, width)
-    medians = [median([sample[index][1] for sample in samples])
-               for index in range(len(counts))]
+    per_op = [[sample[index][1] for sample in samples] for index in range(len(counts))]
+    medians = [median(seconds) for seconds in per_op]
     total = sum(medians)
     rows = []
-    for (spec, out_h, out_w, _, macs), seconds, (name, _) in zip(counts, medians, samples[0]):
+    for (spec, out_h, out_w, _, macs), seconds, runs_of_op, (name, _) in zip(
+            counts, medians, per_op, samples[0]):
         row = {"layer": name, "kind": spec.kind,
                "output": f"{out_h}x{out_w}x{spec.out_channels}", "ms": seconds * 1e3,
+               "min_ms": min(runs_of_op) * 1e3,
                "share_percent": 100.0 * seconds / total, "macs": macs * batch}
         if macs:  # pooling has no multiply-adds
             row["gflops"] = gflops(macs * batch, seconds)

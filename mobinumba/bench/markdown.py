@@ -28,11 +28,12 @@ def render_markdown(report):
     return "\n".join(lines).rstrip()
 
 
-def _table(header, rows):
-    """A Markdown table; numbers are expected already formatted as strings."""
+def _table(header, rows, text_columns=1):
+    """A Markdown table, its first `text_columns` columns left-aligned and the others (the
+    figures, already formatted as strings) right-aligned."""
     out = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---" if index == 0 else "---:" for index in range(len(header)))
-           + "|"]
+           "|" + "|".join("---" if index < text_columns else "---:"
+                          for index in range(len(header))) + "|"]
     out += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return out
 
@@ -89,7 +90,7 @@ def _environment(report):
                              f"{blas['threads']} threads by default"],
             ["environment", variables or "none of NUMBA_*, OPENBLAS_*, OMP_*, MKL_* set"],
             ["platform", env["platform"]]]
-    return ["## 1. Environment", "", *_table(["", ""], rows)]
+    return ["## 1. Environment", "", *_table(["", ""], rows, text_columns=2)]
 
 
 def _load(env):
@@ -170,7 +171,7 @@ def _separable(report):
             f"{sep['timing']}; {sep['block_runs']} runs per block.", "",
             *_table(["block", "input", "channels", "stride", "1/N + 1/9", "theoretical",
                      "(a) direct ms", "(b) im2col ms", "(c) dw+pw ms", "(a)/(c)", "(b)/(c)"],
-                    rows), "",
+                    rows, text_columns=3), "",
             f"The network row runs the full \"Conv MobileNet\" (every block one standard 3x3 "
             f"conv: {net['conv_mobilenet_macs'] / 1e6:,.0f} M mult-adds, "
             f"{net['conv_mobilenet_params'] / 1e6:.2f} M parameters) against MobileNet "
@@ -225,7 +226,7 @@ def _latency(report):
 def _layers(report):
     layers = report["layers"]
     steady = report["latency"]["steady_state"]
-    rows = [[index, r["layer"], r["kind"], r["output"], f"{r['ms']:.3f}",
+    rows = [[index, r["layer"], r["kind"], r["output"], f"{r['ms']:.3f}", f"{r['min_ms']:.3f}",
              f"{r['share_percent']:.1f}%", f"{r['macs'] / 1e6:.2f}",
              f"{r['gflops']:.1f}" if "gflops" in r else ""]
             for index, r in enumerate(layers["layers"], start=1)]
@@ -244,10 +245,10 @@ def _layers(report):
     return ["## 5. Per-layer profile", "",
             f"Median time of each op over {layers['runs']} profiled forward passes "
             f"(batch {layers['batch']}; `Model.profile`, one perf_counter pair per kernel "
-            f"call). Mult-adds are for the whole batch; GFLOP/s counts 2 flops per "
-            f"multiply-add.", "",
-            *_table(["#", "layer", "kind", "output", "ms", "share", "M mult-adds", "GFLOP/s"],
-                    rows), "",
+            f"call). Shares and GFLOP/s are of the medians; mult-adds are for the whole "
+            f"batch; GFLOP/s counts 2 flops per multiply-add.", "",
+            *_table(["#", "layer", "kind", "output", "median ms", "min ms", "share",
+                     "M mult-adds", "GFLOP/s"], rows, text_columns=4), "",
             f"Sum of the per-layer medians: {layers['sum_ms']:.3f} ms; end-to-end p50 "
             f"(section 4, with input checks and copies): {steady['p50_ms']:.3f} ms.", "",
             f"**BLAS reference**: numpy's matmul ({env['library']} {env['version']}, kernel "
@@ -262,7 +263,7 @@ def _layers(report):
             f"spinning after a call), the blocks alternating {blas['rounds']} times. The last "
             f"column is BLAS time / our time (above 1: ours is faster).", "",
             *_table(["M x K x N", "layers", "M mult-adds", "ours ms", "ours GFLOP/s",
-                     "BLAS ms", "BLAS GFLOP/s", "ours vs BLAS"], shape_rows)]
+                     "BLAS ms", "BLAS GFLOP/s", "ours vs BLAS"], shape_rows, text_columns=2)]
 
 
 def _peers(report):
@@ -282,7 +283,8 @@ def _peers(report):
            f"mobinumba's; they agree within {peers['agreement_tolerance']:g} x max(1, "
            f"max |logit|).", "",
            *_table(["engine", "version", "p50 ms", "min ms", "p90 ms", "p50 per block",
-                    "mobinumba / engine", "max abs logit diff", "agrees"], rows)]
+                    "mobinumba / engine", "max abs logit diff", "agrees"], rows,
+                   text_columns=2)]
     if peers["skipped"]:
         out += ["", "Skipped:", ""]
         out += [f"- {row['label']}: skipped, {row['reason']}" for row in peers["skipped"]]
