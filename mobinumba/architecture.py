@@ -52,6 +52,19 @@ class LayerSpec:
             weights = self.out_channels * self.in_channels * self.kernel_size ** 2
         return weights + 2 * self.out_channels
 
+    @property
+    def weight_count(self):
+        """Conv and FC weights only, without biases and batch-norm parameters.
+
+        This is how the MobileNets paper counts parameters (its Table 2 shares come out
+        exactly this way); `params` is PyTorch's count.
+        """
+        if self.kind == "pool":
+            return 0
+        if self.kind == "dwconv":
+            return self.out_channels * 9
+        return self.out_channels * self.in_channels * self.kernel_size ** 2
+
     def output_size(self, height, width, padding):
         """(out_h, out_w, pad_top, pad_left) of this layer on an (height, width) input."""
         if self.kind in ("dense", "pool"):

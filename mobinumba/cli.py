@@ -1,10 +1,11 @@
-"""The `mobinumba` command: convert | predict | inspect.
+"""The `mobinumba` command: convert | predict | inspect | bench.
 
 User mistakes (bad paths, files, options) print one line `mobinumba: error: ...` on stderr
 and exit with status 1 (2 for malformed command lines, from argparse); never a traceback.
 """
 import argparse
 import json
+import shlex
 import sys
 
 import numpy as np
@@ -25,6 +26,7 @@ def main(argv=None):
     """Entry point of the `mobinumba` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if args.threads is not None:
             set_threads(args.threads)
@@ -120,7 +122,48 @@ def build_parser():
     inspect.add_argument("--input-size", type=_bounded(int, 1, 8192), default=None,
                          help="count for this input size (default: the file's)")
     inspect.set_defaults(handler=run_inspect)
+
+    bench = commands.add_parser("bench", parents=[common],
+                                help="benchmark report: paper tables, per-layer profile, "
+                                     "latency, peers")
+    bench.add_argument("--weights", default=None,
+                       help="a mobinumba .h5 file (default: random weights at --width)")
+    bench.add_argument("--width", type=_bounded(float, 0.0, 4.0, low_open=True), default=None,
+                       help="width multiplier of the random-weight model (default 1.0)")
+    bench.add_argument("--size", type=_bounded(int, 1, 1024), default=None,
+                       help="input height and width (default: the model's input size, 224)")
+    bench.add_argument("--batch", type=_bounded(int, 1, 1024), default=1,
+                       help="batch size for latency, profile and peers (default 1)")
+    bench.add_argument("--runs", type=_bounded(int, 1, 100000), default=None,
+                       help="timed runs for latency, profile and peers (default 100)")
+    bench.add_argument("--warmup", type=_bounded(int, 0, 10000), default=None,
+                       help="untimed runs before timing (default 10)")
+    bench.add_argument("--peers", type=_peer_list, default=_peer_list("all"),
+                       help="comma-separated peers to compare: torch, onnxruntime, all or "
+                            "none (default all)")
+    bench.add_argument("--out", default="bench-report",
+                       help="directory for report.md, report.json and report.png "
+                            "(default bench-report)")
+    bench.add_argument("--quick", action="store_true",
+                       help="a tiny configuration (width 0.25, 64x64, 10 runs) for testing")
+    bench.set_defaults(handler=run_bench)
     return parser
+
+
+def _peer_list(text):
+    """argparse type of --peers: 'all', 'none' or a comma-separated subset of the peers."""
+    from .bench.peers import PEERS
+
+    if text == "all":
+        return PEERS
+    if text == "none":
+        return ()
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in PEERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected all, none or a comma-separated "
+                                         f"list of {', '.join(PEERS)}")
+    return names
 
 
 def _layout_names():
@@ -211,6 +254,27 @@ def run_inspect(args):
           f"{info.source_sha256[:16]}...), converter {info.converter_version}")
     print()
     print(model.summary(args.input_size))
+    return 0
+
+
+def run_bench(args):
+    """`mobinumba bench`: run the benchmark report and say where it went."""
+    from .bench.runner import make_config, run_benchmarks
+
+    config = make_config(weights=args.weights, width=args.width, size=args.size,
+                         batch=args.batch, threads=args.threads, runs=args.runs,
+                         warmup=args.warmup, peers=args.peers, out=args.out, quick=args.quick,
+                         command="mobinumba " + shlex.join(args.argv))
+    report = run_benchmarks(config)
+    head = report["headline"]
+    for engine in head["engines"]:
+        print(f"{engine['label']:<22} p50 {engine['p50_ms']:8.3f} ms  "
+              f"mobinumba / engine {engine['mobinumba_over_peer']:.2f}")
+    for label in head["skipped"]:
+        print(f"{label:<22} skipped (see the report)")
+    print(f"depthwise-separable speedup, whole network: {head['separable_speedup_im2col']:.2f}x"
+          f" measured (vs im2col), {head['separable_speedup_theoretical']:.2f}x theoretical")
+    print("wrote " + ", ".join(f"{args.out}/{name}" for name in report["files"].values()))
     return 0
 
 

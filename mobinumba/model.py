@@ -140,8 +140,7 @@ class Model:
         """
         height = height or self.info.input_size
         width = width or height
-        specs = [op.spec for op in self._ops]
-        rows = count(specs, height, width, self.info.padding)
+        rows = self.layer_counts(height, width)
         lines = [f"{'layer':<14}{'kind':<8}{'stride':>6}  {'output':<16}{'params':>12}"
                  f"{'mult-adds':>15}"]
         for spec, out_h, out_w, params, macs in rows:
@@ -155,6 +154,11 @@ class Model:
         lines.append(f"input {height}x{width}: {total_params / 1e6:.2f} M params, "
                      f"{total_macs / 1e6:.1f} M multiply-adds")
         return "\n".join(lines)
+
+    def layer_counts(self, height, width):
+        """Per op, in the order profile() reports them: (spec, out_h, out_w, params, macs) for
+        one image of (height, width), as architecture.count() gives them."""
+        return count([op.spec for op in self._ops], height, width, self.info.padding)
 
     def _check_input(self, x):
         """x as an ndarray after checking dtype, rank, channels, size and finiteness."""
