@@ -109,38 +109,92 @@ def dwconv3x3s1_nhwc_clamp(x, weight, bias, weight_tile, bias_tile, act_max, out
 
     x (N, H, W, C) and out (N, H, W, C); weight (3, 3, C), bias (C,) for border pixels;
     weight_tile (3, 3, P*C), bias_tile (P*C,) from tile_dwconv3x3_weights for the interior.
+    Each task computes two output rows: they share 2 of their 4 input rows and every weight
+    load (measured 15-24% faster than one row per task, single-threaded).
     """
     n_batch, height, width, channels = x.shape
     row_length = width * channels
-    block = weight_tile.shape[2]
     rows_in = x.reshape(n_batch * height, row_length)  # (N*H, W*C)
     rows_out = out.reshape(n_batch * height, row_length)
-    for row in prange(n_batch * height):
-        n = row // height
-        oh = row - n * height
-        if oh == 0 or oh == height - 1 or width < 3:
-            # A top or bottom row (or a row too narrow for an interior): pixel by pixel.
-            for ow in range(width):
-                _pixel(x, weight, bias, n, oh, ow, 1, 1, 1, act_max, out)
+    pairs = (height + 1) // 2
+    for task in prange(n_batch * pairs):
+        n = task // pairs
+        oh0 = (task - n * pairs) * 2
+        oh1 = min(oh0 + 2, height)
+        for oh in range(oh0, oh1):  # pixels with taps in the padding
+            if oh == 0 or oh == height - 1 or width < 3:
+                for ow in range(width):
+                    _pixel(x, weight, bias, n, oh, ow, 1, 1, 1, act_max, out)
+            else:
+                _pixel(x, weight, bias, n, oh, 0, 1, 1, 1, act_max, out)
+                _pixel(x, weight, bias, n, oh, width - 1, 1, 1, 1, act_max, out)
+        first, last = max(oh0, 1), min(oh1, height - 1)  # this task's interior rows
+        if width < 3 or first >= last:
             continue
-        _pixel(x, weight, bias, n, oh, 0, 1, 1, 1, act_max, out)
-        _pixel(x, weight, bias, n, oh, width - 1, 1, 1, 1, act_max, out)
-        above, middle, below = rows_in[row - 1], rows_in[row], rows_in[row + 1]  # (W*C,)
-        dst = rows_out[row]
-        w00, w01, w02 = weight_tile[0, 0], weight_tile[0, 1], weight_tile[0, 2]  # (P*C,)
-        w10, w11, w12 = weight_tile[1, 0], weight_tile[1, 1], weight_tile[1, 2]
-        w20, w21, w22 = weight_tile[2, 0], weight_tile[2, 1], weight_tile[2, 2]
-        # Interior pixels 1..W-2 are elements [C, (W-1)*C) of the row, in blocks of P pixels.
-        for start in range(channels, row_length - channels, block):
-            count = min(block, row_length - channels - start)
-            left, right = start - channels, start + channels
-            a0, a1, a2 = above[left:], above[start:], above[right:]
-            m0, m1, m2 = middle[left:], middle[start:], middle[right:]
-            b0, b1, b2 = below[left:], below[start:], below[right:]
-            out_block = dst[start:]
-            for j in range(count):
-                total = (bias_tile[j]
-                         + a0[j] * w00[j] + a1[j] * w01[j] + a2[j] * w02[j]
-                         + m0[j] * w10[j] + m1[j] * w11[j] + m2[j] * w12[j]
-                         + b0[j] * w20[j] + b1[j] * w21[j] + b2[j] * w22[j])
-                out_block[j] = min(max(total, ZERO), act_max)
+        row = n * height + first
+        if last - first == 2:
+            _interior_two_rows(rows_in, row, weight_tile, bias_tile, channels, act_max,
+                               rows_out)
+        else:
+            _interior_row(rows_in, row, weight_tile, bias_tile, channels, act_max, rows_out)
+
+
+@njit(fastmath=FASTMATH)
+def _interior_row(rows_in, row, weight_tile, bias_tile, channels, act_max, rows_out):
+    """Pixels 1..W-2 of output row `row` (a row index into the (N*H, W*C) views).
+
+    Interior pixels are elements [C, (W-1)*C) of the row, done in blocks of P pixels: the
+    9 taps are the rows above, at and below, each shifted by -C, 0 and +C elements.
+    """
+    row_length = rows_in.shape[1]
+    block = weight_tile.shape[2]
+    above, middle, below = rows_in[row - 1], rows_in[row], rows_in[row + 1]  # (W*C,)
+    dst = rows_out[row]
+    w00, w01, w02 = weight_tile[0, 0], weight_tile[0, 1], weight_tile[0, 2]  # (P*C,)
+    w10, w11, w12 = weight_tile[1, 0], weight_tile[1, 1], weight_tile[1, 2]
+    w20, w21, w22 = weight_tile[2, 0], weight_tile[2, 1], weight_tile[2, 2]
+    for start in range(channels, row_length - channels, block):
+        count = min(block, row_length - channels - start)
+        left, right = start - channels, start + channels
+        a0, a1, a2 = above[left:], above[start:], above[right:]
+        m0, m1, m2 = middle[left:], middle[start:], middle[right:]
+        b0, b1, b2 = below[left:], below[start:], below[right:]
+        out_block = dst[start:]
+        for j in range(count):
+            total = (bias_tile[j]
+                     + a0[j] * w00[j] + a1[j] * w01[j] + a2[j] * w02[j]
+                     + m0[j] * w10[j] + m1[j] * w11[j] + m2[j] * w12[j]
+                     + b0[j] * w20[j] + b1[j] * w21[j] + b2[j] * w22[j])
+            out_block[j] = min(max(total, ZERO), act_max)
+
+
+@njit(fastmath=FASTMATH)
+def _interior_two_rows(rows_in, row, weight_tile, bias_tile, channels, act_max, rows_out):
+    """_interior_row for output rows `row` and `row + 1` in one pass over input rows
+    row-1 .. row+2."""
+    row_length = rows_in.shape[1]
+    block = weight_tile.shape[2]
+    r0, r1, r2, r3 = rows_in[row - 1], rows_in[row], rows_in[row + 1], rows_in[row + 2]
+    dst0, dst1 = rows_out[row], rows_out[row + 1]
+    w00, w01, w02 = weight_tile[0, 0], weight_tile[0, 1], weight_tile[0, 2]  # (P*C,)
+    w10, w11, w12 = weight_tile[1, 0], weight_tile[1, 1], weight_tile[1, 2]
+    w20, w21, w22 = weight_tile[2, 0], weight_tile[2, 1], weight_tile[2, 2]
+    for start in range(channels, row_length - channels, block):
+        count = min(block, row_length - channels - start)
+        left, right = start - channels, start + channels
+        a0, a1, a2 = r0[left:], r0[start:], r0[right:]
+        b0, b1, b2 = r1[left:], r1[start:], r1[right:]
+        c0, c1, c2 = r2[left:], r2[start:], r2[right:]
+        d0, d1, d2 = r3[left:], r3[start:], r3[right:]
+        out0, out1 = dst0[start:], dst1[start:]
+        for j in range(count):
+            upper = (bias_tile[j]
+                     + a0[j] * w00[j] + a1[j] * w01[j] + a2[j] * w02[j]
+                     + b0[j] * w10[j] + b1[j] * w11[j] + b2[j] * w12[j]
+                     + c0[j] * w20[j] + c1[j] * w21[j] + c2[j] * w22[j])
+            lower = (bias_tile[j]
+                     + b0[j] * w00[j] + b1[j] * w01[j] + b2[j] * w02[j]
+                     + c0[j] * w10[j] + c1[j] * w11[j] + c2[j] * w12[j]
+                     + d0[j] * w20[j] + d1[j] * w21[j] + d2[j] * w22[j])
+            out0[j] = min(max(upper, ZERO), act_max)
+            out1[j] = min(max(lower, ZERO), act_max)
