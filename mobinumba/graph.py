@@ -117,7 +117,7 @@ class Dense:
 
     def __init__(self, record, activation, padding):
         self.spec = record.spec
-        self.weight = pack_dense_weights(record.weight)  # (C, K)
+        self.weight = pack_dense_weights(record.weight)  # (chunks, C, CHUNK)
         self.bias = np.ascontiguousarray(record.bias, dtype=np.float32)
 
     def output_shape(self, shape):
