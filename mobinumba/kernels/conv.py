@@ -2,7 +2,7 @@
 import numpy as np
 from numba import njit, prange
 
-from ._common import FASTMATH, ZERO
+from ._common import CACHE, FASTMATH, ZERO
 
 
 def pack_conv3x3_weights(weight):
@@ -10,7 +10,7 @@ def pack_conv3x3_weights(weight):
     return np.ascontiguousarray(weight.transpose(2, 3, 1, 0), dtype=np.float32)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
 def conv3x3_nchw_to_nhwc_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, out):
     """out = clamp(conv3x3(x, weight) + bias, 0, act_max), NCHW in, NHWC out.
 

@@ -8,7 +8,7 @@ step over K is MR broadcasts, NR / vector-width loads and MR * NR / vector-width
 import numpy as np
 from numba import njit, prange
 
-from ._common import FASTMATH, ZERO, stack_buffer_f32
+from ._common import CACHE, FASTMATH, ZERO, stack_buffer_f32
 
 MR = 6   # rows (pixels) per tile
 NR = 32  # output channels per tile = the width of one packed weight panel
@@ -30,7 +30,7 @@ def pack_pointwise_weights(weight):
     return packed
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
 def pwconv_nhwc_clamp(x, packed, bias, act_max, out):
     """out = clamp(x @ W + bias, 0, act_max).
 
