@@ -11,6 +11,7 @@ import os
 import signal
 import tempfile
 import threading
+import weakref
 
 from .errors import MobinumbaError
 
@@ -65,13 +66,22 @@ def _move_into_place(temp_path, path, overwrite):
     os.unlink(temp_path)
 
 
+def _in_finalizer(frame):
+    """True when `frame` runs a weakref callback or a __del__ (h5py closes objects through
+    weakref callbacks): an exception raised there is printed and dropped, so the signal is
+    left pending and raised at the next held() instead."""
+    return frame is not None and (frame.f_code.co_filename == weakref.__file__
+                                  or frame.f_code.co_name == "__del__")
+
+
 class _SignalGuard:
     """SIGINT / SIGTERM handlers for the duration of one atomic write.
 
-    While `interruptible`, a signal raises at once (KeyboardInterrupt for SIGINT,
-    SystemExit(128 + signum) for SIGTERM), and marks the guard not interruptible so that the
-    cleanup it triggers cannot itself be interrupted. Inside held(), a signal is only
-    recorded, and raised when held() ends. Handlers can only be set from the main thread;
+    Every signal is recorded as pending. While `interruptible`, it also raises at once
+    (KeyboardInterrupt for SIGINT, SystemExit(128 + signum) for SIGTERM) and marks the guard
+    not interruptible, so that the cleanup it triggers cannot itself be interrupted. Inside
+    held(), a signal is only recorded; a pending one raises when held() begins or ends, so
+    the temp file is never moved into place after an interruption. Handlers can only be set from the main thread;
     elsewhere the guard does nothing.
     """
 
@@ -96,6 +106,10 @@ class _SignalGuard:
 
     @contextlib.contextmanager
     def held(self):
+        # A signal whose exception got lost (raised inside a weakref callback or a __del__,
+        # where Python only prints it) is still pending: honour it before going on.
+        if self.pending is not None:
+            self._raise(self.pending)
         self.interruptible = False
         yield  # if the block raises, the guard stays held for the cleanup that follows
         self.interruptible = True
@@ -103,9 +117,9 @@ class _SignalGuard:
             self._raise(self.pending)
 
     def _handle(self, signum, frame):
-        if self.interruptible:
-            self._raise(signum)
         self.pending = signum
+        if self.interruptible and not _in_finalizer(frame):
+            self._raise(signum)
 
     def _raise(self, signum):
         self.interruptible = False

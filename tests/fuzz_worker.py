@@ -4,8 +4,9 @@ Reads JSON requests from stdin, one per line, and answers each with one JSON lin
   {"target": "weights", "path": P}            load a weight file, run it, compare it with an
                                                independent float64 reference read by h5py
   {"target": "checkpoint", "path": P, "layout": L, "output": O}
-                                               convert a checkpoint, run the result, compare it
-                                               with a reference computed from the checkpoint
+                                               convert a checkpoint (layout detected), run the
+                                               result, compare it with a reference computed
+                                               from the checkpoint in layout L
   {"target": "image", "path": P}               decode and preprocess an image
 Answers: {"outcome": "refused", "type", "message"} for a mobinumba error;
 {"outcome": "ok", "detail"} for a case that ran and agreed with its reference;
@@ -93,8 +94,7 @@ def checkpoint_case(request):
     path, output = request["path"], request["output"]
     if os.path.exists(output):
         os.unlink(output)
-    convert_checkpoint(path, output, layout=request["layout"], input_size=32, labels="none",
-                       check=False, force=True)
+    convert_checkpoint(path, output, input_size=32, labels="none", check=False, force=True)
     model = mobinumba.load(output)
     state = read_state(path)
     layers = layers_from_state(state, request["layout"])

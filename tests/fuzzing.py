@@ -200,8 +200,8 @@ class CaseFailure(AssertionError):
 def check_answer(target, answer, case_path, error_types, naming, failures_dir):
     """Record the answer and raise CaseFailure unless it is a clean refusal or a correct run.
 
-    A refusal must be one of `error_types`, one line, start with the case's path, and match
-    the regex `naming` (what it must name: a dataset, an attribute, a key).
+    A refusal must be one of `error_types`, one line, start with the case's path, and the
+    rest match the regex `naming` (what it must name: a dataset, an attribute, a key).
     """
     STATS.record(target, answer)
     outcome = answer["outcome"]
@@ -217,7 +217,9 @@ def check_answer(target, answer, case_path, error_types, naming, failures_dir):
             problem = f"{answer['type']} is not one of {error_types}: {message}"
         elif "\n" in message:
             problem = f"message has several lines: {message!r}"
-        elif not re.search(naming, message):
+        elif not message.startswith(case_path):
+            problem = f"message does not start with the file: {message}"
+        elif not re.search(naming, message[len(case_path):]):
             problem = f"message does not name what is wrong: {message}"
     if problem is not None:
         os.makedirs(failures_dir, exist_ok=True)

@@ -87,8 +87,8 @@ def _clean(raw, path):
                 raw = raw[key]
                 break
     if not isinstance(raw, dict) or not raw:
-        raise CheckpointError(f"{path}: does not hold a state dict (found "
-                              f"{type(raw).__name__})")
+        found = "an empty dict" if isinstance(raw, dict) else type(raw).__name__
+        raise CheckpointError(f"{path}: does not hold a state dict (found {found})")
     if all(isinstance(key, str) and key.startswith("module.") for key in raw):
         raw = {key[len("module."):]: value for key, value in raw.items()}
     state = {}
@@ -97,7 +97,7 @@ def _clean(raw, path):
             raise CheckpointError(f"{path}: state dict key {key!r} is not a string")
         if key.endswith(IGNORED_SUFFIX):
             continue
-        state[key] = _to_float32(value, f"{path}: {key}")
+        state[key] = _to_float32(value, f"{path}: key {key!r}")
     return state
 
 
