@@ -81,8 +81,8 @@ class _SignalGuard:
     (KeyboardInterrupt for SIGINT, SystemExit(128 + signum) for SIGTERM) and marks the guard
     not interruptible, so that the cleanup it triggers cannot itself be interrupted. Inside
     held(), a signal is only recorded; a pending one raises when held() begins or ends, so
-    the temp file is never moved into place after an interruption. Handlers can only be set from the main thread;
-    elsewhere the guard does nothing.
+    the temp file is never moved into place after an interruption. Handlers can only be set
+    from the main thread; elsewhere the guard does nothing.
     """
 
     def __init__(self):

@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import build_reference, run_cli
-from fuzzing import SCALE, STATS, FuzzWorker, Timer, at_least, check_answer, examples
+from fuzzing import STATS, FuzzWorker, Timer, at_least, check_answer, examples
 
 NAMING = (r"attribute '|layers?\b|labels|classifier|format_version|"
           r"not a readable HDF5 file|global heap")

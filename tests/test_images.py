@@ -363,7 +363,7 @@ def test_image_byte_fuzz(directory):
         for name, data in images.items():
             path = str(directory / f"fuzz-{name}")
 
-            @examples(35)
+            @examples(50)
             @given(edits=image_edits(len(data)))
             def case(edits):
                 buffer = bytearray(data)
