@@ -326,7 +326,10 @@ def edit_delete_attr(h5, obj, attr, directory):
 
 def edit_rename(h5, path, new, directory):
     parent = path.rsplit("/", 1)[0] if "/" in path else "/"
-    h5.move(path, f"{parent.rstrip('/')}/{new}")
+    if isinstance(new, bytes):  # a name that is not UTF-8: h5py takes it as bytes
+        h5[parent].move(path.rsplit("/", 1)[-1], new)
+    else:
+        h5.move(path, f"{parent.rstrip('/')}/{new}")
 
 
 def edit_rename_attr(h5, obj, attr, new, directory):
@@ -526,6 +529,9 @@ LISTED = {
                             "'x_block02_dw' is not named 'NN_name'"),
     "reordered layers": ([("rename", "layers/03_block02_dw", "30_block02_dw")],
                          "layer indices"),
+    "layer name not UTF-8": ([("rename", "layers/03_block02_dw", b"03_block02_d\xff")],
+                             "layers: a layer group's name b'03_block02_d\\xff' is not valid "
+                             "UTF-8"),
     "int weights": ([("retype", "layers/00_conv_stem/weight", "int32")],
                     "layers/00_conv_stem/weight: dtype int32, expected floating point"),
     "string weights": ([("retype", "layers/02_block01_pw/weight", "vlen-str")],
