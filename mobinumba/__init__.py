@@ -5,7 +5,7 @@
     m.predict(["photo.jpg"], topk=5)
     mobinumba.set_threads(2)
 """
-from .errors import CheckpointError, FormatError, InputError, MobinumbaError
+from .errors import CheckpointError, FormatError, InputError, MobinumbaError, NumericError
 from .model import Model, Prediction, load
 from .threads import get_threads, set_threads
 
@@ -13,5 +13,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "load", "Model", "Prediction", "set_threads", "get_threads", "__version__",
-    "MobinumbaError", "FormatError", "CheckpointError", "InputError",
+    "MobinumbaError", "FormatError", "CheckpointError", "InputError", "NumericError",
 ]

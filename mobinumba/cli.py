@@ -197,29 +197,37 @@ def run_convert(args):
 
 
 def run_predict(args):
-    """`mobinumba predict`: top-k per image; carries on past unreadable images."""
-    from .model import PREDICT_BATCH, load
+    """`mobinumba predict`: top-k per image; carries on past unreadable images.
+
+    Each bad image gets one error line on stderr (and an {"path", "error"} entry in --json
+    output, in input order); the exit status is 1 when any image failed.
+    """
+    from .model import load
 
     model = load(args.weights)
     if args.topk > model.num_classes:
         raise InputError(f"--topk {args.topk} exceeds the model's {model.num_classes} classes")
     failures = 0
     results = []
-    for start in range(0, len(args.images), PREDICT_BATCH):
-        paths, arrays = [], []
-        for path in args.images[start:start + PREDICT_BATCH]:
+    per_batch = model.images_per_batch()
+    for start in range(0, len(args.images), per_batch):
+        entries, good, arrays = [], [], []  # entries: this batch's results, in input order
+        for path in args.images[start:start + per_batch]:
             try:
                 arrays.append(model.preprocess(path))
-                paths.append(path)
             except MobinumbaError as error:
                 failures += 1
                 print(f"mobinumba: error: {error}", file=sys.stderr)
-                results.append({"path": path, "error": str(error)})
+                entries.append({"path": path, "error": str(error)})
+            else:
+                entries.append({"path": path})
+                good.append(entries[-1])
         if arrays:
-            for path, top in zip(paths, model.top_k(model(np.stack(arrays)), args.topk)):
-                results.append({"path": path, "predictions": [p._asdict() for p in top]})
+            for entry, top in zip(good, model.top_k(model(np.stack(arrays)), args.topk)):
+                entry["predictions"] = [p._asdict() for p in top]
                 if not args.json:
-                    _print_predictions(path, top)
+                    _print_predictions(entry["path"], top)
+        results.extend(entries)
     if args.json:
         print(json.dumps(results, indent=2))
     return EXIT_ERROR if failures else 0

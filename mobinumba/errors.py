@@ -19,3 +19,11 @@ class CheckpointError(MobinumbaError, ValueError):
 
 class InputError(MobinumbaError, ValueError):
     """An input array or image cannot be fed to the model."""
+
+
+class NumericError(MobinumbaError, ArithmeticError):
+    """A forward pass overflowed float32: the logits hold NaN or Inf.
+
+    The weights and the input are finite (both are checked), but large enough that some
+    activation exceeded float32's range; the result would be meaningless, so none is given.
+    """

@@ -5,6 +5,7 @@ Workspace is built once per input shape (N, H, W): it allocates every buffer the
 needs and binds each op to its input and output views, so running the network is one loop of
 kernel calls with no allocation.
 """
+import math
 import time
 
 import numpy as np
@@ -147,9 +148,9 @@ def workspace_bytes(ops, n, height, width):
     largest = 0
     for op in ops[:-1]:
         shape = op.output_shape(shape)
-        largest = max(largest, int(np.prod(shape)))
+        largest = max(largest, math.prod(shape))  # Python ints: no overflow for any shape
     logits = n * ops[-1].spec.out_channels
-    return 4 * (int(np.prod(padded_shape)) + 2 * largest + logits)
+    return 4 * (math.prod(padded_shape) + 2 * largest + logits)
 
 
 class Workspace:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .architecture import count
-from .errors import FormatError, InputError
+from .errors import FormatError, InputError, NumericError
 from .graph import Workspace, build_ops, workspace_bytes
 from .preprocess import load_image, preprocess_image
 from .threads import kernel_section
@@ -17,7 +17,7 @@ from .weights import read_model_file
 MAX_WORKSPACE_BYTES = 8 * 2 ** 30
 # Workspaces kept alive for recently seen input shapes (N, H, W).
 WORKSPACE_CACHE_SIZE = 4
-# Images preprocessed and run together by predict().
+# Images preprocessed and run together by predict(), at most (fewer for a large input_size).
 PREDICT_BATCH = 16
 # The shipped model (package data; a link to weights/ in a source checkout): TF-slim's
 # ImageNet MobileNetV1 1.0 224, 1001 classes. weights/README.md says where it comes from.
@@ -76,13 +76,23 @@ class Model:
                 f"{self.info.activation}, input {self.info.input_size}>")
 
     def __call__(self, x):
-        """Logits (N, num_classes) float32 for a float (N, 3, H, W) batch."""
+        """Logits (N, num_classes) float32 for a float (N, 3, H, W) batch.
+
+        Raises InputError for an input it cannot take, and NumericError when the forward
+        pass overflows float32 (logits with NaN or Inf are never returned).
+        """
         x = self._check_input(x)
         with kernel_section():
             workspace = self._workspace(*x.shape[:1], *x.shape[2:])
             np.copyto(workspace.input, x, casting="same_kind")
             workspace.run()
-            return workspace.logits.copy()
+            logits = workspace.logits.copy()  # (N, num_classes)
+        if not np.isfinite(logits).all():
+            raise NumericError(f"the forward pass overflowed float32: logits of input "
+                               f"{int(np.argwhere(~np.isfinite(logits))[0][0])} contain NaN "
+                               f"or Inf (weights in {self.path or 'the model'} or the input "
+                               f"are too large)")
+        return logits
 
     def profile(self, x):
         """Run like m(x) and return [(layer name, seconds)] for every op, in order."""
@@ -106,11 +116,24 @@ class Model:
                 self.num_classes:
             raise InputError(f"topk must be an integer in 1..{self.num_classes}, got {topk!r}")
         results = []
-        for start in range(0, len(images), PREDICT_BATCH):
+        per_batch = self.images_per_batch()
+        for start in range(0, len(images), per_batch):
             batch = np.stack([self.preprocess(image)
-                              for image in images[start:start + PREDICT_BATCH]])
+                              for image in images[start:start + per_batch]])
             results.extend(self.top_k(self(batch), topk))
         return results
+
+    def images_per_batch(self):
+        """How many images predict() preprocesses and runs together: PREDICT_BATCH, or fewer
+        when the file's input_size makes one image's buffers large. Raises InputError when
+        not even one image fits in MAX_WORKSPACE_BYTES."""
+        size = self.info.input_size
+        one_image = workspace_bytes(self._ops, 1, size, size) + 4 * 3 * size * size
+        if one_image > MAX_WORKSPACE_BYTES:
+            raise InputError(f"input_size {size} needs {one_image / 2 ** 30:.1f} GiB of "
+                             f"buffers per image, more than the "
+                             f"{MAX_WORKSPACE_BYTES / 2 ** 30:.0f} GiB limit")
+        return max(1, min(PREDICT_BATCH, MAX_WORKSPACE_BYTES // one_image))
 
     def preprocess(self, image):
         """(3, input_size, input_size) float32 for a path or PIL image, per the file's metadata."""

@@ -11,12 +11,16 @@ Then pixels are scaled to [0, 1], `mean` is subtracted and the result divided by
 Interpolations are Pillow's filters (antialiased when shrinking), plus `bilinear_tf`:
 TensorFlow 1.x tf.image.resize_bilinear (align_corners=False, no half-pixel centers, no
 antialiasing), which TF-slim's evaluation used.
+
+Decoding takes untrusted files: anything that is not a regular file, declares more than
+MAX_IMAGE_PIXELS pixels (checked from the header, before any pixel is decoded), or fails
+to decode is refused with an InputError naming the file.
 """
 import math
 import os
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .errors import InputError
 
@@ -29,33 +33,77 @@ RESAMPLING = {
     "hamming": Image.Resampling.HAMMING,
 }
 
+# Larger images are refused before decoding (a decompression bomb is a small file that
+# declares a huge image). 2**26 = 67,108,864 pixels, e.g. 8192 x 8192: 192 MiB as 8-bit
+# RGB. Below Pillow's own DecompressionBombWarning threshold, so Pillow never warns.
+MAX_IMAGE_PIXELS = 2 ** 26
+# Integer modes holding 16-bit samples (PNG, TIFF, PGM): scaled by 255 / 65535 to 8 bits.
+# Pillow's own convert("RGB") clips them at 255 instead, which whitens the image.
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+
 
 def load_image(source):
     """An RGB PIL image from a path or a PIL image, upright per its EXIF orientation.
 
-    Raises InputError naming the file when it is missing, a directory, or not a decodable
-    image.
+    Raises InputError naming the file when it is missing, not a regular file, larger than
+    MAX_IMAGE_PIXELS, not a decodable image, or in a mode with no RGB meaning.
     """
     if isinstance(source, Image.Image):
-        return _upright_rgb(source)
-    path = os.fspath(source)
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise InputError(f"{path}: is a directory, not an image")
+        name = "image"
+    else:
+        name = os.fspath(source)
+        if not os.path.exists(name):
+            raise InputError(f"{name}: no such file")
+        if os.path.isdir(name):
+            raise InputError(f"{name}: is a directory, not an image")
+        if not os.path.isfile(name):
+            raise InputError(f"{name}: not a regular file")
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            return _upright_rgb(opened)
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image file Pillow can decode") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise InputError(f"{path}: cannot decode image ({error})") from None
+        if isinstance(source, Image.Image):
+            return _checked_rgb(source, name)
+        with Image.open(name) as opened:
+            return _checked_rgb(opened, name)
+    except InputError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure to decode untrusted bytes
+        # Pillow's decoders raise UnidentifiedImageError, OSError ("image file is
+        # truncated"), DecompressionBombError, and for damaged headers also SyntaxError,
+        # ValueError, struct.error, EOFError, IndexError, ...: all mean "not a usable image".
+        raise InputError(f"{name}: cannot decode image ({_describe(error)})") from None
 
 
-def _upright_rgb(image):
+def _checked_rgb(image, name):
+    """Check the declared size, decode, and return the upright RGB image."""
+    _check_pixels(image, name)
+    image.load()
+    return _upright_rgb(image, name)
+
+
+def _check_pixels(image, name):
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InputError(f"{name}: image has no pixels ({width}x{height})")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(f"{name}: image is {width}x{height} = {width * height:,} pixels, more "
+                         f"than the limit of {MAX_IMAGE_PIXELS:,}")
+
+
+def _upright_rgb(image, name):
     """A new RGB image, rotated/flipped as its EXIF Orientation tag says."""
-    return ImageOps.exif_transpose(image).convert("RGB")
+    if image.mode == "F":
+        raise InputError(f"{name}: 32-bit floating-point images (mode F) have no defined "
+                         f"pixel range; save it with 8 or 16 bits per sample")
+    image = ImageOps.exif_transpose(image)
+    if image.mode in SIXTEEN_BIT_MODES:
+        samples = np.asarray(image).astype(np.float64)  # (H, W)
+        scaled = np.clip(samples, 0, 65535) * (255.0 / 65535.0)
+        image = Image.fromarray(np.rint(scaled).astype(np.uint8))  # mode L
+    return image.convert("RGB")
+
+
+def _describe(error):
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
 
 
 def preprocess_image(image, size, crop_pct, interpolation, mean, std, resize="shorter_side"):
@@ -76,14 +124,23 @@ def _resize_shorter_side_then_crop(image, size, crop_pct, interpolation):
         new_width, new_height = scale, int(scale * height / width)
     else:
         new_width, new_height = int(scale * width / height), scale
-    new_size = (max(new_width, 1), max(new_height, 1))
-    if interpolation == "bilinear_tf":
-        resized = _resize_bilinear_tf(_to_float(image), new_size[1], new_size[0])
+    new_width, new_height = max(new_width, 1), max(new_height, 1)
+    top = int(round((new_height - size) / 2.0))
+    left = int(round((new_width - size) / 2.0))
+    if interpolation == "bilinear_tf":  # samples the crop window only, at any size
+        return _resize_bilinear_tf(_to_float(image), new_height, new_width, top, left, size)
+    resample = RESAMPLING[interpolation]
+    if new_width * new_height <= MAX_IMAGE_PIXELS:
+        resized = image.resize((new_width, new_height), resample)
+        cropped = resized.crop((left, top, left + size, top + size))
     else:
-        resized = _to_float(image.resize(new_size, RESAMPLING[interpolation]))
-    top = int(round((resized.shape[0] - size) / 2.0))
-    left = int(round((resized.shape[1] - size) / 2.0))
-    return resized[top:top + size, left:left + size]
+        # An extreme aspect ratio (a 1 x 100,000 strip is 25.6 billion pixels once its short
+        # side is 256): resample only the crop window, mapped back onto the source. Same
+        # geometry and filter; results can differ from the two-step path by rounding.
+        sx, sy = width / new_width, height / new_height
+        cropped = image.resize((size, size), resample,
+                               box=(left * sx, top * sy, (left + size) * sx, (top + size) * sy))
+    return _to_float(cropped)
 
 
 def _central_crop_then_resize(image, size, crop_pct, interpolation):
@@ -93,7 +150,7 @@ def _central_crop_then_resize(image, size, crop_pct, interpolation):
     left = int((width - width * crop_pct) / 2)
     cropped = image.crop((left, top, width - left, height - top))
     if interpolation == "bilinear_tf":
-        return _resize_bilinear_tf(_to_float(cropped), size, size)
+        return _resize_bilinear_tf(_to_float(cropped), size, size, 0, 0, size)
     return _to_float(cropped.resize((size, size), RESAMPLING[interpolation]))
 
 
@@ -102,24 +159,27 @@ def _to_float(image):
     return np.asarray(image, dtype=np.float32) / np.float32(255.0)
 
 
-def _resize_bilinear_tf(pixels, out_h, out_w):
-    """TF 1.x resize_bilinear of (H, W, 3) pixels to (out_h, out_w, 3), float32.
+def _resize_bilinear_tf(pixels, out_h, out_w, top, left, size):
+    """The (size, size, 3) window at (top, left) of TF 1.x resize_bilinear of (H, W, 3)
+    pixels to (out_h, out_w, 3), float32; only the window's pixels are computed.
 
     Output row y samples input row y * H / out_h (no half-pixel offset), interpolating
     between floor and floor + 1 (clamped to the last row); the same for columns.
     """
     in_h, in_w = pixels.shape[:2]
-    y0, y1, fy = _bilinear_tf_taps(in_h, out_h)
-    x0, x1, fx = _bilinear_tf_taps(in_w, out_w)
+    y0, y1, fy = _bilinear_tf_taps(in_h, out_h, top, size)
+    x0, x1, fx = _bilinear_tf_taps(in_w, out_w, left, size)
     fx = fx[None, :, None]
-    top = pixels[y0][:, x0] + (pixels[y0][:, x1] - pixels[y0][:, x0]) * fx  # (out_h, out_w, 3)
-    bottom = pixels[y1][:, x0] + (pixels[y1][:, x1] - pixels[y1][:, x0]) * fx
-    return top + (bottom - top) * fy[:, None, None]
+    upper = pixels[y0][:, x0] + (pixels[y0][:, x1] - pixels[y0][:, x0]) * fx  # (size, size, 3)
+    lower = pixels[y1][:, x0] + (pixels[y1][:, x1] - pixels[y1][:, x0]) * fx
+    return upper + (lower - upper) * fy[:, None, None]
 
 
-def _bilinear_tf_taps(in_size, out_size):
-    """Lower index, upper index and upper weight along one axis, in TF's float32 arithmetic."""
-    source = np.arange(out_size, dtype=np.float32) * np.float32(in_size / out_size)
+def _bilinear_tf_taps(in_size, out_size, start, count):
+    """Lower index, upper index and upper weight of output positions start .. start+count-1
+    along one axis, in TF's float32 arithmetic."""
+    positions = np.arange(start, start + count, dtype=np.float32)
+    source = positions * np.float32(in_size / out_size)
     lower = np.floor(source).astype(np.int64)
     upper = np.minimum(lower + 1, in_size - 1)
     return lower, upper, (source - lower).astype(np.float32)

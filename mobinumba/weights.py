@@ -9,15 +9,20 @@ every attribute's type and range, every dataset's dtype, rank and shape, the cha
 between consecutive layers, and finiteness of every weight. Any violation raises FormatError
 naming the file, the layer and the dataset or attribute.
 """
+import contextlib
+import math
 import os
-import secrets
+import re
+import unicodedata
 from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
 
 from .architecture import KINDS, PADDINGS, LayerSpec
+from .atomic import atomic_output
 from .errors import FormatError
+from .hdf5_guard import check_global_heaps
 
 FORMAT_NAME = "mobinumba"
 FORMAT_VERSION = 1
@@ -28,10 +33,18 @@ RESIZE_MODES = ("shorter_side", "central_crop")
 BN_FIELDS = ("gamma", "beta", "mean", "var")
 
 # Refuse datasets whose declared size is absurd before reading them: no real MobileNet layer
-# comes near 2**26 elements (a 1024 x 21843 ImageNet-21k classifier is 2**24.4).
+# comes near 2**26 elements (a 1024 x 21843 ImageNet-21k classifier is 2**24.4), nor a whole
+# network near 2**27 (512 MiB of float32). A few hundred bytes of HDF5 can declare a dataset
+# of any size (unwritten data reads as its fill value), so these bound what a file can make
+# the reader allocate.
 MAX_DATASET_ELEMENTS = 2 ** 26
+MAX_TOTAL_ELEMENTS = 2 ** 27
+MAX_ATTRIBUTE_ELEMENTS = 16
 MAX_CHANNELS = 65536
 MAX_CLASSES = 1_000_000
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Layer groups: a decimal execution index, an underscore, an ASCII name.
+LAYER_KEY = re.compile(r"([0-9]{1,6})_([A-Za-z0-9_]+)")
 
 
 @dataclass(frozen=True)
@@ -105,21 +118,14 @@ class ModelFile:
 # --------------------------------------------------------------------------------- writing
 
 def write_model_file(path, model, overwrite=False, verify=None):
-    """Write `model` (a ModelFile) to `path` atomically: a temp file beside it, then a rename.
+    """Write `model` (a ModelFile) to `path` atomically (see atomic.py).
 
     Refuses to replace an existing file unless `overwrite`. `verify(temp_path)`, when given,
-    runs on the complete temp file before the rename and may raise to abandon the write. On
-    any failure, including KeyboardInterrupt, the temp file is removed and `path` is left as
-    it was.
+    runs on the complete temp file before it is moved into place and may raise to abandon
+    the write. On any failure, including Ctrl-C and SIGTERM, nothing is left behind and
+    `path` is left as it was.
     """
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FormatError(f"{path}: file exists (use --force to overwrite)")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FormatError(f"{path}: directory {directory} does not exist")
-    temp_path = _create_temp_file(directory, os.path.basename(path))
-    try:
+    with atomic_output(path, overwrite) as temp_path:
         with h5py.File(temp_path, "w") as h5:
             _write_root(h5, model.info)
             layers = h5.create_group("layers")
@@ -130,26 +136,6 @@ def write_model_file(path, model, overwrite=False, verify=None):
                                   dtype=h5py.string_dtype("utf-8"))
         if verify is not None:
             verify(temp_path)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
-        raise
-
-
-def _create_temp_file(directory, name):
-    """Create an empty, new `.name.XXXX.tmp` in directory; returns its path.
-
-    Unlike tempfile.mkstemp (always mode 0600), the file gets the usual 0666 & ~umask, so
-    the renamed output is readable like any other file the user writes.
-    """
-    while True:
-        temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-        try:
-            os.close(os.open(temp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            return temp_path
-        except FileExistsError:
-            continue
 
 
 def _write_root(h5, info):
@@ -188,24 +174,82 @@ def _write_layer(group, layer):
 # --------------------------------------------------------------------------------- reading
 
 def read_model_file(path):
-    """Read and fully validate a weight file; returns a ModelFile or raises FormatError."""
+    """Read and fully validate a weight file; returns a ModelFile or raises FormatError.
+
+    Reading happens in two passes so that a hostile file cannot make the reader allocate
+    much: first every attribute and every dataset's dtype, shape and storage are checked
+    (the channel chain and the size limits included) without reading any weights, then the
+    weights are read and checked for finiteness.
+    """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FormatError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise FormatError(f"{path}: is a directory, not a weight file")
+    _check_regular_file(path)
+    check_global_heaps(path)
     try:
-        h5 = h5py.File(path, "r")
-    except OSError as error:
+        # No file locking: a reader changes nothing, and some read-only or network
+        # filesystems refuse locks.
+        h5 = h5py.File(path, "r", locking=False)
+    except _H5PY_ERRORS as error:
         raise FormatError(f"{path}: not a readable HDF5 file ({_first_line(error)})") from None
     try:
         with h5:
             return _read(h5, path)
     except FormatError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
-        # h5py raises these for corrupt internals (bad B-tree, truncated chunk, ...).
+    except _H5PY_ERRORS as error:
+        # Every access below is wrapped in _reading(), which names the object; this is the
+        # last resort for an error h5py raises outside those (closing the file, ...).
         raise FormatError(f"{path}: corrupt HDF5 file ({_first_line(error)})") from None
+
+
+# What h5py raises for a corrupt file: OSError from the HDF5 library (bad B-tree, truncated
+# data, ...), and KeyError / ValueError / TypeError / RuntimeError / UnicodeError from its
+# conversion of damaged types and strings.
+_H5PY_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, UnicodeError,
+                OverflowError)
+
+
+def _check_regular_file(path):
+    if not os.path.exists(path):
+        raise FormatError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise FormatError(f"{path}: is a directory, not a weight file")
+    if not os.path.isfile(path):
+        # A FIFO or a device would block or never end.
+        raise FormatError(f"{path}: not a regular file")
+
+
+@contextlib.contextmanager
+def _reading(what):
+    """Turn an h5py error while reading `what` (a name in the file) into a FormatError."""
+    try:
+        yield
+    except FormatError:
+        raise
+    except _H5PY_ERRORS as error:
+        raise FormatError(f"{what}: unreadable, the file is corrupt "
+                          f"({_first_line(error)})") from None
+
+
+@dataclass
+class _LayerHeader:
+    """A layer group after the first pass: attributes read, datasets checked, no weights."""
+
+    name: str
+    kind: str
+    stride: int
+    source_name: str
+    where: str  # "<path>: layers/NN_name", the prefix of every message about this layer
+    datasets: dict  # dataset name -> h5py.Dataset, dtype, shape and storage checked
+
+    @property
+    def weight_shape(self):
+        return self.datasets["weight"].shape
+
+    @property
+    def spec(self):
+        out_channels = self.weight_shape[0]
+        in_channels = out_channels if self.kind == "dwconv" else self.weight_shape[1]
+        return LayerSpec(self.name, self.kind, in_channels, out_channels, self.stride)
 
 
 def _read(h5, path):
@@ -236,81 +280,81 @@ def _read(h5, path):
         source_layout=_str_attr(h5, "source_layout", where),
         converter_version=_str_attr(h5, "converter_version", where),
     )
-    layers = _read_layers(h5, where)
-    _check_chain(layers, info, where)
+    headers = _read_layer_headers(h5, where)
+    _check_chain(headers, info, where)
+    _check_total_size(headers, where)
     labels = _read_labels(h5, info.num_classes, where)
+    layers = [_read_layer(header) for header in headers]
     return ModelFile(info=info, layers=layers, labels=labels, path=path)
 
 
-def _read_layers(h5, where):
-    group = h5.get("layers")
-    if not isinstance(group, h5py.Group):
-        raise FormatError(f"{where}: missing group 'layers'")
-    names = list(group.keys())
-    if not names:
+def _read_layer_headers(h5, where):
+    group = _member(h5, "layers", where, h5py.Group)
+    with _reading(f"{where}: layers"):
+        keys = list(group.keys())
+    if not keys:
         raise FormatError(f"{where}: group 'layers' is empty")
     ordered = {}
-    for key in names:
-        prefix, _, name = key.partition("_")
-        if not (prefix.isdigit() and name):
+    for key in keys:
+        if not isinstance(key, str):  # h5py gives names that are not UTF-8 as bytes
+            raise FormatError(f"{where}: layers: a layer group's name {key!r} is not valid "
+                              f"UTF-8")
+        match = LAYER_KEY.fullmatch(key)
+        if match is None:
             raise FormatError(f"{where}: layer group {key!r} is not named 'NN_name'")
-        ordered[int(prefix)] = (key, name)
-    if sorted(ordered) != list(range(len(names))):
-        raise FormatError(f"{where}: layer indices {sorted(ordered)} are not 0..{len(names) - 1}")
-    records = []
-    for index in range(len(names)):
+        ordered[int(match[1])] = (key, match[2])
+    if sorted(ordered) != list(range(len(keys))):
+        raise FormatError(f"{where}: layer indices {sorted(ordered)} are not "
+                          f"0..{len(keys) - 1}")
+    headers = []
+    for index in range(len(keys)):
         key, name = ordered[index]
-        layer_group = group[key]
-        if not isinstance(layer_group, h5py.Group):
-            raise FormatError(f"{where}: layers/{key} is not a group")
-        records.append(_read_layer(layer_group, name, f"{where}: layers/{key}"))
-    return records
+        layer_group = _member(group, key, f"{where}: layers", h5py.Group)  # "file: layers/k"
+        headers.append(_read_layer_header(layer_group, name, f"{where}: layers/{key}"))
+    return headers
 
 
-def _read_layer(group, name, where):
+def _read_layer_header(group, name, where):
     kind = _choice_attr(group, "kind", KINDS, where)
     stride = _int_attr(group, "stride", where, 1, 2)
     source_name = _str_attr(group, "source_name", where, required=False)
-    weight = _read_array(group, "weight", where)
+    weight = _float_dataset(group, "weight", where)
+    shape = weight.shape
     expected_rank = 2 if kind == "dense" else 4
-    if weight.ndim != expected_rank:
-        raise FormatError(f"{where}/weight: rank {weight.ndim} (shape {weight.shape}), "
+    if len(shape) != expected_rank:
+        raise FormatError(f"{where}/weight: rank {len(shape)} (shape {shape}), "
                           f"expected {expected_rank} for a {kind} layer")
-    if any(dim < 1 for dim in weight.shape) or weight.shape[0] > MAX_CHANNELS * 16:
-        raise FormatError(f"{where}/weight: invalid shape {weight.shape}")
-    out_channels = weight.shape[0]
+    if any(dim < 1 for dim in shape) or shape[0] > MAX_CLASSES:
+        raise FormatError(f"{where}/weight: invalid shape {shape}")
     if kind != "dense":
         kernel = 1 if kind == "pwconv" else 3
-        if weight.shape[2:] != (kernel, kernel):
-            raise FormatError(f"{where}/weight: shape {weight.shape}, expected a "
+        if shape[2:] != (kernel, kernel):
+            raise FormatError(f"{where}/weight: shape {shape}, expected a "
                               f"{kernel}x{kernel} kernel for a {kind} layer")
-        if kind == "dwconv" and weight.shape[1] != 1:
-            raise FormatError(f"{where}/weight: shape {weight.shape}, a depthwise weight "
+        if kind == "dwconv" and shape[1] != 1:
+            raise FormatError(f"{where}/weight: shape {shape}, a depthwise weight "
                               f"must be (C, 1, 3, 3)")
-        if out_channels > MAX_CHANNELS or weight.shape[1] > MAX_CHANNELS:
-            raise FormatError(f"{where}/weight: shape {weight.shape} exceeds {MAX_CHANNELS} "
+        if shape[0] > MAX_CHANNELS or shape[1] > MAX_CHANNELS:
+            raise FormatError(f"{where}/weight: shape {shape} exceeds {MAX_CHANNELS} "
                               f"channels")
-    if kind == "dense" and stride != 1:
-        raise FormatError(f"{where}: attribute 'stride' is {stride}, a dense layer has 1")
-    bias = None
-    if "bias" in group or kind == "dense":
-        bias = _read_array(group, "bias", where, shape=(out_channels,))
-    bn = None
+    if kind in ("dense", "pwconv") and stride != 1:  # the runner has no strided 1x1 op
+        raise FormatError(f"{where}: attribute 'stride' is {stride}, a {kind} layer has 1")
+    out_channels = shape[0]
+    datasets = {"weight": weight}
+    if kind == "dense" or _has_member(group, "bias", where):
+        datasets["bias"] = _float_dataset(group, "bias", where, shape=(out_channels,))
     if kind != "dense":
-        arrays = {f: _read_array(group, f, where, shape=(out_channels,)) for f in BN_FIELDS}
-        eps = _read_array(group, "eps", where, shape=())
-        if not 0.0 < float(eps) < 1.0:
-            raise FormatError(f"{where}/eps: {float(eps)} is not in (0, 1)")
-        if (arrays["var"] < 0).any():
-            raise FormatError(f"{where}/var: negative variance")
-        bn = BatchNorm(eps=float(eps), **arrays)
-    return LayerRecord(name=name, kind=kind, stride=stride, weight=weight, bias=bias, bn=bn,
-                       source_name=source_name)
+        for field_name in BN_FIELDS:
+            datasets[field_name] = _float_dataset(group, field_name, where,
+                                                  shape=(out_channels,))
+        datasets["eps"] = _float_dataset(group, "eps", where, shape=())
+    return _LayerHeader(name=name, kind=kind, stride=stride, source_name=source_name,
+                        where=where, datasets=datasets)
 
 
-def _check_chain(layers, info, where):
+def _check_chain(headers, info, where):
     """Layer kinds in a runnable order, and each layer's input = the previous one's output."""
-    first, last = layers[0], layers[-1]
+    first, last = headers[0], headers[-1]
     if first.kind != "conv":
         raise FormatError(f"{where}: first layer {first.name!r} is {first.kind}, expected conv")
     if first.spec.in_channels != 3:
@@ -318,72 +362,176 @@ def _check_chain(layers, info, where):
                           f"input channels, expected 3 (RGB)")
     if last.kind != "dense":
         raise FormatError(f"{where}: last layer {last.name!r} is {last.kind}, expected dense")
-    for layer in layers[1:-1]:
+    for layer in headers[1:-1]:
         if layer.kind not in ("dwconv", "pwconv"):
             raise FormatError(f"{where}: layer {layer.name!r} is {layer.kind}; between the "
                               f"stem and the classifier only dwconv and pwconv are supported")
-    for previous, layer in zip(layers, layers[1:]):
+    for previous, layer in zip(headers, headers[1:]):
         if layer.spec.in_channels != previous.spec.out_channels:
             raise FormatError(
                 f"{where}: layer {layer.name!r} expects {layer.spec.in_channels} input "
                 f"channels but {previous.name!r} produces {previous.spec.out_channels} "
-                f"(weight shapes {layer.weight.shape} after {previous.weight.shape})")
+                f"(weight shapes {layer.weight_shape} after {previous.weight_shape})")
     if last.spec.out_channels != info.num_classes:
         raise FormatError(f"{where}: classifier {last.name!r} has {last.spec.out_channels} "
                           f"outputs but num_classes is {info.num_classes}")
 
 
+def _check_total_size(headers, where):
+    total = sum(dataset.size for header in headers for dataset in header.datasets.values())
+    if total > MAX_TOTAL_ELEMENTS:
+        raise FormatError(f"{where}: the layers hold {total} values in all, more than the "
+                          f"limit of {MAX_TOTAL_ELEMENTS}")
+
+
+def _read_layer(header):
+    """The LayerRecord of a checked header: read every dataset, check values."""
+    where = header.where
+    arrays = {key: _read_values(dataset, f"{where}/{key}")
+              for key, dataset in header.datasets.items()}
+    bn = None
+    if header.kind != "dense":
+        eps = float(arrays["eps"])
+        if not 0.0 < eps < 1.0:
+            raise FormatError(f"{where}/eps: {eps} is not in (0, 1)")
+        if (arrays["var"] < 0).any():
+            raise FormatError(f"{where}/var: negative variance")
+        bn = BatchNorm(eps=eps, **{key: arrays[key] for key in BN_FIELDS})
+    record = LayerRecord(name=header.name, kind=header.kind, stride=header.stride,
+                         weight=arrays["weight"], bias=arrays.get("bias"), bn=bn,
+                         source_name=header.source_name)
+    if bn is not None and folding_overflows(record):
+        raise FormatError(f"{where}: folding batch norm overflows float32 (gamma / "
+                          f"sqrt(var + eps) is too large for these weights)")
+    return record
+
+
 def _read_labels(h5, num_classes, where):
-    if "labels" not in h5:
+    if not _has_member(h5, "labels", where):
         return None
-    dataset = h5["labels"]
-    if not isinstance(dataset, h5py.Dataset) or dataset.shape != (num_classes,):
-        shape = getattr(dataset, "shape", None)
-        raise FormatError(f"{where}/labels: shape {shape}, expected ({num_classes},)")
-    if dataset.dtype.kind not in ("O", "S", "U"):
-        raise FormatError(f"{where}/labels: dtype {dataset.dtype}, expected strings")
+    dataset = _member(h5, "labels", where, h5py.Dataset)
+    what = f"{where}: labels"
+    with _reading(what):
+        shape, dtype = dataset.shape, dataset.dtype
+        is_string = h5py.check_string_dtype(dtype) is not None
+    if shape != (num_classes,):
+        raise FormatError(f"{what}: shape {shape}, expected ({num_classes},)")
+    if not is_string:
+        raise FormatError(f"{what}: dtype {dtype}, expected strings")
+    _check_storage(dataset, what)
+    with _reading(what):
+        values = dataset[()]
     labels = []
-    for value in dataset[()]:
+    for index, value in enumerate(values):
         if isinstance(value, bytes):
             try:
                 value = value.decode("utf-8")
             except UnicodeDecodeError:
-                raise FormatError(f"{where}/labels: a label is not valid UTF-8") from None
-        labels.append(str(value))
+                raise FormatError(f"{what}: label {index} is not valid UTF-8") from None
+        if not isinstance(value, str):
+            raise FormatError(f"{what}: label {index} is {_describe(value)}, expected a "
+                              f"string")
+        labels.append(_check_text(value, f"{what}: label {index}"))
     return labels
 
 
-def _read_array(group, key, where, shape=None):
-    """A float dataset as a float32 array, checked for shape, size and finiteness."""
-    if key not in group:
-        raise FormatError(f"{where}: missing dataset '{key}'")
-    dataset = group[key]
-    if not isinstance(dataset, h5py.Dataset):
-        raise FormatError(f"{where}/{key}: is a group, expected a dataset")
-    if dataset.dtype.kind != "f":
-        raise FormatError(f"{where}/{key}: dtype {dataset.dtype}, expected floating point")
-    if shape is not None and dataset.shape != shape:
-        raise FormatError(f"{where}/{key}: shape {dataset.shape}, expected {shape}")
-    if dataset.size > MAX_DATASET_ELEMENTS:
-        raise FormatError(f"{where}/{key}: {dataset.size} elements exceeds the limit of "
+# ----------------------------------------------------------------- members and datasets
+
+def _has_member(group, key, where):
+    """True when `group` has a member (or a link) named `key`."""
+    with _reading(_child(group, key, where)):
+        return group.get(key, getlink=True) is not None
+
+
+def _child(group, key, where):
+    """How messages name member `key` of `group` (named `where`): "file: layers",
+    "file: layers/05_block03_dw/var"."""
+    return f"{where}: {key}" if group.name == "/" else f"{where}/{key}"
+
+
+def _member(group, key, where, cls):
+    """group[key], which must be a hard-linked h5py.Group or h5py.Dataset (`cls`).
+
+    Soft and external links are refused: an external link would make the reader open
+    another file named by the weight file.
+    """
+    noun = "group" if cls is h5py.Group else "dataset"
+    what = _child(group, key, where)
+    with _reading(what):
+        link = group.get(key, getlink=True)
+        if link is None:
+            raise FormatError(f"{where}: missing {noun} '{key}'")
+        if not isinstance(link, h5py.HardLink):
+            raise FormatError(f"{what}: is a {type(link).__name__}, expected a "
+                              f"{noun} (links are not allowed)")
+        member = group[key]
+    if not isinstance(member, cls):
+        found = {h5py.Group: "group", h5py.Dataset: "dataset"}.get(type(member),
+                                                                   "named datatype")
+        raise FormatError(f"{what}: is a {found}, expected a {noun}")
+    return member
+
+
+def _float_dataset(group, key, where, shape=None):
+    """The dataset `key`, checked for a floating-point dtype, shape, size and storage."""
+    dataset = _member(group, key, where, h5py.Dataset)
+    what = _child(group, key, where)
+    with _reading(what):
+        actual_shape, dtype = dataset.shape, dataset.dtype
+    if actual_shape is None:
+        raise FormatError(f"{what}: has no dataspace (an empty dataset)")
+    if dtype.kind != "f":
+        raise FormatError(f"{what}: dtype {dtype}, expected floating point")
+    if shape is not None and actual_shape != shape:
+        raise FormatError(f"{what}: shape {actual_shape}, expected {shape}")
+    size = math.prod(actual_shape)
+    if size > MAX_DATASET_ELEMENTS:
+        raise FormatError(f"{what}: {size} elements exceeds the limit of "
                           f"{MAX_DATASET_ELEMENTS}")
-    array = np.asarray(dataset[()], dtype=np.float32)
+    _check_storage(dataset, what)
+    return dataset
+
+
+def _check_storage(dataset, what):
+    """Refuse data kept outside the file: external raw files and virtual datasets."""
+    with _reading(what):
+        external = dataset.external
+        virtual = dataset.is_virtual
+    if external:
+        raise FormatError(f"{what}: data is stored in an external file "
+                          f"({external[0][0]!r}), which is not allowed")
+    if virtual:
+        raise FormatError(f"{what}: is a virtual dataset, which is not allowed")
+
+
+def _read_values(dataset, what):
+    """A checked dataset's values as a float32 array, which must be finite."""
+    with _reading(what), np.errstate(over="ignore"):  # float64 beyond float32 -> inf
+        array = np.asarray(dataset[()], dtype=np.float32)
     if not np.isfinite(array).all():
-        raise FormatError(f"{where}/{key}: contains NaN or Inf")
+        raise FormatError(f"{what}: contains NaN or Inf")
     return array
 
 
 # ------------------------------------------------------------------------------ attributes
 
 def _attr(obj, key, where):
-    if key not in obj.attrs:
-        raise FormatError(f"{where}: missing attribute '{key}'")
-    return obj.attrs[key]
+    """The value of attribute `key`, after checking that it is small."""
+    with _reading(f"{where}: attribute '{key}'"):
+        if key not in obj.attrs:
+            raise FormatError(f"{where}: missing attribute '{key}'")
+        shape = obj.attrs.get_id(key).shape
+        if shape is not None and math.prod(shape) > MAX_ATTRIBUTE_ELEMENTS:
+            raise FormatError(f"{where}: attribute '{key}' has shape {shape}, expected at "
+                              f"most {MAX_ATTRIBUTE_ELEMENTS} values")
+        return obj.attrs[key]
 
 
 def _str_attr(obj, key, where, required=True):
-    if not required and key not in obj.attrs:
-        return ""
+    if not required:
+        with _reading(f"{where}: attribute '{key}'"):
+            if key not in obj.attrs:
+                return ""
     value = _attr(obj, key, where)
     if isinstance(value, bytes):
         try:
@@ -392,7 +540,28 @@ def _str_attr(obj, key, where, required=True):
             raise FormatError(f"{where}: attribute '{key}' is not valid UTF-8") from None
     if not isinstance(value, str):
         raise FormatError(f"{where}: attribute '{key}' is {_describe(value)}, expected a string")
+    return _check_text(value, f"{where}: attribute '{key}'")
+
+
+def _check_text(value, what):
+    """`value`, or FormatError when text_problem() finds one."""
+    problem = text_problem(value)
+    if problem:
+        raise FormatError(f"{what} {problem}")
     return value
+
+
+def text_problem(value):
+    """Why a string may not be stored (it gets printed), or None: it must be valid UTF-8
+    (h5py keeps undecodable bytes as lone surrogates) without control characters other
+    than tab (no escape sequences, carriage returns or newlines)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if any(unicodedata.category(char) == "Cc" and char != "\t" for char in value):
+        return "contains control characters"
+    return None
 
 
 def _choice_attr(obj, key, choices, where):
@@ -450,11 +619,25 @@ def _describe(value):
 
 
 def _first_line(error):
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    # str() of a KeyError is the repr of its argument: take the argument itself.
+    text = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+    text = text.strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
 
 
 # ---------------------------------------------------------------------------- BN folding
+
+def folding_overflows(record):
+    """True when folding the record's batch norm would overflow float32 (checked cheaply:
+    per output channel, the largest |weight| times |gamma / sqrt(var + eps)|)."""
+    bn = record.bn
+    scale = bn.gamma.astype(np.float64) / np.sqrt(bn.var.astype(np.float64) + bn.eps)
+    conv_bias = 0.0 if record.bias is None else record.bias.astype(np.float64)
+    bias = bn.beta.astype(np.float64) + (conv_bias - bn.mean.astype(np.float64)) * scale
+    largest = np.abs(record.weight.reshape(len(scale), -1)).max(axis=1) * np.abs(scale)
+    with np.errstate(invalid="ignore"):
+        return not (np.all(largest <= FLOAT32_MAX) and np.all(np.abs(bias) <= FLOAT32_MAX))
+
 
 def fold_batch_norm(record):
     """(weight, bias) of a conv record with its batch norm folded in, float32.

@@ -4,6 +4,7 @@ Numba compiles each kernel once per process (and caches machine code on disk), s
 share converted files and models through session-scoped fixtures instead of rebuilding them.
 """
 import copy
+import json
 import os
 import sys
 
@@ -70,3 +71,19 @@ def torch_logits(model, x):
 
 def random_batch(n, size, seed=0):
     return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the fuzz statistics (cases, outcomes, distinct error classes, time); with
+    MOBINUMBA_FUZZ_REPORT=FILE also write them, every class listed, as JSON."""
+    from fuzzing import STATS
+
+    if not STATS.cases:
+        return
+    terminalreporter.section("fuzzing")
+    for line in STATS.summary_lines():
+        terminalreporter.write_line(line)
+    report = os.environ.get("MOBINUMBA_FUZZ_REPORT")
+    if report:
+        with open(report, "w", encoding="utf-8") as stream:
+            json.dump(STATS.as_json(), stream, indent=2, ensure_ascii=False)

@@ -105,6 +105,10 @@ def test_format_version_from_the_future(small_file, tmp_path):
     (lambda h5: h5.attrs.__setitem__("std", [0.2, 0.0, 0.2]), ["std"]),
     (lambda h5: h5.attrs.__setitem__("format", "keras"), ["format", "keras"]),
     (lambda h5: h5["layers/01_block01_dw"].attrs.__setitem__("stride", 3), ["stride", "3"]),
+    # A strided 1x1 conv is not something the runner can execute (found by fuzzing: it was
+    # silently run with stride 1).
+    (lambda h5: h5["layers/02_block01_pw"].attrs.__setitem__("stride", 2),
+     ["02_block01_pw", "stride' is 2", "pwconv layer has 1"]),
     (lambda h5: h5["layers/01_block01_dw"].attrs.__setitem__("kind", "lstm"), ["kind"]),
     (lambda h5: h5["layers/02_block01_pw/weight"].__setitem__(
         (0, 0, 0, 0), np.nan), ["02_block01_pw/weight", "NaN"]),

@@ -113,7 +113,7 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         crop_pct=setting("crop_pct", crop_pct),
         interpolation=setting("interpolation", interpolation),
         resize=setting("resize", resize),
-        source_file=os.path.basename(source),
+        source_file=_printable(os.path.basename(source)),
         source_sha256=sha256_of(source),
         source_layout=layout,
         converter_version=_version(),
@@ -134,6 +134,12 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
 
     write_model_file(output, model_file, overwrite=force, verify=verify)
     return report
+
+
+def _printable(name):
+    """A file name as printable UTF-8 text: undecodable bytes and control characters -> '?'."""
+    text = os.fsencode(name).decode("utf-8", errors="replace")
+    return "".join(char if char.isprintable() else "?" for char in text)
 
 
 def _version():

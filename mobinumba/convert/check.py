@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, NumericError
 
 
 def torch_available():
@@ -72,7 +72,11 @@ def check_conversion(model_path, plan, state, info, bn_eps, tolerance, batch=2, 
     size = info.input_size
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
     expected = reference_logits(plan, state, x, info.activation, info.padding, bn_eps)
-    actual = load(model_path)(x)
+    try:
+        actual = load(model_path)(x)
+    except NumericError as error:
+        raise CheckpointError(f"self-check failed: {error}; the output was not "
+                              f"written") from None
     difference = float(np.abs(actual - expected).max())
     allowed = tolerance * max(1.0, float(np.abs(expected).max()))
     if not difference <= allowed:

@@ -12,6 +12,7 @@ import zipfile
 import numpy as np
 
 from ..errors import CheckpointError
+from ..weights import MAX_DATASET_ELEMENTS
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 IGNORED_SUFFIX = ".num_batches_tracked"
@@ -37,6 +38,8 @@ def read_state_dict(path):
         raise CheckpointError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CheckpointError(f"{path}: is a directory, not a checkpoint")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: not a regular file")
     if path.endswith(".safetensors"):
         raw = _read_safetensors(path)
     else:
@@ -84,8 +87,8 @@ def _clean(raw, path):
                 raw = raw[key]
                 break
     if not isinstance(raw, dict) or not raw:
-        raise CheckpointError(f"{path}: does not hold a state dict (found "
-                              f"{type(raw).__name__})")
+        found = "an empty dict" if isinstance(raw, dict) else type(raw).__name__
+        raise CheckpointError(f"{path}: does not hold a state dict (found {found})")
     if all(isinstance(key, str) and key.startswith("module.") for key in raw):
         raw = {key[len("module."):]: value for key, value in raw.items()}
     state = {}
@@ -94,25 +97,55 @@ def _clean(raw, path):
             raise CheckpointError(f"{path}: state dict key {key!r} is not a string")
         if key.endswith(IGNORED_SUFFIX):
             continue
-        array = _to_numpy(value)
-        if array is None:
-            raise CheckpointError(f"{path}: value of {key!r} is {type(value).__name__}, "
-                                  f"expected a tensor")
-        if array.dtype.kind != "f":
-            raise CheckpointError(f"{path}: tensor {key!r} has dtype {array.dtype}, expected "
-                                  f"floating point")
-        state[key] = array.astype(np.float32)
+        state[key] = _to_float32(value, f"{path}: key {key!r}")
     return state
 
 
-def _to_numpy(value):
+def _to_float32(value, what):
+    """A float32 ndarray copy of a numpy array or a dense CPU torch tensor.
+
+    Everything else is refused before any conversion: non-tensors, sparse, quantized,
+    nested and meta tensors, non-float dtypes, and tensors with more than
+    MAX_DATASET_ELEMENTS elements (a stride-0 view of one stored value can declare any
+    size, so a small file could otherwise make this allocate without bound).
+    """
     if isinstance(value, np.ndarray):
-        return value
-    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
-        tensor = value.detach().cpu()
-        # bfloat16 has no numpy dtype: widen every float tensor to float32 inside torch.
-        return (tensor.float() if tensor.dtype.is_floating_point else tensor).numpy()
-    return None
+        array = value
+    elif type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        array = _torch_to_numpy(value, what)
+    else:
+        raise CheckpointError(f"{what}: value is {type(value).__name__}, expected a tensor")
+    if array.dtype.kind != "f":
+        raise CheckpointError(f"{what}: tensor has dtype {array.dtype}, expected floating "
+                              f"point")
+    if array.size > MAX_DATASET_ELEMENTS:
+        raise CheckpointError(f"{what}: tensor of shape {array.shape} has more than "
+                              f"{MAX_DATASET_ELEMENTS} elements")
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, refused later
+        return array.astype(np.float32)
+
+
+def _torch_to_numpy(tensor, what):
+    """The values of a dense CPU float tensor as a float32 ndarray, or CheckpointError."""
+    import torch
+
+    if not isinstance(tensor, torch.Tensor):
+        raise CheckpointError(f"{what}: value is {type(tensor).__name__}, expected a tensor")
+    if tensor.is_nested or tensor.is_quantized or tensor.layout != torch.strided:
+        kind = ("nested" if tensor.is_nested else "quantized" if tensor.is_quantized
+                else str(tensor.layout).replace("torch.", ""))
+        raise CheckpointError(f"{what}: is a {kind} tensor, expected a dense float tensor")
+    if tensor.device.type != "cpu":
+        raise CheckpointError(f"{what}: tensor is on device {tensor.device.type!r}, "
+                              f"expected cpu")
+    dtype = str(tensor.dtype).replace("torch.", "")
+    if not tensor.dtype.is_floating_point:
+        raise CheckpointError(f"{what}: tensor has dtype {dtype}, expected floating point")
+    if tensor.numel() > MAX_DATASET_ELEMENTS:
+        raise CheckpointError(f"{what}: tensor of shape {tuple(tensor.shape)} has more than "
+                              f"{MAX_DATASET_ELEMENTS} elements")
+    # bfloat16 and float8 have no numpy dtype: widen every float tensor to float32 in torch.
+    return tensor.detach().float().numpy()
 
 
 def _first_line(error):

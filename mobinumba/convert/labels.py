@@ -3,6 +3,7 @@ import importlib.resources
 import os
 
 from ..errors import CheckpointError
+from ..weights import text_problem
 
 
 # TF-slim's ImageNet classifiers have 1001 outputs: index 0 is this, then the 1000 classes.
@@ -36,6 +37,10 @@ def resolve_labels(option, num_classes):
         except UnicodeDecodeError:
             raise CheckpointError(f"--labels {option}: not a UTF-8 text file") from None
         origin = option
+    for number, label in enumerate(labels, start=1):
+        problem = text_problem(label)
+        if problem:
+            raise CheckpointError(f"--labels {origin}: line {number} {problem}")
     if len(labels) != num_classes:
         raise CheckpointError(f"--labels {origin}: {len(labels)} labels, but the checkpoint "
                               f"has {num_classes} classes")

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..architecture import BLOCK_STRIDES, STEM_STRIDE
 from ..errors import CheckpointError
-from ..weights import BatchNorm, LayerRecord
+from ..weights import BatchNorm, LayerRecord, folding_overflows
 
 BN_KEYS = {"gamma": "weight", "beta": "bias", "mean": "running_mean", "var": "running_var"}
 
@@ -83,9 +83,14 @@ def records_from_plan(plan, state, bn_eps, source):
                 raise CheckpointError(f"{source}: {keys['var']} has negative values")
             used.update(keys.values())
             bn = BatchNorm(eps=bn_eps, **arrays)
-        records.append(LayerRecord(name=layer.name, kind=layer.kind, stride=layer.stride,
-                                   weight=weight, bias=bias, bn=bn,
-                                   source_name=layer.weight_key.rsplit(".", 1)[0]))
+        record = LayerRecord(name=layer.name, kind=layer.kind, stride=layer.stride,
+                             weight=weight, bias=bias, bn=bn,
+                             source_name=layer.weight_key.rsplit(".", 1)[0])
+        if bn is not None and folding_overflows(record):
+            raise CheckpointError(f"{source}: folding {layer.bn_prefix} into "
+                                  f"{layer.weight_key} overflows float32 (weight * "
+                                  f"gamma / sqrt(running_var + eps) is too large)")
+        records.append(record)
         channels = out_channels
     unused = sorted(set(state) - used)
     if unused:

@@ -1,6 +1,8 @@
 """Compile options and helpers shared by every kernel module."""
+import warnings
+
 import numpy as np
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -9,6 +11,34 @@ from numba.extending import intrinsic
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 ZERO = np.float32(0.0)
+
+
+def _cache_probe():
+    """Stands in for the kernels (same directory) when asking Numba where it would cache."""
+
+
+def _caching_possible():
+    """Whether Numba has a writable place for this directory's compiled kernels.
+
+    Numba tries NUMBA_CACHE_DIR, then __pycache__ beside the source, then a user-wide cache
+    directory (~/.cache/numba); when none is writable, `njit(cache=True)` raises at
+    decoration time, which would make `import mobinumba` fail on a read-only install.
+    Decorating a probe function asks the same question without compiling anything.
+    """
+    try:
+        njit(cache=True)(_cache_probe)
+    except RuntimeError:
+        return False
+    return True
+
+
+# Every kernel is compiled with cache=CACHE: on disk when possible, else in memory each run.
+CACHE = _caching_possible()
+if not CACHE:
+    warnings.warn("mobinumba: no writable cache directory for compiled kernels (the package "
+                  "directory and ~/.cache are read-only); kernels are compiled on every run. "
+                  "Set NUMBA_CACHE_DIR to a writable directory to keep them.", RuntimeWarning,
+                  stacklevel=2)
 
 
 @intrinsic

@@ -9,7 +9,7 @@ needs a bounds test.
 import numpy as np
 from numba import njit, prange
 
-from ._common import FASTMATH, ZERO, stack_buffer_f32
+from ._common import CACHE, FASTMATH, ZERO, stack_buffer_f32
 from ._tile import MR, pack_gemm_weights, store_clamped, store_clamped_partial
 from .pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
 
@@ -22,7 +22,7 @@ def pack_conv3x3_weights(weight, bias):
     return pack_gemm_weights(weight.reshape(c_out, -1).T, bias, NR)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
 def conv3x3_nchw_to_nhwc_clamp(x, packed, packed_bias, stride, act_max, out):
     """out = clamp(conv3x3(x, W) + bias, 0, act_max), NCHW in, NHWC out, no implicit padding.
 
@@ -122,7 +122,7 @@ def pack_conv3x3_direct_weights(weight):
     return np.ascontiguousarray(weight.transpose(0, 2, 3, 1), dtype=np.float32)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
 def conv3x3_nhwc_direct_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, out):
     """out = clamp(conv3x3(x, weight) + bias, 0, act_max) by the textbook direct loop.
 
@@ -165,7 +165,7 @@ def pack_conv3x3_im2col_weights(weight, bias):
     return pack_pointwise_weights(matrix, bias)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE)
 def im2col3x3_nhwc(x, stride, pad_top, pad_left, columns):
     """columns[n, oh, ow] = the 3x3 input patch of output pixel (oh, ow), zeros in the padding.
 

@@ -18,7 +18,7 @@ vectorisation.
 import numpy as np
 from numba import njit, prange
 
-from ._common import FASTMATH, ZERO
+from ._common import CACHE, FASTMATH, ZERO
 
 # Floats per interior block of the stride-1 kernel: its 9 tiled weight rows take 18 KiB of L1.
 BLOCK_FLOATS = 512
@@ -56,7 +56,7 @@ def _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out):
         acc[c] = min(max(acc[c], ZERO), act_max)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
 def dwconv3x3_nhwc_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, out):
     """out = clamp(depthwise_conv3x3(x, weight) + bias, 0, act_max), all NHWC, any stride.
 
@@ -103,7 +103,7 @@ def dwconv3x3_nhwc_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, ou
                 dst[c] = min(max(total, ZERO), act_max)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
 def dwconv3x3s1_nhwc_clamp(x, weight, bias, weight_tile, bias_tile, act_max, out):
     """Stride 1, padding 1: out = clamp(depthwise_conv3x3(x, weight) + bias, 0, act_max).
 

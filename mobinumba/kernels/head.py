@@ -2,7 +2,7 @@
 import numpy as np
 from numba import njit, prange
 
-from ._common import FASTMATH, ZERO
+from ._common import CACHE, FASTMATH, ZERO
 
 # Classes per dense task: 1000 classes give 4 tasks per image, enough for 2-4 threads.
 DENSE_CHUNK = 256
@@ -24,7 +24,7 @@ def pack_dense_weights(weight):
     return packed
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
 def global_avgpool_nhwc(x, out):
     """out[n, c] = mean over (h, w) of x[n, h, w, c]. x (N, H, W, C); out (N, C)."""
     n_batch, height, width, channels = x.shape
@@ -42,7 +42,7 @@ def global_avgpool_nhwc(x, out):
             acc[c] *= scale
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
 def dense_bias(x, weight, bias, out):
     """out = x @ W + bias. x (N, C); weight (chunks, C, CHUNK) from pack_dense_weights;
     bias (K,); out (N, K)."""

@@ -9,7 +9,7 @@ a whole NR-wide row with vector instructions when the panel is full.
 """
 from numba import njit, prange
 
-from ._common import FASTMATH, stack_buffer_f32
+from ._common import CACHE, FASTMATH, stack_buffer_f32
 from ._tile import MR, pack_gemm_weights, store_clamped, store_clamped_partial
 
 NR = 64  # output channels per tile = the width of one packed weight panel (4 zmm)
@@ -21,7 +21,7 @@ def pack_pointwise_weights(weight, bias):
     return pack_gemm_weights(weight.reshape(c_out, c_in).T, bias, NR)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
 def pwconv_nhwc_clamp(x, packed, packed_bias, act_max, out):
     """out = clamp(x @ W + bias, 0, act_max).
 

@@ -1,0 +1,248 @@
+"""The fuzz tests' worker process: runs one case per request, isolated from pytest.
+
+Reads JSON requests from stdin, one per line, and answers each with one JSON line on stdout:
+  {"target": "weights", "path": P}            load a weight file, run it, compare it with an
+                                               independent float64 reference read by h5py
+  {"target": "checkpoint", "path": P, "layout": L, "output": O}
+                                               convert a checkpoint (layout detected), run the
+                                               result, compare it with a reference computed
+                                               from the checkpoint in layout L
+  {"target": "image", "path": P}               decode and preprocess an image
+Answers: {"outcome": "refused", "type", "message"} for a mobinumba error;
+{"outcome": "ok", "detail"} for a case that ran and agreed with its reference;
+{"outcome": "wrong", "detail"} when it ran but disagreed; {"outcome": "unexpected", "type",
+"message", "traceback"} for any other exception. A segfault or a hang shows up in the parent
+as a closed pipe or a timeout (tests/isolation.py).
+"""
+import json
+import os
+import sys
+import traceback
+
+import h5py
+import numpy as np
+import torch
+
+import mobinumba
+from mobinumba.convert import convert_checkpoint
+from mobinumba.preprocess import load_image, preprocess_image
+
+torch.set_num_threads(1)
+mobinumba.set_threads(1)  # tiny inputs: a parallel launch would cost more than the work
+
+INPUT = np.random.default_rng(0).standard_normal((2, 3, 24, 24)).astype(np.float32)
+# The runtime computes in float32, the reference in float64. Rounding errors scale with the
+# largest magnitudes in play, the logits' and (for cancellations) the activations': the
+# allowed difference is RELATIVE_TOLERANCE * max(1, max |logit|, ACTIVATION_SHARE * max
+# |activation|). A real bug (a wrong weight, tap, stride or channel) is an O(1) difference.
+RELATIVE_TOLERANCE = 1e-3
+ACTIVATION_SHARE = 1e-2
+# Beyond this activation size float32 may overflow: the runtime must then raise
+# NumericError or return finite logits, which are not compared.
+OVERFLOW_MAGNITUDE = 1e30
+# (output channels, blocks, stride) per stage, as tests/reference_models.py builds them.
+STAGES = ((64, 1, 1), (128, 2, 2), (256, 2, 2), (512, 6, 2), (1024, 2, 2))
+
+
+def main():
+    for line in sys.stdin:
+        request = json.loads(line)
+        print(json.dumps(run_case(request)), flush=True)
+
+
+def run_case(request):
+    try:
+        return TARGETS[request["target"]](request)
+    except mobinumba.MobinumbaError as error:
+        return {"outcome": "refused", "type": type(error).__name__, "message": str(error)}
+    except Exception as error:  # noqa: BLE001 - the point is to report it
+        return {"outcome": "unexpected", "type": type(error).__name__,
+                "message": str(error)[:500], "traceback": traceback.format_exc()[-3000:]}
+
+
+# ------------------------------------------------------------------------------ weights
+
+def weights_case(request):
+    path = request["path"]
+    model = mobinumba.load(path)
+    layers, activation, padding = layers_from_h5(path)
+    if model.labels is not None and len(model.labels) != model.num_classes:
+        return {"outcome": "wrong", "detail": "labels do not match num_classes"}
+    return compare(model, layers, activation, padding)
+
+
+def layers_from_h5(path):
+    """Each layer group as a dict of float64 arrays (as float32 values), read with h5py."""
+    with h5py.File(path, "r") as h5:
+        activation = h5.attrs["activation"]
+        padding = h5.attrs["padding"]
+        groups = h5["layers"]
+        layers = []
+        for key in sorted(groups, key=lambda k: int(k.split("_")[0])):
+            group = groups[key]
+            layer = {"kind": group.attrs["kind"], "stride": int(group.attrs["stride"])}
+            for name in ("weight", "bias", "gamma", "beta", "mean", "var", "eps"):
+                if name in group:
+                    layer[name] = np.asarray(group[name][()], np.float32).astype(np.float64)
+            layers.append(layer)
+    return layers, activation, padding
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def checkpoint_case(request):
+    path, output = request["path"], request["output"]
+    if os.path.exists(output):
+        os.unlink(output)
+    convert_checkpoint(path, output, input_size=32, labels="none", check=False, force=True)
+    model = mobinumba.load(output)
+    state = read_state(path)
+    layers = layers_from_state(state, request["layout"])
+    activation = "relu6" if request["layout"] == "timm" else "relu"
+    return compare(model, layers, activation, "torch")
+
+
+def read_state(path):
+    """The checkpoint's tensors as float64 arrays (of their float32 values), unwrapped."""
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+        raw = load_file(path)
+    else:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(raw, dict) and isinstance(raw.get(key), dict):
+                raw = raw[key]
+                break
+    if all(k.startswith("module.") for k in raw):  # DataParallel, in either format
+        raw = {k[len("module."):]: v for k, v in raw.items()}
+    return {k: np.asarray(v.float().numpy() if torch.is_tensor(v) else v, np.float32)
+            .astype(np.float64) for k, v in raw.items() if not k.endswith("num_batches_tracked")}
+
+
+def layers_from_state(state, layout):
+    """The network as layer dicts, from the key names of tests/reference_models.py."""
+    def conv(prefix, bn, kind, stride):
+        layer = {"kind": kind, "stride": stride, "weight": state[f"{prefix}.weight"]}
+        layer.update(gamma=state[f"{bn}.weight"], beta=state[f"{bn}.bias"],
+                     mean=state[f"{bn}.running_mean"], var=state[f"{bn}.running_var"],
+                     eps=np.float64(np.float32(1e-5)))
+        if f"{prefix}.bias" in state:
+            layer["bias"] = state[f"{prefix}.bias"]
+        return layer
+
+    strides = [stride if index == 0 else 1 for _, repeats, stride in STAGES
+               for index in range(repeats)]
+    if layout == "timm":
+        layers = [conv("conv_stem", "bn1", "conv", 2)]
+        names = [f"blocks.{s}.{b}" for s, (_, repeats, _) in enumerate(STAGES)
+                 for b in range(repeats)]
+        for name, stride in zip(names, strides):
+            layers.append(conv(f"{name}.conv_dw", f"{name}.bn1", "dwconv", stride))
+            layers.append(conv(f"{name}.conv_pw", f"{name}.bn2", "pwconv", 1))
+        if "conv_head.weight" in state:
+            layers.append(conv("conv_head", "bn2", "pwconv", 1))
+        classifier = "classifier"
+    else:
+        layers = [conv("model.0.0", "model.0.1", "conv", 2)]
+        for index, stride in enumerate(strides, start=1):
+            layers.append(conv(f"model.{index}.0", f"model.{index}.1", "dwconv", stride))
+            layers.append(conv(f"model.{index}.3", f"model.{index}.4", "pwconv", 1))
+        classifier = "fc"
+    layers.append({"kind": "dense", "stride": 1, "weight": state[f"{classifier}.weight"],
+                   "bias": state[f"{classifier}.bias"]})
+    return layers
+
+
+# ----------------------------------------------------------------------- the reference
+
+def compare(model, layers, activation, padding):
+    """Run the model and the reference on INPUT and judge the outcome."""
+    with np.errstate(all="ignore"):  # huge mutated weights overflow float64 too
+        expected, peak = reference(layers, activation, padding, INPUT)
+    try:
+        actual = model(INPUT)
+    except mobinumba.NumericError as error:
+        if not peak <= OVERFLOW_MAGNITUDE:
+            return {"outcome": "ok", "detail": "overflow reported"}
+        return {"outcome": "wrong", "detail": f"NumericError although no value exceeds "
+                                              f"{peak:.3g}: {error}"}
+    if not np.isfinite(actual).all():
+        return {"outcome": "wrong", "detail": "non-finite logits returned"}
+    if actual.shape != expected.shape:
+        return {"outcome": "wrong", "detail": f"shape {actual.shape} != {expected.shape}"}
+    if not peak <= OVERFLOW_MAGNITUDE:
+        return {"outcome": "ok", "detail": "finite, beyond comparable magnitude"}
+    scale = max(1.0, float(np.abs(expected).max()), ACTIVATION_SHARE * peak)
+    difference = float(np.abs(actual - expected).max())
+    if not difference <= RELATIVE_TOLERANCE * scale:
+        return {"outcome": "wrong", "detail": f"max |logit difference| {difference:.3g} "
+                                              f"exceeds {RELATIVE_TOLERANCE * scale:.3g}"}
+    return {"outcome": "ok", "detail": f"matches reference: relative difference "
+                                       f"{difference / scale:.1e}"}
+
+
+def reference(layers, activation, padding, x):
+    """(logits, peak), in float64 NumPy with batch norm folded. `peak` bounds every number
+    float32 must hold on the way: each pre-activation, and each product weight * input."""
+    y = x.astype(np.float64)  # (N, C, H, W)
+    peak = 0.0
+    for layer in layers:
+        weight = layer["weight"]
+        bias = layer.get("bias", np.zeros(weight.shape[0]))
+        if layer["kind"] == "dense":
+            y = y.mean(axis=(2, 3))  # (N, C)
+            peak = max(peak, float(np.abs(weight).max() * np.abs(y).max()))
+            y = y @ weight.T + bias  # (N, K)
+        else:
+            scale = layer["gamma"] / np.sqrt(layer["var"] + layer["eps"])
+            folded = weight * scale[:, None, None, None]
+            shift = layer["beta"] + (bias - layer["mean"]) * scale
+            peak = max(peak, float(np.abs(folded).max() * np.abs(y).max()),
+                       float(np.abs(shift).max()))
+            y = conv(y, folded, shift, layer["stride"], padding, layer["kind"] == "dwconv")
+            peak = max(peak, float(np.abs(y).max()))
+            y = np.maximum(y, 0.0) if activation == "relu" else np.clip(y, 0.0, 6.0)
+        peak = max(peak, float(np.abs(y).max()))
+    return y, peak
+
+
+def conv(x, weight, bias, stride, padding, depthwise):
+    """A direct convolution: x (N, C, H, W), weight (O, C or 1, k, k) -> (N, O, Ho, Wo)."""
+    kernel = weight.shape[-1]
+    (top, bottom), (left, right) = (pads(x.shape[2], kernel, stride, padding),
+                                    pads(x.shape[3], kernel, stride, padding))
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(2, 3))
+    windows = windows[:, :, ::stride, ::stride]  # (N, C, Ho, Wo, k, k)
+    if depthwise:
+        out = np.einsum("nchwij,cij->nchw", windows, weight[:, 0])
+    else:
+        out = np.tensordot(windows, weight, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+    return out + bias[None, :, None, None]
+
+
+def pads(size, kernel, stride, padding):
+    """(before, after) along one axis: 'torch' (k - 1) / 2 each side, 'tf_same' SAME."""
+    if padding == "torch":
+        return (kernel - 1) // 2, (kernel - 1) // 2
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+# -------------------------------------------------------------------------------- images
+
+def image_case(request):
+    image = load_image(request["path"])
+    pixels = preprocess_image(image, 32, 0.875, "bilinear", (0.5,) * 3, (0.5,) * 3)
+    if pixels.shape != (3, 32, 32) or pixels.dtype != np.float32:
+        return {"outcome": "wrong", "detail": f"shape {pixels.shape}, dtype {pixels.dtype}"}
+    if not (np.isfinite(pixels).all() and np.abs(pixels).max() <= 1.0 + 1e-6):
+        return {"outcome": "wrong", "detail": "pixels outside [-1, 1]"}
+    return {"outcome": "ok", "detail": f"{image.size[0]}x{image.size[1]}"}
+
+
+TARGETS = {"weights": weights_case, "checkpoint": checkpoint_case, "image": image_case}
+
+if __name__ == "__main__":
+    main()
