@@ -43,7 +43,8 @@ for name, seconds in layers.items():
     kind = ("stem" if name == "conv_stem" else "depthwise" if name.endswith("_dw")
             else "pointwise" if name.endswith("_pw") or name == "conv_head" else "head")
     kinds[kind] += float(np.median(seconds))
-print(json.dumps({"median": float(np.median(times)), "min": float(np.min(times)), **kinds}))
+print(json.dumps({"median": float(np.median(times)), "min": float(np.min(times)),
+                  "module": mobinumba.__file__, **kinds}))
 """
 KINDS = ("stem", "depthwise", "pointwise", "head")
 
@@ -93,10 +94,16 @@ def main():
 def _time(tree, args, scratch):
     env = dict(os.environ, PYTHONPATH=tree, NUMBA_CACHE_DIR=os.path.join(scratch, "cache",
                                                                           os.path.basename(tree)))
+    # cwd=tree: `python -c` puts the working directory first on sys.path, so running from a
+    # checkout would import that checkout's mobinumba instead of the revision's.
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, args.model, str(args.threads), str(args.batch),
-         str(args.size), str(args.runs)], env=env, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        [sys.executable, "-c", CHILD, os.path.abspath(args.model), str(args.threads),
+         str(args.batch), str(args.size), str(args.runs)], env=env, cwd=tree,
+        capture_output=True, text=True, check=True)
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    if not answer["module"].startswith(tree):
+        raise RuntimeError(f"the child imported {answer['module']}, not the revision in {tree}")
+    return answer
 
 
 if __name__ == "__main__":
