@@ -26,7 +26,7 @@ from mobinumba.bench.peers import PEERS, measure_peers
 from mobinumba.bench.runner import Progress
 from mobinumba.bench.synthetic import conv_mobilenet_specs, random_model_file, random_records
 from mobinumba.bench.torch_model import RecordsNet
-from mobinumba.model import Model
+from mobinumba.weights import write_model_file
 
 HEADINGS = ("## Headline", "## 1. Environment", "## 2. The paper's tables",
             "## 3. Depthwise-separable vs standard convolution",
@@ -237,17 +237,24 @@ def test_conv_mobilenet_matches_pytorch(method):
 
 
 def test_missing_or_unrequested_peers_are_listed_as_skipped(monkeypatch, tmp_path):
-    model_file = random_model_file(0.25, num_classes=10)
-    model = Model(model_file)
+    weights = tmp_path / "model.h5"
+    write_model_file(weights, random_model_file(0.25, num_classes=10))
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
-    peers = measure_peers(model, model_file, x, threads=1, runs=2, warmup=1, rounds=1,
+    # Engines run in spawned processes, which start with this process's sys.path: a module
+    # named onnxruntime that fails to import, first on it, is what they see when onnxruntime
+    # is not installed.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "onnxruntime.py").write_text("raise ImportError('not installed')\n")
+    monkeypatch.syspath_prepend(str(shadow))
+    peers = measure_peers(str(weights), x, threads=1, runs=2, warmup=1, rounds=1,
                           pause_s=0.0, requested=PEERS, workdir=str(tmp_path))
     assert [engine["name"] for engine in peers["engines"]] == ["mobinumba", "torch"]
     assert peers["skipped"] == [{"name": "onnxruntime", "label": "ONNX Runtime (CPU)",
                                  "reason": "onnxruntime is not installed "
                                            "(pip install 'mobinumba[bench]')"}]
-    none = measure_peers(model, model_file, x, threads=1, runs=2, warmup=1, rounds=1,
+    assert peers["method"].startswith("one process per engine")
+    none = measure_peers(str(weights), x, threads=1, runs=2, warmup=1, rounds=1,
                          pause_s=0.0, requested=(), workdir=str(tmp_path))
     assert [row["reason"] for row in none["skipped"]] == ["not requested (--peers)"] * 2
     assert [engine["name"] for engine in none["engines"]] == ["mobinumba"]

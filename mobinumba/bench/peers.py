@@ -1,13 +1,18 @@
 """Section 6: mobinumba beside PyTorch eager and ONNX Runtime, same weights, threads and run.
 
-Engines disturb each other inside one process (their worker threads keep spinning after a
-call and take the cores from whoever runs next), so each engine is timed in its own block of
-calls after a pause, and the blocks repeat in turn (A B C A B C ...) to spread slow drift of
-the machine over all engines. A peer that is not installed, not requested or that fails is
-listed as skipped with the reason, never dropped.
+Engines disturb each other inside one process: their worker threads keep spinning after a
+call and take the cores from whoever runs next, and PyTorch brings an OpenMP runtime of its
+own beside the one Numba uses (with all engines in one process, blocks of PyTorch calls
+took over a second each while the machine was busy). So every engine,
+mobinumba included, runs in a process of its own (multiprocessing, "spawn"), driven from
+here: the engines are timed in blocks of calls after a pause, one engine at a time, and
+the blocks repeat in turn (A B C A B C ...) to spread slow drift of the machine over all of
+them. A peer that is not installed, not requested or that fails is listed as skipped with
+the reason, never dropped.
 """
 import importlib
 from importlib import metadata
+import multiprocessing
 import os
 import time
 
@@ -21,73 +26,148 @@ LABELS = {"mobinumba": "mobinumba", "torch": "PyTorch eager (CPU)",
 INSTALL_HINT = "pip install 'mobinumba[bench]'"
 # Engines agree when their logits differ by at most this much relative to max(1, |logit|).
 AGREEMENT_TOLERANCE = 1e-3
+# Seconds an engine process may take to start (import, build, ONNX export) or run a block.
+ENGINE_TIMEOUT_S = 600
 
 
 class PeerUnavailable(Exception):
     """A peer cannot run here (a package is missing); the message says why."""
 
 
-def measure_peers(model, model_file, x, threads, runs, warmup, rounds, pause_s, requested,
+def measure_peers(weights_path, x, threads, runs, warmup, rounds, pause_s, requested,
                   workdir):
     """The section's dict: `engines` (mobinumba first, then each peer that ran) with latency
     statistics, the ratio mobinumba / peer of the p50s and the agreement of the logits;
-    `skipped` with a reason for every peer that did not run; `method`."""
-    engines = {"mobinumba": (lambda: model(x), _version("mobinumba"))}
-    skipped, restore = [], []
+    `skipped` with a reason for every peer that did not run; `method`.
+
+    weights_path: the .h5 every engine builds its model from; x (N, 3, H, W) float32.
+    """
+    engines, skipped = {}, []
     try:
-        for name in PEERS:
-            if name not in requested:
+        for name in ("mobinumba",) + PEERS:
+            if name != "mobinumba" and name not in requested:
                 skipped.append({"name": name, "label": LABELS[name],
                                 "reason": "not requested (--peers)"})
                 continue
             try:
-                engines[name] = BUILDERS[name](model_file, x, threads, workdir, restore)
+                engines[name] = EngineProcess(name, weights_path, x, threads, workdir)
             except PeerUnavailable as error:
+                if name == "mobinumba":
+                    raise
                 skipped.append({"name": name, "label": LABELS[name], "reason": str(error)})
-            except Exception as error:  # noqa: BLE001 - a peer's own failure is reported
-                skipped.append({"name": name, "label": LABELS[name],
-                                "reason": f"failed: {type(error).__name__}: {error}"})
         per_block = max(1, -(-runs // rounds))
         block_warmup = max(1, warmup // rounds)
-        seconds = _time_in_blocks(engines, rounds, per_block, block_warmup, pause_s)
-        reference = np.asarray(engines["mobinumba"][0](), dtype=np.float64)
-        scale = max(1.0, float(np.abs(reference).max()))
-        mobinumba_p50 = latency_stats(seconds["mobinumba"])["p50_ms"]
-        rows = []
-        for name, (call, version) in engines.items():
-            stats = latency_stats(seconds[name])
-            difference = float(np.abs(_numpy(call()) - reference).max())
-            rows.append({"name": name, "label": LABELS[name], "version": version,
-                         **stats,
-                         "block_p50_ms": [float(np.median(block)) * 1e3
-                                          for block in _blocks(seconds[name], per_block)],
-                         "mobinumba_over_peer": mobinumba_p50 / stats["p50_ms"],
-                         "max_abs_logit_diff": difference,
-                         "agrees": difference <= AGREEMENT_TOLERANCE * scale})
+        seconds = {name: [] for name in engines}
+        for _ in range(rounds):
+            for name, engine in engines.items():
+                time.sleep(pause_s)
+                seconds[name] += engine.block(per_block, block_warmup)
+        logits = {name: engine.logits() for name, engine in engines.items()}
     finally:
-        for undo in restore:
-            undo()
+        for engine in engines.values():
+            engine.close()
+    reference = logits["mobinumba"]
+    scale = max(1.0, float(np.abs(reference).max()))
+    mobinumba_p50 = latency_stats(seconds["mobinumba"])["p50_ms"]
+    rows = []
+    for name, engine in engines.items():
+        stats = latency_stats(seconds[name])
+        difference = float(np.abs(logits[name] - reference).max())
+        rows.append({"name": name, "label": LABELS[name], "version": engine.version,
+                     **stats,
+                     "block_p50_ms": [float(np.median(block)) * 1e3
+                                      for block in _blocks(seconds[name], per_block)],
+                     "mobinumba_over_peer": mobinumba_p50 / stats["p50_ms"],
+                     "max_abs_logit_diff": difference,
+                     "agrees": difference <= AGREEMENT_TOLERANCE * scale})
     return {"threads": threads, "batch": int(x.shape[0]), "size": int(x.shape[2]),
             "engines": rows, "skipped": skipped,
             "agreement_tolerance": AGREEMENT_TOLERANCE,
-            "method": (f"one process; each engine timed in its own block of {per_block} calls "
-                       f"after {block_warmup} warm-up call(s) and a {pause_s:g} s pause; "
-                       f"{rounds} rounds of the blocks in turn "
-                       f"({' '.join(engines)} {' '.join(engines)} ...)")}
+            "method": (f"one process per engine; each engine timed in its own block of "
+                       f"{per_block} calls after {block_warmup} warm-up call(s) and a "
+                       f"{pause_s:g} s pause, the others idle; {rounds} rounds of the blocks "
+                       f"in turn ({' '.join(engines)} {' '.join(engines)} ...)")}
 
 
-def _time_in_blocks(engines, rounds, per_block, warmup, pause_s):
-    seconds = {name: [] for name in engines}
-    for _ in range(rounds):
-        for name, (call, _) in engines.items():
-            time.sleep(pause_s)
+class EngineProcess:
+    """One engine built and timed in a spawned process of its own.
+
+    Raises PeerUnavailable when the engine cannot be built there (a missing package, or a
+    failure, with the reason).
+    """
+
+    def __init__(self, name, weights_path, x, threads, workdir):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_serve, daemon=True,
+                                       args=(child, name, weights_path, x, threads, workdir))
+        self.process.start()
+        child.close()
+        status, detail = self._receive()
+        if status != "ready":
+            self.close()
+            raise PeerUnavailable(detail)
+        self.version = detail
+
+    def block(self, calls, warmup):
+        """Seconds of `calls` timed calls after `warmup` untimed ones."""
+        self.connection.send(("block", (calls, warmup)))
+        return self._receive()[1]
+
+    def logits(self):
+        """(N, K) float64 logits of the engine for the input."""
+        self.connection.send(("logits", None))
+        return self._receive()[1]
+
+    def close(self):
+        """Stop the process (politely, then by force)."""
+        try:
+            self.connection.send(("stop", None))
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.connection.close()
+
+    def _receive(self):
+        if not self.connection.poll(ENGINE_TIMEOUT_S):
+            raise RuntimeError(f"engine process gave no answer in {ENGINE_TIMEOUT_S} s")
+        try:
+            return self.connection.recv()
+        except EOFError:
+            raise PeerUnavailable(f"failed: the engine process exited with "
+                                  f"{self.process.exitcode}") from None
+
+
+def _serve(connection, name, weights_path, x, threads, workdir):
+    """The engine process: build the engine, then answer block / logits / stop requests."""
+    try:
+        call, version = BUILDERS[name](weights_path, x, threads, workdir)
+    except PeerUnavailable as error:
+        connection.send(("unavailable", str(error)))
+        return
+    except Exception as error:  # noqa: BLE001 - a peer's own failure is reported
+        connection.send(("failed", f"failed: {type(error).__name__}: {error}"))
+        return
+    connection.send(("ready", version))
+    while True:
+        command, argument = connection.recv()
+        if command == "block":
+            calls, warmup = argument
             for _ in range(warmup):
                 call()
-            for _ in range(per_block):
+            seconds = []
+            for _ in range(calls):
                 start = time.perf_counter()
                 call()
-                seconds[name].append(time.perf_counter() - start)
-    return seconds
+                seconds.append(time.perf_counter() - start)
+            connection.send(("ok", seconds))
+        elif command == "logits":
+            connection.send(("ok", _numpy(call())))
+        else:
+            return
 
 
 def _blocks(values, size):
@@ -114,15 +194,23 @@ def _import(package):
         raise PeerUnavailable(f"{package} is not installed ({INSTALL_HINT})") from None
 
 
-def _torch_engine(model_file, x, threads, workdir, restore):
+def _mobinumba_engine(weights_path, x, threads, workdir):
+    """mobinumba itself on `threads` kernel threads."""
+    from .. import load, set_threads
+
+    set_threads(threads)
+    model = load(weights_path)
+    return (lambda: model(x)), _version("mobinumba")
+
+
+def _torch_engine(weights_path, x, threads, workdir):
     """PyTorch eager: the records' nn.Module under inference_mode with `threads` threads."""
     torch = _import("torch")
+    from ..weights import read_model_file
     from .torch_model import torch_module
 
-    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    restore.append(lambda: torch.set_num_threads(previous))
-    module = torch_module(model_file)
+    module = torch_module(read_model_file(weights_path))
     tensor = torch.from_numpy(x)
 
     def call():
@@ -131,14 +219,16 @@ def _torch_engine(model_file, x, threads, workdir, restore):
     return call, torch.__version__
 
 
-def _onnxruntime_engine(model_file, x, threads, workdir, restore):
+def _onnxruntime_engine(weights_path, x, threads, workdir):
     """ONNX Runtime CPU on the ONNX export of the same module, intra_op_num_threads=threads."""
     _import("torch")
     _import("onnx")
     ort = _import("onnxruntime")
+    from ..weights import read_model_file
     from .torch_model import export_onnx, torch_module
 
-    path = export_onnx(torch_module(model_file), x, os.path.join(workdir, "model.onnx"))
+    path = export_onnx(torch_module(read_model_file(weights_path)), x,
+                       os.path.join(workdir, "model.onnx"))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -149,4 +239,5 @@ def _onnxruntime_engine(model_file, x, threads, workdir, restore):
     return call, ort.__version__
 
 
-BUILDERS = {"torch": _torch_engine, "onnxruntime": _onnxruntime_engine}
+BUILDERS = {"mobinumba": _mobinumba_engine, "torch": _torch_engine,
+            "onnxruntime": _onnxruntime_engine}

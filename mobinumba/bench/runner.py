@@ -1,7 +1,7 @@
 """`mobinumba bench`: run every section of the report in order and write the files.
 
-The sections are measured in one process (except the cold starts, which need fresh ones),
-with the same thread count for every engine, and written as report.json (all figures),
+The sections are measured in this process, except the cold starts (fresh processes) and the
+peers (one process per engine, see peers.py), with the same thread count for every engine, and written as report.json (all figures),
 report.md (rendered from the JSON) and report.png (charts, when matplotlib is installed).
 """
 import json
@@ -139,7 +139,7 @@ def run_benchmarks(config):
                                                 config.block_runs, config.network_runs,
                                                 progress=progress.tick)
         progress.step("peers")
-        report["peers"] = measure_peers(model, model_file, x, config.threads, config.runs,
+        report["peers"] = measure_peers(weights_path, x, config.threads, config.runs,
                                         config.warmup, config.peer_rounds, config.peer_pause_s,
                                         config.peers, tmp)
         progress.step("environment")
