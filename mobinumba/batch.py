@@ -1,0 +1,132 @@
+"""`mobinumba predict --out FILE`: stream many images into a results file, here or on Dask.
+
+    paths (expanded by inputs.py) ─ minus the paths already in FILE with --resume
+      ├─ here:  predict_files (decode threads + model), written batch by batch
+      └─ Dask:  mobinumba.dask.iter_results (one task per partition), written partition by
+                partition as they finish (so rows are in completion order, not path order)
+    ──> results.py writer (whole rows, or temp file + rename) ──> progress bar on stderr
+
+Unreadable images become rows with an error, a line on stderr, and exit status 1 at the end.
+"""
+import contextlib
+import os
+import sys
+
+from .errors import InputError
+from .model import load
+from .progress import Progress
+from .results import check_results_path, open_results
+from .stream import predict_files
+
+EXIT_FAILED_IMAGES = 1
+
+
+def predict_to_file(args, paths):
+    """Classify `paths` into args.out; returns the exit status (1 if any image failed)."""
+    check_results_path(args.out, args.resume, args.force)
+    model = load(args.weights)
+    if args.topk > model.num_classes:
+        raise InputError(f"--topk {args.topk} exceeds the model's {model.num_classes} classes")
+    with _engine(args, model) as classify, \
+            open_results(args.out, args.topk, resume=args.resume, force=args.force) as out:
+        todo = [path for path in paths if path not in out.done]
+        skipped = len(paths) - len(todo)
+        if not todo:
+            print(f"nothing to do: all {len(paths)} images are already in {args.out}")
+            return 0
+        if skipped:
+            print(f"resuming {args.out}: {skipped} of {len(paths)} images are already there",
+                  file=sys.stderr)
+        failures = 0
+        with Progress(len(todo)) as progress:
+            for results in classify(todo):
+                out.write(results)
+                for result in results:
+                    if result.error is not None:
+                        failures += 1
+                        progress.write(f"mobinumba: error: {result.error}")
+                progress.update(len(results))
+            rate = progress.rate()
+    print(f"wrote {len(todo)} rows to {args.out} ({rate:.1f} images/s)"
+          + (f"; {skipped} were already there" if skipped else ""))
+    if failures:
+        print(f"mobinumba: error: {failures} of {len(todo)} images could not be read; see the "
+              f"error column of {args.out}", file=sys.stderr)
+        return EXIT_FAILED_IMAGES
+    return 0
+
+
+@contextlib.contextmanager
+def _engine(args, model):
+    """A function paths -> iterator of FileResult lists: a batch at a time here, a partition at
+    a time on Dask (with the client connected, or the local cluster started, for the run)."""
+    if args.dask_scheduler or args.dask_local:
+        from .dask import iter_results
+
+        with _dask_client(args) as client:
+            yield lambda paths: iter_results(client, paths, model, batch_size=args.batch_size,
+                                             topk=args.topk,
+                                             partition_size=args.partition_size)
+    else:
+        yield lambda paths: _batched(predict_files(paths, args.batch_size, args.topk,
+                                                   weights=model, workers=args.workers),
+                                     args.batch_size)
+
+
+def _batched(items, size):
+    """Lists of `size` consecutive items (the last one shorter)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _dask_client(args):
+    """A distributed.Client on args.dask_scheduler, or on a new LocalCluster of N workers."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--dask-scheduler / --dask-local need Dask: pip install "
+                         "'mobinumba[dask]'") from None
+    if args.dask_local:
+        workers = args.dask_local
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=local_threads(workers),
+                               processes=True, host="127.0.0.1", dashboard_address=None)
+        return _ClusterClient(Client(cluster), cluster)
+    try:
+        return _ClusterClient(Client(args.dask_scheduler, timeout="10s"), None)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise InputError(f"cannot connect to the Dask scheduler at {args.dask_scheduler}: "
+                         f"{' '.join(str(error).split())}") from None
+
+
+def local_threads(workers):
+    """Threads per local worker so that `workers` of them do not oversubscribe the cores."""
+    return max(1, available_cores() // workers)
+
+
+def available_cores():
+    """Cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class _ClusterClient:
+    """A Client (and the LocalCluster it owns, if any), closed together."""
+
+    def __init__(self, client, cluster):
+        self.client = client
+        self.cluster = cluster
+
+    def __enter__(self):
+        return self.client
+
+    def __exit__(self, *exc):
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()

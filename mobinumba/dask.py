@@ -1,0 +1,211 @@
+"""predict_files on a dask.distributed cluster (the `[dask]` extra).
+
+    from distributed import Client
+    from mobinumba.dask import predict_dataframe, iter_results
+
+    client = Client("tcp://scheduler:8786")
+    frame = predict_dataframe(client, paths, weights="model.h5")   # a lazy Dask DataFrame
+    frame.to_parquet("results/")                                     # one file per partition
+
+The paths are cut into partitions of `partition_size`; one task classifies one partition with
+predict_files() and returns its rows. Nothing else travels with a task: the model reaches each
+worker once, through ModelPlugin, a worker plugin that carries the weight file's bytes, writes
+them into the worker's local directory, loads the model and runs one warm-up pass (which
+compiles or loads the Numba kernels) before the worker's first task. Dask re-runs the plugin on
+a worker that replaces a dead one.
+
+Threads: a worker runs up to `nthreads` tasks at a time, but forward passes within a process
+take turns (threads.kernel_section), so each worker gives its Numba kernels `nthreads` threads
+(or the plugin's `threads`): one worker per machine with nthreads = cores, or k workers with
+cores / k threads each, keep kernels at one thread per core. Within a task images are decoded
+in the task's own thread; a worker's other tasks decode while one runs the model.
+
+A task is a pure function of its paths (its key is a hash of them), so when a worker dies Dask
+recomputes the partitions it was running or holding, and every path still gives exactly one
+row: iter_results() yields each partition once, predict_dataframe() has one partition per
+slice of paths.
+
+This module is named like the `dask` package; it imports it absolutely, which Python 3 always
+does.
+"""
+import asyncio
+import hashlib
+import os
+import threading
+from itertools import islice
+
+import numpy as np
+import pandas as pd
+from distributed import as_completed, get_worker
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from .errors import InputError
+from .model import PREDICT_BATCH, Model, load
+from .results import columns, result_row
+from .stream import (DEFAULT_PARTITION_SIZE, MAX_PARTITION_SIZE, check_options,
+                     predict_files)
+from .threads import set_threads
+
+# iter_results() keeps at most this many partitions per worker thread submitted at once.
+PARTITIONS_PER_THREAD = 4
+
+
+class ModelPlugin(WorkerPlugin):
+    """A weight file shipped to every worker once and kept loaded there, one model per process.
+
+    weights: a path to a mobinumba .h5 file (read here, on the client) or None for the
+    shipped model. threads: Numba threads on each worker (default: the worker's nthreads).
+    """
+
+    idempotent = True  # registering the same file again keeps the loaded model
+
+    def __init__(self, weights=None, threads=None):
+        model = weights if isinstance(weights, Model) else load(weights)  # validates the file
+        with open(model.path, "rb") as file:
+            self.data = file.read()
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+        self.file_name = os.path.basename(model.path)
+        self.threads = threads
+        self.name = f"mobinumba-model-{self.sha256[:16]}"
+        self.num_classes = model.num_classes
+        self._model = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_model"], state["_lock"] = None, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    async def setup(self, worker):
+        """Save the file under the worker's local directory, load it and warm the kernels up."""
+        self._directory = worker.local_directory
+        self._threads = self.threads or worker.state.nthreads
+        await asyncio.get_running_loop().run_in_executor(None, self.model)
+
+    def model(self):
+        """The worker's Model (loaded at setup, or here by a task that arrived first)."""
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def _load(self):
+        path = os.path.join(self._directory, f"{self.sha256[:16]}-{self.file_name}")
+        if not os.path.exists(path):
+            temp = f"{path}.{os.getpid()}.tmp"
+            with open(temp, "wb") as file:
+                file.write(self.data)
+            os.replace(temp, path)
+        self.data = None  # the worker keeps the model, not a second copy of the file
+        set_threads(max(1, min(self._threads, _numba_threads())))
+        model = load(path)
+        size = model.info.input_size
+        model(np.zeros((1, 3, size, size), np.float32))  # compile / load cached kernels now
+        return model
+
+
+def _numba_threads():
+    import numba
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def predict_partition(paths, plugin_name, batch_size, topk):
+    """FileResults for one partition of paths, on a worker holding the named ModelPlugin."""
+    plugin = get_worker().plugins.get(plugin_name)
+    if plugin is None:
+        raise RuntimeError(f"worker has no {plugin_name} plugin; register ModelPlugin first")
+    return list(predict_files(paths, batch_size, topk, weights=plugin.model(), workers=0))
+
+
+def _predict_partition_frame(paths, plugin_name, batch_size, topk):
+    return results_frame(predict_partition(paths, plugin_name, batch_size, topk), topk)
+
+
+def results_frame(results, topk):
+    """A pandas DataFrame over columns(topk) from FileResults; typed, nullable columns."""
+    rows = [result_row(result, topk) for result in results]
+    frame = {}
+    for name in columns(topk):
+        dtype = ("Float64" if name.startswith("probability_") else
+                 "Int64" if name.startswith("index_") else "string")
+        frame[name] = pd.array([row[name] for row in rows], dtype=dtype)
+    return pd.DataFrame(frame)
+
+
+def register_model(client, weights=None, threads=None):
+    """Send the model to every worker of `client` (now and later ones); returns the plugin."""
+    plugin = ModelPlugin(weights, threads)
+    client.register_plugin(plugin, name=plugin.name)
+    return plugin
+
+
+def predict_dataframe(client, paths, weights=None, batch_size=PREDICT_BATCH, topk=5,
+                      partition_size=DEFAULT_PARTITION_SIZE, threads=None):
+    """A lazy Dask DataFrame of results (columns as in results.columns(topk)), one partition per
+    `partition_size` paths, in path order. The model is registered on the workers now."""
+    import dask.dataframe as dd
+
+    plugin = register_model(client, weights, threads)
+    _check(plugin, batch_size, topk, partition_size)
+    chunks = list(_chunks(paths, partition_size))
+    if not chunks:
+        raise InputError("no image paths given")
+    return dd.from_map(_predict_partition_frame, chunks, args=[plugin.name, batch_size, topk],
+                       meta=results_frame([], topk), label="mobinumba-predict",
+                       enforce_metadata=False)
+
+
+def iter_results(client, paths, weights=None, batch_size=PREDICT_BATCH, topk=5,
+                 partition_size=DEFAULT_PARTITION_SIZE, threads=None):
+    """Yield a list of FileResults per partition of paths, in the order partitions finish.
+
+    Paths are read lazily; at most PARTITIONS_PER_THREAD partitions per worker thread are
+    submitted at a time. A partition lost with a worker is recomputed by Dask and still
+    yielded exactly once. The model plugin is removed from the cluster when this finishes.
+    """
+    plugin = register_model(client, weights, threads)
+    _check(plugin, batch_size, topk, partition_size)
+    chunks = _chunks(paths, partition_size)
+    window = PARTITIONS_PER_THREAD * max(1, sum(client.nthreads().values()))
+
+    def submit(chunk):
+        return client.submit(predict_partition, chunk, plugin.name, batch_size, topk,
+                             key=f"mobinumba-predict-{_token(chunk, plugin, batch_size, topk)}")
+
+    try:
+        running = as_completed([submit(chunk) for chunk in islice(chunks, window)])
+        for future in running:
+            results = future.result()
+            future.release()
+            for chunk in islice(chunks, 1):
+                running.add(submit(chunk))
+            yield results
+    finally:
+        client.unregister_worker_plugin(plugin.name)
+
+
+def _check(plugin, batch_size, topk, partition_size):
+    if isinstance(partition_size, bool) or not isinstance(partition_size, int) or \
+            not 1 <= partition_size <= MAX_PARTITION_SIZE:
+        raise InputError(f"partition_size must be an integer in 1..{MAX_PARTITION_SIZE}, got "
+                         f"{partition_size!r}")
+    check_options(plugin.num_classes, batch_size, topk)
+
+
+def _chunks(paths, size):
+    """Lists of at most `size` path strings from any iterable, lazily."""
+    paths = (os.fspath(path) for path in paths)
+    while chunk := list(islice(paths, size)):
+        yield chunk
+
+
+def _token(chunk, plugin, batch_size, topk):
+    """A task key suffix that is a pure function of everything the task computes from."""
+    digest = hashlib.sha256(f"{plugin.sha256}\0{batch_size}\0{topk}".encode())
+    for path in chunk:
+        digest.update(b"\0" + path.encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:32]
