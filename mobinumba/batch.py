@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 
-from .errors import InputError
+from .errors import InputError, MobinumbaError
 from .model import load
 from .progress import Progress
 from .results import check_results_path, open_results
@@ -61,16 +61,29 @@ def _engine(args, model):
     """A function paths -> iterator of FileResult lists: a batch at a time here, a partition at
     a time on Dask (with the client connected, or the local cluster started, for the run)."""
     if args.dask_scheduler or args.dask_local:
-        from .dask import iter_results
-
         with _dask_client(args) as client:
-            yield lambda paths: iter_results(client, paths, model, batch_size=args.batch_size,
-                                             topk=args.topk,
-                                             partition_size=args.partition_size)
+            yield lambda paths: _dask_batches(client, paths, model, args)
     else:
         yield lambda paths: _batched(predict_files(paths, args.batch_size, args.topk,
                                                    weights=model, workers=args.workers),
                                      args.batch_size)
+
+
+def _dask_batches(client, paths, model, args):
+    """iter_results(), with Dask giving up on a task turned into a one-line error."""
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker
+
+    from .dask import iter_results
+
+    try:
+        yield from iter_results(client, paths, model, batch_size=args.batch_size,
+                                topk=args.topk, partition_size=args.partition_size)
+    except (KilledWorker, CancelledError) as error:
+        raise MobinumbaError(f"the Dask cluster gave up ({type(error).__name__}: "
+                             f"{' '.join(str(error).split())}); the rows written so far are "
+                             f"kept and --resume continues from them") from None
 
 
 def _batched(items, size):
@@ -95,7 +108,7 @@ def _dask_client(args):
     if args.dask_local:
         workers = args.dask_local
         cluster = LocalCluster(n_workers=workers, threads_per_worker=local_threads(workers),
-                               processes=True, host="127.0.0.1", dashboard_address=None)
+                               processes=True, host="127.0.0.1", dashboard_address=":0")
         return _ClusterClient(Client(cluster), cluster)
     try:
         return _ClusterClient(Client(args.dask_scheduler, timeout="10s"), None)

@@ -137,19 +137,35 @@ def results_frame(results, topk):
 
 
 def register_model(client, weights=None, threads=None):
-    """Send the model to every worker of `client` (now and later ones); returns the plugin."""
+    """Send the model to every worker of `client` (now and later ones) and load it there;
+    returns the plugin, which predict_dataframe() and iter_results() also take as `weights`.
+
+    weights: None (the shipped model), a path to a .h5 file, or a Model loaded from one.
+    """
     plugin = ModelPlugin(weights, threads)
     client.register_plugin(plugin, name=plugin.name)
     return plugin
 
 
+def _registered(client, weights, threads):
+    """(plugin, whether this call registered it) for a `weights` argument."""
+    if isinstance(weights, ModelPlugin):
+        return weights, False
+    return register_model(client, weights, threads), True
+
+
 def predict_dataframe(client, paths, weights=None, batch_size=PREDICT_BATCH, topk=5,
                       partition_size=DEFAULT_PARTITION_SIZE, threads=None):
     """A lazy Dask DataFrame of results (columns as in results.columns(topk)), one partition per
-    `partition_size` paths, in path order. The model is registered on the workers now."""
+    `partition_size` paths, in path order.
+
+    weights: None, a .h5 path or a Model (registered on the workers now, and left registered
+    for when the frame is computed), or a plugin from register_model(). threads: Numba threads
+    per worker (default: each worker's nthreads).
+    """
     import dask.dataframe as dd
 
-    plugin = register_model(client, weights, threads)
+    plugin, _ = _registered(client, weights, threads)
     _check(plugin, batch_size, topk, partition_size)
     chunks = list(_chunks(paths, partition_size))
     if not chunks:
@@ -165,9 +181,10 @@ def iter_results(client, paths, weights=None, batch_size=PREDICT_BATCH, topk=5,
 
     Paths are read lazily; at most PARTITIONS_PER_THREAD partitions per worker thread are
     submitted at a time. A partition lost with a worker is recomputed by Dask and still
-    yielded exactly once. The model plugin is removed from the cluster when this finishes.
+    yielded exactly once. weights and threads as for predict_dataframe(); a model registered
+    here is removed from the cluster when this finishes, one from register_model() stays.
     """
-    plugin = register_model(client, weights, threads)
+    plugin, registered_here = _registered(client, weights, threads)
     _check(plugin, batch_size, topk, partition_size)
     chunks = _chunks(paths, partition_size)
     window = PARTITIONS_PER_THREAD * max(1, sum(client.nthreads().values()))
@@ -185,7 +202,8 @@ def iter_results(client, paths, weights=None, batch_size=PREDICT_BATCH, topk=5,
                 running.add(submit(chunk))
             yield results
     finally:
-        client.unregister_worker_plugin(plugin.name)
+        if registered_here:
+            client.unregister_worker_plugin(plugin.name)
 
 
 def _check(plugin, batch_size, topk, partition_size):

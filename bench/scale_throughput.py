@@ -1,0 +1,138 @@
+"""Images/s of a folder-to-results run, decoding included: one process vs a Dask LocalCluster.
+
+    python bench/scale_throughput.py [--images 512] [--batch 16] [--partition 32] [--rounds 3]
+
+Writes --images synthetic 500x375 JPEG photos (about ImageNet's typical size: smooth colour
+fields with sensor-like noise) to a temporary directory and classifies them with the shipped
+model (MobileNetV1 1.0, 224x224, TF-slim preprocessing), timing:
+- one process, decoding between forward passes, with the seconds spent decoding
+  (Model.preprocess) and in forward passes (Model.__call__) timed apart: the decoding share;
+- one process through predict_files with 1 and 2 decoding threads beside the model;
+- LocalCluster(processes=True) with 1 worker x 2 threads and 2 workers x 1 thread, through
+  mobinumba.dask.iter_results (Numba threads = the worker's threads, so the kernels never run
+  more threads than there are cores).
+Every configuration runs once untimed (JIT compile, model load, worker start and model
+shipping excluded), then --rounds times, configurations alternating round by round; the table
+gives the median images/s and the spread. docs/scale.md quotes this script's output.
+"""
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+from distributed import Client, LocalCluster
+from PIL import Image
+
+import mobinumba
+from mobinumba.dask import iter_results, register_model
+from mobinumba.model import PREDICT_BATCH
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=PREDICT_BATCH)
+    parser.add_argument("--partition", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    load_start = os.getloadavg()
+    started = datetime.datetime.now().astimezone()
+    with tempfile.TemporaryDirectory() as directory:
+        paths = write_photos(directory, args.images)
+        model = mobinumba.load()
+        configs = {
+            "1 process, decode between batches": lambda: sequential(model, paths, args.batch),
+            "1 process, 1 decode thread": lambda: pipelined(model, paths, args.batch, 1),
+            "1 process, 2 decode threads": lambda: pipelined(model, paths, args.batch, 2),
+        }
+        clusters = []
+        for workers, threads in ((1, 2), (2, 1)):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads,
+                                   processes=True, host="127.0.0.1", dashboard_address=":0")
+            client = Client(cluster)
+            plugin = register_model(client)  # ships and loads the model, compiles kernels
+            clusters.append((client, cluster))
+            label = (f"LocalCluster, {workers} worker{'s' * (workers > 1)} x {threads} "
+                     f"thread{'s' * (threads > 1)}")
+            configs[label] = (lambda client=client, plugin=plugin:
+                              on_dask(client, plugin, paths, args.batch, args.partition))
+        try:
+            for run in configs.values():  # warm-up
+                run()
+            rates = {label: [] for label in configs}
+            shares = []
+            for _ in range(args.rounds):
+                for label, run in configs.items():
+                    seconds, decode_share = run()
+                    rates[label].append(len(paths) / seconds)
+                    if decode_share is not None:
+                        shares.append(decode_share)
+        finally:
+            for client, cluster in clusters:
+                client.close()
+                cluster.close()
+    load_end = os.getloadavg()
+    print(f"{args.images} images 500x375 JPEG, batch {args.batch}, Dask partitions of "
+          f"{args.partition}, {args.rounds} rounds; {started:%Y-%m-%d %H:%M %Z}; load average "
+          f"(1 min) {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end; "
+          f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print()
+    print("| configuration | images/s (median) | min - max |")
+    print("| --- | ---: | ---: |")
+    for label, values in rates.items():
+        print(f"| {label} | {statistics.median(values):.1f} | {min(values):.1f} - "
+              f"{max(values):.1f} |")
+    print()
+    print(f"decoding share of the one-process run without decode threads: "
+          f"{statistics.median(shares):.0%} (median; {min(shares):.0%} - {max(shares):.0%})")
+
+
+def write_photos(directory, count, seed=0):
+    """`count` 500x375 JPEGs (quality 90): smooth random colour fields plus noise."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(count):
+        coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+        field = np.asarray(coarse.resize((500, 375), Image.Resampling.BICUBIC), np.float32)
+        pixels = np.clip(field + rng.normal(0, 6, field.shape), 0, 255).astype(np.uint8)
+        path = os.path.join(directory, f"photo{index:05d}.jpg")
+        Image.fromarray(pixels).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def sequential(model, paths, batch):
+    """(seconds, decoding share): decode a batch, run it, repeat (as predict_files workers=0)."""
+    decoding = 0.0
+    start = time.perf_counter()
+    for first in range(0, len(paths), batch):
+        decode_start = time.perf_counter()
+        images = np.stack([model.preprocess(path) for path in paths[first:first + batch]])
+        decoding += time.perf_counter() - decode_start
+        model.top_k(model(images), 5)
+    seconds = time.perf_counter() - start
+    return seconds, decoding / seconds
+
+
+def pipelined(model, paths, batch, workers):
+    start = time.perf_counter()
+    for result in mobinumba.predict_files(paths, batch, 5, weights=model, workers=workers):
+        assert result.error is None, result.error
+    return time.perf_counter() - start, None
+
+
+def on_dask(client, plugin, paths, batch, partition):
+    start = time.perf_counter()
+    rows = sum(len(part) for part in iter_results(client, paths, plugin, batch_size=batch,
+                                                  topk=5, partition_size=partition))
+    assert rows == len(paths)
+    return time.perf_counter() - start, None
+
+
+if __name__ == "__main__":
+    main()
