@@ -65,7 +65,7 @@ def _engine(args, model):
             yield lambda paths: _dask_batches(client, paths, model, args)
     else:
         yield lambda paths: _batched(predict_files(paths, args.batch_size, args.topk,
-                                                   weights=model, workers=args.workers),
+                                                   weights=model, workers=args.decode_threads),
                                      args.batch_size)
 
 

@@ -129,10 +129,11 @@ def build_parser():
     stream.add_argument("--resume", action="store_true",
                         help="continue FILE: skip images already in it")
     stream.add_argument("--force", action="store_true", help="replace an existing FILE")
-    stream.add_argument("--workers", type=_bounded(int, 0, MAX_DECODE_WORKERS),
+    stream.add_argument("--decode-threads", type=_bounded(int, 0, MAX_DECODE_WORKERS),
                         default=DEFAULT_DECODE_WORKERS,
-                        help=f"image decoding threads (default {DEFAULT_DECODE_WORKERS}; 0: "
-                             f"decode between forward passes)")
+                        help=f"threads decoding images beside the model (default "
+                             f"{DEFAULT_DECODE_WORKERS}; 0: decode between forward passes; "
+                             f"on Dask each task decodes in its own thread)")
     cluster = stream.add_mutually_exclusive_group()
     cluster.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                          help="run on this Dask cluster (tcp://host:8786); needs --out")

@@ -82,26 +82,25 @@ class ModelPlugin(WorkerPlugin):
 
     async def setup(self, worker):
         """Save the file under the worker's local directory, load it and warm the kernels up."""
-        self._directory = worker.local_directory
-        self._threads = self.threads or worker.state.nthreads
-        await asyncio.get_running_loop().run_in_executor(None, self.model)
+        await asyncio.get_running_loop().run_in_executor(None, self.model, worker)
 
-    def model(self):
-        """The worker's Model (loaded at setup, or here by a task that arrived first)."""
+    def model(self, worker=None):
+        """The Model on this worker (loaded at setup, or here by a task that came first)."""
         with self._lock:
             if self._model is None:
-                self._model = self._load()
+                self._model = self._load(worker or get_worker())
             return self._model
 
-    def _load(self):
-        path = os.path.join(self._directory, f"{self.sha256[:16]}-{self.file_name}")
+    def _load(self, worker):
+        path = os.path.join(worker.local_directory, f"{self.sha256[:16]}-{self.file_name}")
         if not os.path.exists(path):
             temp = f"{path}.{os.getpid()}.tmp"
             with open(temp, "wb") as file:
                 file.write(self.data)
             os.replace(temp, path)
         self.data = None  # the worker keeps the model, not a second copy of the file
-        set_threads(max(1, min(self._threads, _numba_threads())))
+        threads = self.threads or worker.state.nthreads
+        set_threads(max(1, min(threads, _numba_threads())))
         model = load(path)
         size = model.info.input_size
         model(np.zeros((1, 3, size, size), np.float32))  # compile / load cached kernels now
@@ -113,16 +112,30 @@ def _numba_threads():
     return numba.config.NUMBA_NUM_THREADS
 
 
-def predict_partition(paths, plugin_name, batch_size, topk):
-    """FileResults for one partition of paths, on a worker holding the named ModelPlugin."""
+def predict_partition(paths, plugin_name, batch_size, topk, base_directory):
+    """FileResults for one partition of paths, on a worker holding the named ModelPlugin.
+
+    Relative paths are opened under base_directory; the results carry the paths as given.
+    """
     plugin = get_worker().plugins.get(plugin_name)
     if plugin is None:
         raise RuntimeError(f"worker has no {plugin_name} plugin; register ModelPlugin first")
-    return list(predict_files(paths, batch_size, topk, weights=plugin.model(), workers=0))
+    opened = [os.path.join(base_directory, path) for path in paths]
+    results = predict_files(opened, batch_size, topk, weights=plugin.model(), workers=0)
+    return [_as_given(result, path) for path, result in zip(paths, results)]
 
 
-def _predict_partition_frame(paths, plugin_name, batch_size, topk):
-    return results_frame(predict_partition(paths, plugin_name, batch_size, topk), topk)
+def _as_given(result, path):
+    """A FileResult of a resolved path with the path as the caller gave it, in its error too."""
+    error = result.error
+    if error is not None and error.startswith(result.path):
+        error = path + error[len(result.path):]
+    return result._replace(path=path, error=error)
+
+
+def _predict_partition_frame(paths, plugin_name, batch_size, topk, base_directory):
+    return results_frame(predict_partition(paths, plugin_name, batch_size, topk,
+                                           base_directory), topk)
 
 
 def results_frame(results, topk):
@@ -155,10 +168,12 @@ def _registered(client, weights, threads):
 
 
 def predict_dataframe(client, paths, weights=None, batch_size=PREDICT_BATCH, topk=5,
-                      partition_size=DEFAULT_PARTITION_SIZE, threads=None):
+                      partition_size=DEFAULT_PARTITION_SIZE, threads=None, base_directory=None):
     """A lazy Dask DataFrame of results (columns as in results.columns(topk)), one partition per
     `partition_size` paths, in path order.
 
+    The workers must see the paths: absolute paths on a shared filesystem, or relative ones
+    under base_directory (default: this process's working directory) as the workers see it.
     weights: None, a .h5 path or a Model (registered on the workers now, and left registered
     for when the frame is computed), or a plugin from register_model(). threads: Numba threads
     per worker (default: each worker's nthreads).
@@ -170,28 +185,32 @@ def predict_dataframe(client, paths, weights=None, batch_size=PREDICT_BATCH, top
     chunks = list(_chunks(paths, partition_size))
     if not chunks:
         raise InputError("no image paths given")
-    return dd.from_map(_predict_partition_frame, chunks, args=[plugin.name, batch_size, topk],
+    base_directory = _base(base_directory)
+    return dd.from_map(_predict_partition_frame, chunks,
+                       args=[plugin.name, batch_size, topk, base_directory],
                        meta=results_frame([], topk), label="mobinumba-predict",
                        enforce_metadata=False)
 
 
 def iter_results(client, paths, weights=None, batch_size=PREDICT_BATCH, topk=5,
-                 partition_size=DEFAULT_PARTITION_SIZE, threads=None):
+                 partition_size=DEFAULT_PARTITION_SIZE, threads=None, base_directory=None):
     """Yield a list of FileResults per partition of paths, in the order partitions finish.
 
     Paths are read lazily; at most PARTITIONS_PER_THREAD partitions per worker thread are
     submitted at a time. A partition lost with a worker is recomputed by Dask and still
-    yielded exactly once. weights and threads as for predict_dataframe(); a model registered
+    yielded exactly once. Other arguments as for predict_dataframe(); a model registered
     here is removed from the cluster when this finishes, one from register_model() stays.
     """
     plugin, registered_here = _registered(client, weights, threads)
     _check(plugin, batch_size, topk, partition_size)
     chunks = _chunks(paths, partition_size)
     window = PARTITIONS_PER_THREAD * max(1, sum(client.nthreads().values()))
+    base_directory = _base(base_directory)
 
     def submit(chunk):
+        token = _token(chunk, plugin, batch_size, topk, base_directory)
         return client.submit(predict_partition, chunk, plugin.name, batch_size, topk,
-                             key=f"mobinumba-predict-{_token(chunk, plugin, batch_size, topk)}")
+                             base_directory, key=f"mobinumba-predict-{token}")
 
     try:
         running = as_completed([submit(chunk) for chunk in islice(chunks, window)])
@@ -221,9 +240,14 @@ def _chunks(paths, size):
         yield chunk
 
 
-def _token(chunk, plugin, batch_size, topk):
+def _base(base_directory):
+    return os.getcwd() if base_directory is None else os.fspath(base_directory)
+
+
+def _token(chunk, plugin, batch_size, topk, base_directory):
     """A task key suffix that is a pure function of everything the task computes from."""
-    digest = hashlib.sha256(f"{plugin.sha256}\0{batch_size}\0{topk}".encode())
+    digest = hashlib.sha256(f"{plugin.sha256}\0{batch_size}\0{topk}\0{base_directory}"
+                            .encode("utf-8", "surrogateescape"))
     for path in chunk:
         digest.update(b"\0" + path.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:32]

@@ -103,13 +103,20 @@ def test_iter_results_and_the_cli_on_a_scheduler_match_the_single_machine_run(
     assert "broken.png" in capsys.readouterr().err
 
 
-def test_cli_dask_local_matches_the_single_machine_file(small_model, images, tmp_path):
+def test_cli_dask_local_matches_the_single_machine_file(small_model, images, tmp_path,
+                                                        monkeypatch):
+    """Relative paths too: the workers open them under the client's working directory."""
     here, there = tmp_path / "here.csv", tmp_path / "there.csv"
-    common = ("--weights", small_model[1], "--topk", TOPK)
-    assert run_cli("predict", *images, *common, "--out", here) == 1
-    assert run_cli("predict", *images, *common, "--out", there, "--dask-local", 2,
+    monkeypatch.chdir(os.path.dirname(images[0]))
+    common = (".", "--weights", small_model[1], "--topk", TOPK)
+    assert run_cli("predict", *common, "--out", here) == 1
+    assert run_cli("predict", *common, "--out", there, "--dask-local", 2,
                    "--partition-size", 6) == 1
-    assert sorted(read_results(there), key=lambda r: r["path"]) == read_results(here)
+    rows = read_results(here)
+    assert len(rows) == 31 and rows[0] == {**rows[0], "path": "./broken.png",
+                                           "error": "./broken.png: not an image file Pillow "
+                                                    "can decode"}
+    assert sorted(read_results(there), key=lambda r: r["path"]) == rows
 
 
 def processing_counts(client):
