@@ -7,10 +7,12 @@ fields with sensor-like noise) to a temporary directory and classifies them with
 model (MobileNetV1 1.0, 224x224, TF-slim preprocessing), timing:
 - one process, decoding between forward passes, with the seconds spent decoding
   (Model.preprocess) and in forward passes (Model.__call__) timed apart: the decoding share;
-- one process through predict_files with 1 and 2 decoding threads beside the model;
-- LocalCluster(processes=True) with 1 worker x 2 threads and 2 workers x 1 thread, through
-  mobinumba.dask.iter_results (Numba threads = the worker's threads, so the kernels never run
-  more threads than there are cores).
+- one process through predict_files with decoding threads beside the model: all cores for the
+  kernels with 1 and 2 decoding threads (more threads than cores while both run), and one
+  core fewer for the kernels with 1 decoding thread (never more threads than cores);
+- LocalCluster with 1 and 2 worker processes as `predict --dask-local N` starts them (one
+  task thread per worker, kernels with cores / N threads: never more threads than cores),
+  through mobinumba.dask.iter_results.
 Every configuration runs once untimed (JIT compile, model load, worker start and model
 shipping excluded), then --rounds times, configurations alternating round by round; the table
 gives the median images/s and the spread. docs/scale.md quotes this script's output.
@@ -24,12 +26,14 @@ import tempfile
 import time
 
 import numpy as np
-from distributed import Client, LocalCluster
+from distributed import Client
 from PIL import Image
 
 import mobinumba
+from mobinumba.batch import local_cluster
 from mobinumba.dask import iter_results, register_model
 from mobinumba.model import PREDICT_BATCH
+from mobinumba.threads import available_cores
 
 
 def main():
@@ -45,20 +49,25 @@ def main():
     with tempfile.TemporaryDirectory() as directory:
         paths = write_photos(directory, args.images)
         model = mobinumba.load()
+        cores = available_cores()
         configs = {
-            "1 process, decode between batches": lambda: sequential(model, paths, args.batch),
-            "1 process, 1 decode thread": lambda: pipelined(model, paths, args.batch, 1),
-            "1 process, 2 decode threads": lambda: pipelined(model, paths, args.batch, 2),
+            f"1 process: {counted(cores, 'kernel thread')}, decoding between batches":
+                lambda: sequential(model, paths, args.batch, cores),
         }
+        for kernel, decode in ((cores, 1), (cores, 2), (max(1, cores - 1), 1)):
+            configs[f"1 process: {counted(kernel, 'kernel thread')} + "
+                    f"{counted(decode, 'decoding thread')}"] = \
+                lambda kernel=kernel, decode=decode: pipelined(model, paths, args.batch,
+                                                               kernel, decode)
         clusters = []
-        for workers, threads in ((1, 2), (2, 1)):
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads,
-                                   processes=True, host="127.0.0.1", dashboard_address=":0")
+        for workers in (1, 2):
+            cluster = local_cluster(workers)  # what `predict --dask-local N` starts
             client = Client(cluster)
             plugin = register_model(client)  # ships and loads the model, compiles kernels
             clusters.append((client, cluster))
-            label = (f"LocalCluster, {workers} worker{'s' * (workers > 1)} x {threads} "
-                     f"thread{'s' * (threads > 1)}")
+            kernel = client.run(mobinumba.get_threads)
+            label = (f"LocalCluster: {counted(workers, 'worker')} x (1 task thread, "
+                     f"{counted(min(kernel.values()), 'kernel thread')})")
             configs[label] = (lambda client=client, plugin=plugin:
                               on_dask(client, plugin, paths, args.batch, args.partition))
         try:
@@ -92,6 +101,10 @@ def main():
           f"{statistics.median(shares):.0%} (median; {min(shares):.0%} - {max(shares):.0%})")
 
 
+def counted(number, noun):
+    return f"{number} {noun}{'s' * (number != 1)}"
+
+
 def write_photos(directory, count, seed=0):
     """`count` 500x375 JPEGs (quality 90): smooth random colour fields plus noise."""
     rng = np.random.default_rng(seed)
@@ -106,8 +119,9 @@ def write_photos(directory, count, seed=0):
     return paths
 
 
-def sequential(model, paths, batch):
+def sequential(model, paths, batch, threads):
     """(seconds, decoding share): decode a batch, run it, repeat (as predict_files workers=0)."""
+    mobinumba.set_threads(threads)
     decoding = 0.0
     start = time.perf_counter()
     for first in range(0, len(paths), batch):
@@ -119,7 +133,8 @@ def sequential(model, paths, batch):
     return seconds, decoding / seconds
 
 
-def pipelined(model, paths, batch, workers):
+def pipelined(model, paths, batch, threads, workers):
+    mobinumba.set_threads(threads)
     start = time.perf_counter()
     for result in mobinumba.predict_files(paths, batch, 5, weights=model, workers=workers):
         assert result.error is None, result.error

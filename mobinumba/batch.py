@@ -9,14 +9,16 @@
 Unreadable images become rows with an error, a line on stderr, and exit status 1 at the end.
 """
 import contextlib
-import os
 import sys
+
+import numba
 
 from .errors import InputError, MobinumbaError
 from .model import load
 from .progress import Progress
 from .results import check_results_path, open_results
-from .stream import predict_files
+from .stream import default_decode_threads, predict_files
+from .threads import available_cores, get_threads, set_threads
 
 EXIT_FAILED_IMAGES = 1
 
@@ -64,9 +66,16 @@ def _engine(args, model):
         with _dask_client(args) as client:
             yield lambda paths: _dask_batches(client, paths, model, args)
     else:
-        yield lambda paths: _batched(predict_files(paths, args.batch_size, args.topk,
-                                                   weights=model, workers=args.decode_threads),
-                                     args.batch_size)
+        decode = default_decode_threads() if args.decode_threads is None else args.decode_threads
+        previous = get_threads()
+        if args.threads is None:  # one thread per core: the kernels get the cores left
+            set_threads(max(1, min(available_cores() - decode, numba.config.NUMBA_NUM_THREADS)))
+        try:
+            yield lambda paths: _batched(predict_files(paths, args.batch_size, args.topk,
+                                                       weights=model, workers=decode),
+                                         args.batch_size)
+        finally:
+            set_threads(previous)
 
 
 def _dask_batches(client, paths, model, args):
@@ -101,14 +110,12 @@ def _batched(items, size):
 def _dask_client(args):
     """A distributed.Client on args.dask_scheduler, or on a new LocalCluster of N workers."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise InputError("--dask-scheduler / --dask-local need Dask: pip install "
                          "'mobinumba[dask]'") from None
     if args.dask_local:
-        workers = args.dask_local
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=local_threads(workers),
-                               processes=True, host="127.0.0.1", dashboard_address=":0")
+        cluster = local_cluster(args.dask_local)
         return _ClusterClient(Client(cluster), cluster)
     try:
         return _ClusterClient(Client(args.dask_scheduler, timeout="10s"), None)
@@ -117,16 +124,16 @@ def _dask_client(args):
                          f"{' '.join(str(error).split())}") from None
 
 
-def local_threads(workers):
-    """Threads per local worker so that `workers` of them do not oversubscribe the cores."""
-    return max(1, available_cores() // workers)
+def local_cluster(workers):
+    """A LocalCluster of `workers` processes on 127.0.0.1 that never runs more threads than
+    cores: each worker runs one task at a time, its kernels with cores / workers threads."""
+    from distributed import LocalCluster
 
+    from .dask import THREADS_RESOURCE
 
-def available_cores():
-    """Cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                        host="127.0.0.1", dashboard_address=":0",
+                        resources={THREADS_RESOURCE: max(1, available_cores() // workers)})
 
 
 class _ClusterClient:

@@ -16,8 +16,8 @@ from . import __version__
 from .architecture import PADDINGS
 from .errors import InputError, MobinumbaError
 from .model import PREDICT_BATCH
-from .stream import (DEFAULT_DECODE_WORKERS, DEFAULT_PARTITION_SIZE, MAX_BATCH_SIZE,
-                     MAX_DECODE_WORKERS, MAX_PARTITION_SIZE)
+from .stream import (DEFAULT_PARTITION_SIZE, MAX_BATCH_SIZE, MAX_DECODE_WORKERS,
+                     MAX_PARTITION_SIZE)
 from .weights import INTERPOLATIONS, RESIZE_MODES
 from .threads import set_threads
 
@@ -130,10 +130,11 @@ def build_parser():
                         help="continue FILE: skip images already in it")
     stream.add_argument("--force", action="store_true", help="replace an existing FILE")
     stream.add_argument("--decode-threads", type=_bounded(int, 0, MAX_DECODE_WORKERS),
-                        default=DEFAULT_DECODE_WORKERS,
-                        help=f"threads decoding images beside the model (default "
-                             f"{DEFAULT_DECODE_WORKERS}; 0: decode between forward passes; "
-                             f"on Dask each task decodes in its own thread)")
+                        default=None,
+                        help="threads decoding images beside the model (default: a third of "
+                             "the cores, at least 1; the kernels get the other cores unless "
+                             "--threads says otherwise; 0: decode between forward passes; on "
+                             "Dask each task decodes in its own thread)")
     cluster = stream.add_mutually_exclusive_group()
     cluster.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                          help="run on this Dask cluster (tcp://host:8786); needs --out")

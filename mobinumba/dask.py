@@ -14,11 +14,13 @@ them into the worker's local directory, loads the model and runs one warm-up pas
 compiles or loads the Numba kernels) before the worker's first task. Dask re-runs the plugin on
 a worker that replaces a dead one.
 
-Threads: a worker runs up to `nthreads` tasks at a time, but forward passes within a process
-take turns (threads.kernel_section), so each worker gives its Numba kernels `nthreads` threads
-(or the plugin's `threads`): one worker per machine with nthreads = cores, or k workers with
-cores / k threads each, keep kernels at one thread per core. Within a task images are decoded
-in the task's own thread; a worker's other tasks decode while one runs the model.
+Threads: a worker's kernels use the plugin's `threads` if given, else the worker's
+`mobinumba-threads` resource if it declares one (`dask worker --nthreads 1 --resources
+"mobinumba-threads=4"`), else its `nthreads`. Forward passes within a process take turns
+(threads.kernel_section) while the worker's other task threads decode, so a worker with one
+task thread and kernel threads = its share of the cores never runs more threads than cores
+(what `predict --dask-local N` starts: N workers x 1 task thread x cores / N kernel threads).
+Within a task, images are decoded in the task's own thread.
 
 A task is a pure function of its paths (its key is a hash of them), so when a worker dies Dask
 recomputes the partitions it was running or holding, and every path still gives exactly one
@@ -48,13 +50,16 @@ from .threads import set_threads
 
 # iter_results() keeps at most this many partitions per worker thread submitted at once.
 PARTITIONS_PER_THREAD = 4
+# The worker resource that sets a worker's kernel threads (see above).
+THREADS_RESOURCE = "mobinumba-threads"
 
 
 class ModelPlugin(WorkerPlugin):
     """A weight file shipped to every worker once and kept loaded there, one model per process.
 
-    weights: a path to a mobinumba .h5 file (read here, on the client) or None for the
-    shipped model. threads: Numba threads on each worker (default: the worker's nthreads).
+    weights: a path to a mobinumba .h5 file (read here, on the client), a Model loaded from
+    one, or None for the shipped model. threads: Numba threads on each worker (default: the
+    worker's THREADS_RESOURCE, else its nthreads).
     """
 
     idempotent = True  # registering the same file again keeps the loaded model
@@ -99,17 +104,21 @@ class ModelPlugin(WorkerPlugin):
                 file.write(self.data)
             os.replace(temp, path)
         self.data = None  # the worker keeps the model, not a second copy of the file
-        threads = self.threads or worker.state.nthreads
-        set_threads(max(1, min(threads, _numba_threads())))
+        set_threads(kernel_threads(worker, self.threads))
         model = load(path)
         size = model.info.input_size
         model(np.zeros((1, 3, size, size), np.float32))  # compile / load cached kernels now
         return model
 
 
-def _numba_threads():
+def kernel_threads(worker, threads=None):
+    """Numba threads for a worker: `threads`, else its THREADS_RESOURCE, else its nthreads;
+    at most NUMBA_NUM_THREADS."""
     import numba
-    return numba.config.NUMBA_NUM_THREADS
+
+    chosen = threads or worker.state.total_resources.get(THREADS_RESOURCE) or \
+        worker.state.nthreads
+    return max(1, min(int(chosen), numba.config.NUMBA_NUM_THREADS))
 
 
 def predict_partition(paths, plugin_name, batch_size, topk, base_directory):

@@ -10,15 +10,20 @@ import pickle
 import signal
 import threading
 import time
+from types import SimpleNamespace
 
+import numba
 import pandas as pd
 import pytest
 from distributed import Client, LocalCluster, futures_of, wait
 
 import mobinumba
 from conftest import make_photos, run_cli
-from mobinumba.dask import ModelPlugin, iter_results, predict_dataframe, results_frame
+from mobinumba.batch import local_cluster
+from mobinumba.dask import (THREADS_RESOURCE, ModelPlugin, iter_results, kernel_threads,
+                            predict_dataframe, register_model, results_frame)
 from mobinumba.results import read_results, result_row
+from mobinumba.threads import available_cores
 
 TOPK = 3
 WAIT_S = 60  # upper bound of any wait below; the waits normally end within seconds
@@ -84,6 +89,25 @@ def test_the_model_is_loaded_once_per_worker_not_sent_with_tasks(cluster, small_
     assert client.run(loaded_model) == before  # the same Model object after 11 tasks
     graph = pickle.dumps(dict(frame.__dask_graph__()))
     assert len(graph) < os.path.getsize(small_model[1]) / 10  # tasks carry paths, no weights
+
+
+def test_kernel_threads_come_from_the_argument_the_resource_or_nthreads():
+    def worker(nthreads, **resources):
+        return SimpleNamespace(state=SimpleNamespace(nthreads=nthreads,
+                                                     total_resources=resources))
+    limit = numba.config.NUMBA_NUM_THREADS
+    assert kernel_threads(worker(1)) == 1
+    assert kernel_threads(worker(1, **{THREADS_RESOURCE: 2.0})) == min(2, limit)
+    assert kernel_threads(worker(1, **{THREADS_RESOURCE: 2}), threads=1) == 1
+    assert kernel_threads(worker(limit + 5)) == limit
+
+
+def test_dask_local_gives_each_worker_its_share_of_the_cores(small_model):
+    cores = min(available_cores(), numba.config.NUMBA_NUM_THREADS)
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        register_model(client, small_model[1])
+        assert list(client.nthreads().values()) == [1]  # one task at a time
+        assert list(client.run(mobinumba.get_threads).values()) == [cores]
 
 
 def test_iter_results_and_the_cli_on_a_scheduler_match_the_single_machine_run(

@@ -13,6 +13,7 @@ import mobinumba
 from conftest import SMALL_LABELS, make_photos, run_cli, torch_logits
 from mobinumba.inputs import expand_inputs
 from mobinumba.results import columns, read_results, result_row
+from mobinumba.threads import available_cores
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +90,20 @@ def test_predict_files_matches_pytorch_and_reports_unreadable_files(model, photo
     assert "no such file" in results[-1].error
 
 
+@pytest.fixture(scope="module")
+def one_by_one(model, photos):
+    """(path, Model.predict of that image alone, or None if unreadable) for every path."""
+    return [(p, None) if p == photos[2] else (p, model.predict([p], topk=3)[0])
+            for p in all_paths(photos)]
+
+
 @pytest.mark.parametrize("batch_size,workers", [(1, 0), (4, 0), (7, 1), (16, 3), (64, 2)])
-def test_batching_and_decode_threads_do_not_change_results(model, photos, batch_size,
-                                                           workers):
+def test_batching_and_decode_threads_do_not_change_results(model, photos, one_by_one,
+                                                           batch_size, workers):
     paths = all_paths(photos)
-    expected = [(p, None) if p == photos[2] else (p, model.predict([p], topk=3)[0])
-                for p in paths]
     results = mobinumba.predict_files(paths, batch_size=batch_size, topk=3, weights=model,
                                       workers=workers)
-    assert [(r.path, r.predictions) for r in results] == expected
+    assert [(r.path, r.predictions) for r in results] == one_by_one
 
 
 def test_predict_files_is_lazy_and_reads_a_bounded_window_ahead(model, photos):
@@ -253,6 +259,36 @@ def test_cli_out_refusals_are_one_line_errors(small_model, photos, tmp_path, cap
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if pyarrow were not installed
     assert run_cli("predict", image, *weights, "--out", tmp_path / "r.parquet") == 1
     assert "writing Parquet needs pyarrow" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options,decode,kernel", [
+    ((), None, None), (("--decode-threads", 0), 0, None), (("--threads", 1), None, 1),
+])
+def test_decode_threads_and_kernel_threads_share_the_cores(small_model, photos, tmp_path,
+                                                           monkeypatch, options, decode, kernel):
+    """By default a third of the cores decode and the kernels get the rest, for the run."""
+    import mobinumba.batch
+
+    seen = {}
+
+    def recording(*args, workers, **kwargs):
+        seen.update(workers=workers, threads=mobinumba.get_threads())
+        return predict_files(*args, workers=workers, **kwargs)
+
+    predict_files = mobinumba.batch.predict_files
+    monkeypatch.setattr(mobinumba.batch, "predict_files", recording)
+    cores = available_cores()
+    before = mobinumba.get_threads()
+    try:
+        assert run_cli("predict", *photos[1][:3], "--weights", small_model[1], "--out",
+                       tmp_path / "r.csv", *options) == 0
+        after = mobinumba.get_threads()
+    finally:
+        mobinumba.set_threads(before)  # --threads sets the process's count for good
+    decode = max(1, cores // 3) if decode is None else decode
+    assert seen == {"workers": decode, "threads": kernel or max(1, min(cores - decode,
+                                                                       before))}
+    assert after == (before if kernel is None else kernel)
 
 
 def test_progress_without_tqdm_prints_plain_lines(small_model, photos, tmp_path, monkeypatch,
