@@ -17,7 +17,7 @@ from .errors import InputError, MobinumbaError
 from .model import load
 from .progress import Progress
 from .results import check_results_path, open_results
-from .stream import default_decode_threads, predict_files
+from .stream import DEFAULT_PARTITION_SIZE, default_decode_threads, predict_files
 from .threads import available_cores, get_threads, set_threads
 
 EXIT_FAILED_IMAGES = 1
@@ -26,6 +26,12 @@ EXIT_FAILED_IMAGES = 1
 def predict_to_file(args, paths):
     """Classify `paths` into args.out; returns the exit status (1 if any image failed)."""
     check_results_path(args.out, args.resume, args.force)
+    on_dask = args.dask_scheduler or args.dask_local
+    if args.partition_size is not None and not on_dask:
+        raise InputError("--partition-size needs --dask-scheduler or --dask-local")
+    if args.decode_threads is not None and on_dask:
+        raise InputError("--decode-threads is for runs on this machine; on Dask each task "
+                         "decodes in its own thread")
     model = load(args.weights)
     if args.topk > model.num_classes:
         raise InputError(f"--topk {args.topk} exceeds the model's {model.num_classes} classes")
@@ -66,7 +72,8 @@ def _engine(args, model):
         with _dask_client(args) as client:
             yield lambda paths: _dask_batches(client, paths, model, args)
     else:
-        decode = default_decode_threads() if args.decode_threads is None else args.decode_threads
+        decode = (default_decode_threads() if args.decode_threads is None
+                  else args.decode_threads)
         previous = get_threads()
         if args.threads is None:  # one thread per core: the kernels get the cores left
             set_threads(max(1, min(available_cores() - decode, numba.config.NUMBA_NUM_THREADS)))
@@ -88,7 +95,9 @@ def _dask_batches(client, paths, model, args):
 
     try:
         yield from iter_results(client, paths, model, batch_size=args.batch_size,
-                                topk=args.topk, partition_size=args.partition_size)
+                                topk=args.topk,
+                                partition_size=args.partition_size or DEFAULT_PARTITION_SIZE,
+                                threads=args.threads)
     except (KilledWorker, CancelledError) as error:
         raise MobinumbaError(f"the Dask cluster gave up ({type(error).__name__}: "
                              f"{' '.join(str(error).split())}); the rows written so far are "

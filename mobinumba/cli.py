@@ -142,7 +142,7 @@ def build_parser():
                          metavar="N",
                          help="run on a local Dask cluster of N worker processes; needs --out")
     stream.add_argument("--partition-size", type=_bounded(int, 1, MAX_PARTITION_SIZE),
-                        default=DEFAULT_PARTITION_SIZE,
+                        default=None,
                         help=f"images per Dask task (default {DEFAULT_PARTITION_SIZE})")
     predict.set_defaults(handler=run_predict)
 
@@ -265,8 +265,10 @@ def run_predict(args):
 def _check_stdout_options(args):
     """Refuse the options that only make sense with a results file."""
     for option, value in (("--resume", args.resume), ("--force", args.force),
+                          ("--decode-threads", args.decode_threads is not None),
                           ("--dask-scheduler", args.dask_scheduler),
-                          ("--dask-local", args.dask_local)):
+                          ("--dask-local", args.dask_local),
+                          ("--partition-size", args.partition_size)):
         if value:
             raise InputError(f"{option} needs --out FILE")
 

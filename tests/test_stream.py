@@ -246,6 +246,11 @@ def test_cli_out_refusals_are_one_line_errors(small_model, photos, tmp_path, cap
         (("--out", tmp_path / "nowhere" / "r.csv"), "does not exist"),
         (("--resume",), "--resume needs --out FILE"),
         (("--dask-local", 2), "--dask-local needs --out FILE"),
+        (("--decode-threads", 1), "--decode-threads needs --out FILE"),
+        (("--out", tmp_path / "t.csv", "--partition-size", 9),
+         "--partition-size needs --dask-scheduler or --dask-local"),
+        (("--out", tmp_path / "t.csv", "--decode-threads", 1, "--dask-local", 1),
+         "--decode-threads is for runs on this machine"),
         (("--out", tmp_path / "t.csv", "--topk", 11), "--topk 11 exceeds the model's 10"),
     ]
     for extra, words in cases:
