@@ -74,13 +74,15 @@ def main():
             for run in configs.values():  # warm-up
                 run()
             rates = {label: [] for label in configs}
-            shares = []
+            splits = []  # (decoding share, ms decoding per image, ms forward per image)
             for _ in range(args.rounds):
                 for label, run in configs.items():
-                    seconds, decode_share = run()
+                    seconds, split = run()
                     rates[label].append(len(paths) / seconds)
-                    if decode_share is not None:
-                        shares.append(decode_share)
+                    if split is not None:
+                        decoding, forward = split
+                        splits.append((decoding / seconds, 1e3 * decoding / len(paths),
+                                       1e3 * forward / len(paths)))
         finally:
             for client, cluster in clusters:
                 client.close()
@@ -97,8 +99,12 @@ def main():
         print(f"| {label} | {statistics.median(values):.1f} | {min(values):.1f} - "
               f"{max(values):.1f} |")
     print()
-    print(f"decoding share of the one-process run without decode threads: "
-          f"{statistics.median(shares):.0%} (median; {min(shares):.0%} - {max(shares):.0%})")
+    shares, decode_ms, forward_ms = zip(*splits)
+    print(f"one process, decoding between batches: decoding {statistics.median(shares):.0%} "
+          f"of the time (median; {min(shares):.0%} - {max(shares):.0%}), "
+          f"{statistics.median(decode_ms):.2f} ms per image decoding (1 thread), "
+          f"{statistics.median(forward_ms):.2f} ms per image in forward passes "
+          f"({counted(available_cores(), 'kernel thread')})")
 
 
 def counted(number, noun):
@@ -120,17 +126,19 @@ def write_photos(directory, count, seed=0):
 
 
 def sequential(model, paths, batch, threads):
-    """(seconds, decoding share): decode a batch, run it, repeat (as predict_files workers=0)."""
+    """(seconds, (decoding seconds, forward seconds)): decode a batch, run it, repeat (as
+    predict_files workers=0)."""
     mobinumba.set_threads(threads)
-    decoding = 0.0
+    decoding = forward = 0.0
     start = time.perf_counter()
     for first in range(0, len(paths), batch):
         decode_start = time.perf_counter()
         images = np.stack([model.preprocess(path) for path in paths[first:first + batch]])
-        decoding += time.perf_counter() - decode_start
+        forward_start = time.perf_counter()
         model.top_k(model(images), 5)
-    seconds = time.perf_counter() - start
-    return seconds, decoding / seconds
+        decoding += forward_start - decode_start
+        forward += time.perf_counter() - forward_start
+    return time.perf_counter() - start, (decoding, forward)
 
 
 def pipelined(model, paths, batch, threads, workers):
