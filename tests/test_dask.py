@@ -5,9 +5,13 @@ last two tests kill a worker process (SIGKILL) while it is busy and while it hol
 check that no row is lost or duplicated and that Dask did recompute the lost work.
 """
 import collections
+import ctypes
+import inspect
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -89,6 +93,41 @@ def test_the_model_is_loaded_once_per_worker_not_sent_with_tasks(cluster, small_
     assert client.run(loaded_model) == before  # the same Model object after 11 tasks
     graph = pickle.dumps(dict(frame.__dask_graph__()))
     assert len(graph) < os.path.getsize(small_model[1]) / 10  # tasks carry paths, no weights
+
+
+class MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2: hblks is the number of chunks currently served by mmap."""
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def mmaps_for_a_one_mib_malloc():
+    """How many new mmap-served chunks a 1 MiB malloc() creates in this process (0 or 1)."""
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    before = libc.mallinfo2().hblks
+    pointer = libc.malloc(2 ** 20)
+    after = libc.mallinfo2().hblks
+    libc.free(pointer)
+    return after - before
+
+
+def test_workers_serve_image_sized_arrays_from_the_heap(cluster, small_model):
+    """Dask starts workers with MALLOC_TRIM_THRESHOLD_, which pins glibc's mmap threshold at
+    128 KiB; the model plugin raises it so that decoded images do not each cost an mmap."""
+    _, client = cluster
+    assert set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {"65536"}
+    register_model(client, small_model[1])
+    assert set(client.run(mmaps_for_a_one_mib_malloc).values()) == {0}
+    source = "\n".join(["import ctypes", inspect.getsource(MallInfo2),
+                        inspect.getsource(mmaps_for_a_one_mib_malloc),
+                        "print(mmaps_for_a_one_mib_malloc())"])
+    plain = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
+                           env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}, check=True)
+    assert plain.stdout.strip() == "1"  # the same setting, without the plugin
 
 
 def test_kernel_threads_come_from_the_argument_the_resource_or_nthreads():
