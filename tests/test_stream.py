@@ -265,6 +265,11 @@ def test_cli_out_refusals_are_one_line_errors(small_model, photos, tmp_path, cap
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if pyarrow were not installed
     assert run_cli("predict", image, *weights, "--out", tmp_path / "r.parquet") == 1
     assert "writing Parquet needs pyarrow" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "distributed", None)  # nor Dask
+    assert run_cli("predict", image, *weights, "--out", tmp_path / "d.csv", "--dask-local",
+                   1) == 1
+    assert "need Dask: pip install 'mobinumba[dask]'" in capsys.readouterr().err
+    assert not (tmp_path / "d.csv").exists()
 
 
 @pytest.mark.parametrize("options,decode,kernel", [
