@@ -131,10 +131,10 @@ def build_parser():
     stream.add_argument("--force", action="store_true", help="replace an existing FILE")
     stream.add_argument("--decode-threads", type=_bounded(int, 0, MAX_DECODE_WORKERS),
                         default=None,
-                        help="threads decoding images beside the model (default: a third of "
-                             "the cores, at least 1; the kernels get the other cores unless "
-                             "--threads says otherwise; 0: decode between forward passes; on "
-                             "Dask each task decodes in its own thread)")
+                        help="threads decoding images beside the model, on this machine "
+                             "(default: a third of the cores, at least 1; the kernels get the "
+                             "other cores unless --threads says otherwise; 0: decode between "
+                             "forward passes)")
     cluster = stream.add_mutually_exclusive_group()
     cluster.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                          help="run on this Dask cluster (tcp://host:8786); needs --out")
