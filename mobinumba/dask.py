@@ -194,7 +194,14 @@ def _registered(client, weights, threads):
     """(plugin, whether this call registered it) for a `weights` argument."""
     if isinstance(weights, ModelPlugin):
         return weights, False
-    return register_model(client, weights, threads), True
+    plugin = ModelPlugin(weights, threads)
+    existed = client.run_on_scheduler(_has_worker_plugin, name=plugin.name)
+    client.register_plugin(plugin, name=plugin.name)
+    return plugin, not existed
+
+
+def _has_worker_plugin(name, dask_scheduler):
+    return name in dask_scheduler.worker_plugins
 
 
 def predict_dataframe(client, paths, weights=None, batch_size=PREDICT_BATCH, topk=5,
@@ -228,8 +235,8 @@ def iter_results(client, paths, weights=None, batch_size=PREDICT_BATCH, topk=5,
 
     Paths are read lazily; at most PARTITIONS_PER_THREAD partitions per worker thread are
     submitted at a time. A partition lost with a worker is recomputed by Dask and still
-    yielded exactly once. Other arguments as for predict_dataframe(); a model registered
-    here is removed from the cluster when this finishes, one from register_model() stays.
+    yielded exactly once. Other arguments as for predict_dataframe(); a model that was not on
+    the cluster before is removed from it when this finishes.
     """
     plugin, registered_here = _registered(client, weights, threads)
     _check(plugin, batch_size, topk, partition_size)

@@ -152,12 +152,20 @@ def test_dask_local_gives_each_worker_its_share_of_the_cores(small_model):
 def test_iter_results_and_the_cli_on_a_scheduler_match_the_single_machine_run(
         cluster, small_model, images, expected, tmp_path, capsys):
     local, client = cluster
+
+    def plugins(dask_worker):
+        return sorted(name for name in dask_worker.plugins if name.startswith("mobinumba"))
+
+    name = ModelPlugin(small_model[1]).name
+    client.unregister_worker_plugin(name)  # registered by the dataframe tests
     parts = list(iter_results(client, images, weights=small_model[1], topk=TOPK,
                               partition_size=4))
     assert sorted(len(part) for part in parts) == [3] + [4] * 7
     assert rows_by_path(r for part in parts for r in part) == rows_by_path(expected)
-    assert not any(client.run(lambda dask_worker: [n for n in dask_worker.plugins
-                                                   if n.startswith("mobinumba")]).values())
+    assert set(map(tuple, client.run(plugins).values())) == {()}  # removed after the run
+    register_model(client, small_model[1])
+    list(iter_results(client, images[:3], weights=small_model[1], topk=TOPK))
+    assert set(map(tuple, client.run(plugins).values())) == {(name,)}  # kept: was there
     out = tmp_path / "results.jsonl"
     assert run_cli("predict", *images, "--weights", small_model[1], "--topk", TOPK,
                    "--out", out, "--dask-scheduler", local.scheduler_address,
