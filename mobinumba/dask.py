@@ -158,8 +158,8 @@ def predict_partition(paths, plugin_name, batch_size, topk, base_directory):
 def _as_given(result, path):
     """A FileResult of a resolved path with the path as the caller gave it, in its error too."""
     error = result.error
-    if error is not None and error.startswith(result.path):
-        error = path + error[len(result.path):]
+    if error is not None and path != result.path:
+        error = error.replace(result.path, path)
     return result._replace(path=path, error=error)
 
 

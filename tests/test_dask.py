@@ -23,9 +23,10 @@ from distributed import Client, LocalCluster, futures_of, wait
 
 import mobinumba
 from conftest import make_photos, run_cli
+from mobinumba import FileResult
 from mobinumba.batch import local_cluster
-from mobinumba.dask import (THREADS_RESOURCE, ModelPlugin, iter_results, kernel_threads,
-                            predict_dataframe, register_model, results_frame)
+from mobinumba.dask import (THREADS_RESOURCE, ModelPlugin, _as_given, iter_results,
+                            kernel_threads, predict_dataframe, register_model, results_frame)
 from mobinumba.results import read_results, result_row
 from mobinumba.threads import available_cores
 
@@ -128,6 +129,13 @@ def test_workers_serve_image_sized_arrays_from_the_heap(cluster, small_model):
     plain = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
                            env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}, check=True)
     assert plain.stdout.strip() == "1"  # the same setting, without the plugin
+
+
+def test_results_carry_paths_as_given_in_the_error_text_too():
+    resolved = FileResult("/data/./x.png", None, "/data/./x.png: cannot decode image "
+                                                 "(cannot identify image file '/data/./x.png')")
+    assert _as_given(resolved, "./x.png") == FileResult(
+        "./x.png", None, "./x.png: cannot decode image (cannot identify image file './x.png')")
 
 
 def test_kernel_threads_come_from_the_argument_the_resource_or_nthreads():
