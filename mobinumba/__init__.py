@@ -4,14 +4,18 @@
     logits = m(x)                   # x: float32 (N, 3, H, W) -> (N, num_classes)
     m.predict(["photo.jpg"], topk=5)
     mobinumba.set_threads(2)
+    for result in mobinumba.predict_files(paths, batch_size=16, topk=5):  # lazily, any number
+        print(result.path, result.predictions or result.error)
 """
 from .errors import CheckpointError, FormatError, InputError, MobinumbaError, NumericError
 from .model import Model, Prediction, load
+from .stream import FileResult, predict_files
 from .threads import get_threads, set_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "load", "Model", "Prediction", "set_threads", "get_threads", "__version__",
+    "load", "Model", "Prediction", "predict_files", "FileResult", "set_threads", "get_threads",
+    "__version__",
     "MobinumbaError", "FormatError", "CheckpointError", "InputError", "NumericError",
 ]

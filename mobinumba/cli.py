@@ -15,6 +15,9 @@ import numba
 from . import __version__
 from .architecture import PADDINGS
 from .errors import InputError, MobinumbaError
+from .model import PREDICT_BATCH
+from .stream import (DEFAULT_PARTITION_SIZE, MAX_BATCH_SIZE, MAX_DECODE_WORKERS,
+                     MAX_PARTITION_SIZE)
 from .weights import INTERPOLATIONS, RESIZE_MODES
 from .threads import set_threads
 
@@ -106,13 +109,41 @@ def build_parser():
     convert.set_defaults(handler=run_convert)
 
     predict = commands.add_parser("predict", parents=[common],
-                                  help="classify images and print the top-k classes")
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
+                                  help="classify images and print the top-k classes, or "
+                                       "stream them into a results file (--out)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE",
+                         help="image files, directories (searched recursively for image "
+                              "files) or glob patterns ('photos/**/*.jpg')")
     predict.add_argument("--weights", default=None,
                          help="a mobinumba .h5 file (default: the shipped ImageNet "
                               "MobileNetV1)")
     predict.add_argument("--topk", type=_bounded(int, 1, 10 ** 6), default=5)
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
+    predict.add_argument("--batch-size", type=_bounded(int, 1, MAX_BATCH_SIZE),
+                         default=PREDICT_BATCH,
+                         help=f"images per forward pass (default {PREDICT_BATCH})")
+    stream = predict.add_argument_group("results file (streaming)")
+    stream.add_argument("--out", default=None, metavar="FILE",
+                        help="write one row per image to FILE (.csv, .jsonl, or .parquet "
+                             "with pyarrow) instead of printing, with a progress bar")
+    stream.add_argument("--resume", action="store_true",
+                        help="continue FILE: skip images already in it")
+    stream.add_argument("--force", action="store_true", help="replace an existing FILE")
+    stream.add_argument("--decode-threads", type=_bounded(int, 0, MAX_DECODE_WORKERS),
+                        default=None,
+                        help="threads decoding images beside the model, on this machine "
+                             "(default: a third of the cores, at least 1; the kernels get the "
+                             "other cores unless --threads says otherwise; 0: decode between "
+                             "forward passes)")
+    cluster = stream.add_mutually_exclusive_group()
+    cluster.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                         help="run on this Dask cluster (tcp://host:8786); needs --out")
+    cluster.add_argument("--dask-local", type=_bounded(int, 1, 1024), default=None,
+                         metavar="N",
+                         help="run on a local Dask cluster of N worker processes; needs --out")
+    stream.add_argument("--partition-size", type=_bounded(int, 1, MAX_PARTITION_SIZE),
+                        default=None,
+                        help=f"images per Dask task (default {DEFAULT_PARTITION_SIZE})")
     predict.set_defaults(handler=run_predict)
 
     inspect = commands.add_parser("inspect", parents=[common],
@@ -202,17 +233,23 @@ def run_predict(args):
     Each bad image gets one error line on stderr (and an {"path", "error"} entry in --json
     output, in input order); the exit status is 1 when any image failed.
     """
+    from .inputs import expand_inputs
     from .model import load
 
+    images = expand_inputs(args.images)
+    if args.out is not None:
+        from .batch import predict_to_file
+        return predict_to_file(args, images)
+    _check_stdout_options(args)
     model = load(args.weights)
     if args.topk > model.num_classes:
         raise InputError(f"--topk {args.topk} exceeds the model's {model.num_classes} classes")
     failures = 0
     results = []
-    per_batch = model.images_per_batch()
-    for start in range(0, len(args.images), per_batch):
+    per_batch = model.images_per_batch(args.batch_size)
+    for start in range(0, len(images), per_batch):
         entries, good, arrays = [], [], []  # entries: this batch's results, in input order
-        for path in args.images[start:start + per_batch]:
+        for path in images[start:start + per_batch]:
             try:
                 arrays.append(model.preprocess(path))
             except MobinumbaError as error:
@@ -231,6 +268,17 @@ def run_predict(args):
     if args.json:
         print(json.dumps(results, indent=2))
     return EXIT_ERROR if failures else 0
+
+
+def _check_stdout_options(args):
+    """Refuse the options that only make sense with a results file."""
+    for option, value in (("--resume", args.resume), ("--force", args.force),
+                          ("--decode-threads", args.decode_threads is not None),
+                          ("--dask-scheduler", args.dask_scheduler),
+                          ("--dask-local", args.dask_local),
+                          ("--partition-size", args.partition_size)):
+        if value:
+            raise InputError(f"{option} needs --out FILE")
 
 
 def _print_predictions(path, predictions):

@@ -123,17 +123,17 @@ class Model:
             results.extend(self.top_k(self(batch), topk))
         return results
 
-    def images_per_batch(self):
-        """How many images predict() preprocesses and runs together: PREDICT_BATCH, or fewer
-        when the file's input_size makes one image's buffers large. Raises InputError when
-        not even one image fits in MAX_WORKSPACE_BYTES."""
+    def images_per_batch(self, wanted=PREDICT_BATCH):
+        """How many images to preprocess and run together: `wanted`, or fewer when the
+        file's input_size makes one image's buffers large. Raises InputError when not even
+        one image fits in MAX_WORKSPACE_BYTES."""
         size = self.info.input_size
         one_image = workspace_bytes(self._ops, 1, size, size) + 4 * 3 * size * size
         if one_image > MAX_WORKSPACE_BYTES:
             raise InputError(f"input_size {size} needs {one_image / 2 ** 30:.1f} GiB of "
                              f"buffers per image, more than the "
                              f"{MAX_WORKSPACE_BYTES / 2 ** 30:.0f} GiB limit")
-        return max(1, min(PREDICT_BATCH, MAX_WORKSPACE_BYTES // one_image))
+        return max(1, min(wanted, MAX_WORKSPACE_BYTES // one_image))
 
     def preprocess(self, image):
         """(3, input_size, input_size) float32 for a path or PIL image, per the file's metadata."""

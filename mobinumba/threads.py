@@ -6,6 +6,7 @@ forward pass therefore runs inside `kernel_section()`, which takes a process-wid
 applies the thread count chosen with set_threads() to whichever thread is calling.
 """
 import contextlib
+import os
 import threading
 
 import numba
@@ -23,6 +24,13 @@ def set_threads(n):
                          f"got {n!r}")
     with _lock:
         _threads = n
+
+
+def available_cores():
+    """The number of cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def get_threads():

@@ -87,3 +87,42 @@ def pytest_terminal_summary(terminalreporter):
     if report:
         with open(report, "w", encoding="utf-8") as stream:
             json.dump(STATS.as_json(), stream, indent=2, ensure_ascii=False)
+
+
+# Class names of the small model's labels file (10 classes).
+SMALL_LABELS = ["apple", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay"]
+
+
+@pytest.fixture(scope="session")
+def small_model(workdir):
+    """(reference module, converted .h5 path): timm width 0.25, 10 labelled classes, 64x64
+    input, quick enough for running many images through in-process and on Dask workers."""
+    model = build_reference("timm", 0.25, "relu6", head=False, num_classes=10, seed=5)
+    checkpoint = save_checkpoint(model, str(workdir / "small.safetensors"), "safetensors")
+    labels = workdir / "small_labels.txt"
+    labels.write_text("\n".join(SMALL_LABELS) + "\n")
+    output = workdir / "small.h5"
+    assert run_cli("convert", checkpoint, "-o", output, "--input-size", 64,
+                   "--labels", labels) == 0
+    return model, str(output)
+
+
+def make_photos(directory, count, seed=0):
+    """`count` small noisy-gradient images of varied sizes, modes and formats under
+    `directory` (some in a subfolder); returns their paths in sorted order."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    formats = [("RGB", "jpg"), ("L", "png"), ("RGBA", "png"), ("RGB", "bmp"), ("P", "gif")]
+    paths = []
+    for index in range(count):
+        width, height = (int(v) for v in rng.integers(40, 120, 2))
+        ramp = np.linspace(0, 255, width)[None, :, None] * rng.random(3)
+        pixels = np.clip(ramp + rng.normal(0, 40, (height, width, 3)), 0, 255).astype(np.uint8)
+        mode, suffix = formats[index % len(formats)]
+        folder = directory / "sub" if index % 3 == 2 else directory
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"photo{index:03d}.{suffix}"
+        Image.fromarray(pixels).convert(mode).save(path)
+        paths.append(str(path))
+    return sorted(paths)

@@ -1,0 +1,298 @@
+"""Results files of `mobinumba predict --out`: one row per image, in CSV, JSON Lines or Parquet.
+
+Every format has the same flat columns (columns(topk)):
+
+    path, label_1, probability_1, index_1, ..., label_k, probability_k, index_k, error
+
+`error` is empty (null) for a classified image; for an image that could not be read it holds
+the message and the prediction columns are empty.
+
+Never half-written:
+- .csv and .jsonl grow by whole rows: each batch is formatted in memory and appended with one
+  write(), then flushed, so an interrupted run leaves every finished row intact. Should a
+  crash tear the last line anyway (a full disk), --resume cuts it off before appending.
+- .parquet cannot be appended to, so rows go to a temporary file beside the output (row groups
+  of PARQUET_ROW_GROUP rows) that replaces the output by a rename when the run ends, also when
+  it ends by an error or Ctrl-C; a killed process leaves the previous output untouched.
+--resume reads the paths already in the output and the caller skips them.
+"""
+import csv
+import io
+import json
+import os
+
+from .errors import InputError
+
+FORMATS = (".csv", ".jsonl", ".parquet")
+# Rows per Parquet row group (a row is ~100 bytes; the group is held in memory until written).
+PARQUET_ROW_GROUP = 4096
+
+
+def columns(topk):
+    """The column names of a results file with `topk` predictions per image."""
+    names = ["path"]
+    for rank in range(1, topk + 1):
+        names += [f"label_{rank}", f"probability_{rank}", f"index_{rank}"]
+    return names + ["error"]
+
+
+def result_row(result, topk):
+    """A FileResult as a dict over columns(topk); None in the columns that do not apply."""
+    row = {"path": result.path}
+    predictions = result.predictions or []
+    for rank in range(1, topk + 1):
+        prediction = predictions[rank - 1] if rank <= len(predictions) else None
+        row[f"label_{rank}"] = prediction.label if prediction else None
+        row[f"probability_{rank}"] = prediction.probability if prediction else None
+        row[f"index_{rank}"] = prediction.index if prediction else None
+    row["error"] = " ".join(result.error.split()) if result.error is not None else None
+    return row
+
+
+def open_results(path, topk, resume=False, force=False):
+    """A results writer for `path`, its format chosen by the suffix (.csv, .jsonl, .parquet).
+
+    An existing file is continued with resume=True (its paths are in the writer's `done`),
+    replaced with force=True, and otherwise refused. Use the writer as a context manager.
+    """
+    path = os.fspath(path)
+    suffix = check_results_path(path, resume, force)
+    writer = {".csv": CsvResults, ".jsonl": JsonlResults, ".parquet": ParquetResults}[suffix]
+    return writer(path, topk, resume and os.path.exists(path))
+
+
+def check_results_path(path, resume=False, force=False):
+    """Raise InputError unless open_results(path, ...) can write there; returns the suffix."""
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{path}: unknown results format {suffix or '(no suffix)'!r}; use "
+                         f"{', '.join(FORMATS)}")
+    if suffix == ".parquet":
+        _pyarrow(path)
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory; --out takes a file name")
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise InputError(f"{path}: directory {directory} does not exist")
+    if os.path.exists(path) and not (resume or force):
+        raise InputError(f"{path} exists; pass --resume to continue it or --force to "
+                         f"replace it")
+    return suffix
+
+
+class _TextResults:
+    """Common part of the CSV and JSON Lines writers: whole rows appended, then flushed."""
+
+    def __init__(self, path, topk, resume):
+        self.path = path
+        self.columns = columns(topk)
+        self.topk = topk
+        self.done = set()
+        if resume:
+            _cut_torn_last_line(path)
+            self.done = self._read_done_paths()
+            self._file = open(path, "a", encoding="utf-8", newline="")
+        else:
+            self._file = open(path, "w", encoding="utf-8", newline="")
+            self._start()
+        self.rows_written = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+    def write(self, results):
+        """Append FileResults as whole rows and flush them to the file."""
+        if not results:
+            return
+        self._file.write(self._format([result_row(result, self.topk) for result in results]))
+        self._file.flush()
+        self.rows_written += len(results)
+
+    def _start(self):
+        pass
+
+    def _mismatch(self, found):
+        return InputError(f"{self.path}: cannot resume: it has columns {_shown(found)}, this "
+                          f"run writes {_shown(self.columns)} (use the same --topk, or a new "
+                          f"file)")
+
+
+class CsvResults(_TextResults):
+    """A .csv results file with a header row."""
+
+    def _start(self):
+        self._file.write(self._format([dict(zip(self.columns, self.columns))]))
+        self._file.flush()
+
+    def _format(self, rows):
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, self.columns, lineterminator="\n")
+        writer.writerows(rows)
+        return buffer.getvalue()
+
+    def _read_done_paths(self):
+        with open(self.path, encoding="utf-8", newline="") as file:
+            reader = csv.reader(file)
+            header = next(reader, None)
+            if header is None:  # empty: a run that died before its header; start it again
+                self._start_empty()
+                return set()
+            if header != self.columns:
+                raise self._mismatch(header)
+            return {row[0] for row in reader if row}
+
+    def _start_empty(self):
+        with open(self.path, "w", encoding="utf-8", newline="") as file:
+            file.write(self._format([dict(zip(self.columns, self.columns))]))
+
+
+class JsonlResults(_TextResults):
+    """A .jsonl results file: one JSON object per line, keys in column order."""
+
+    def _format(self, rows):
+        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+    def _read_done_paths(self):
+        done = set()
+        with open(self.path, encoding="utf-8") as file:
+            for number, line in enumerate(file, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise InputError(f"{self.path}:{number}: cannot resume: not a JSON line "
+                                     f"({error})") from None
+                if not isinstance(row, dict) or list(row) != self.columns:
+                    raise self._mismatch(list(row) if isinstance(row, dict) else row)
+                done.add(row["path"])
+        return done
+
+
+class ParquetResults:
+    """A .parquet results file, written to a temporary file and renamed into place at the end."""
+
+    def __init__(self, path, topk, resume):
+        pa, pq = _pyarrow(path)
+        self.path = path
+        self.topk = topk
+        self.schema = parquet_schema(topk)
+        self.done = set()
+        self.rows_written = 0
+        self._pa = pa
+        self._pending = []  # rows not yet in a row group
+        self._temp = os.path.join(os.path.dirname(path) or ".",
+                                  f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        previous = pq.read_table(path) if resume else None
+        if previous is not None and previous.schema.names != self.schema.names:
+            raise InputError(f"{path}: cannot resume: it has columns "
+                             f"{_shown(previous.schema.names)}, this run writes "
+                             f"{_shown(self.schema.names)} (use the same --topk, or a new file)")
+        self._writer = pq.ParquetWriter(self._temp, self.schema)
+        if previous is not None:
+            self.done = set(previous.column("path").to_pylist())
+            self._writer.write_table(previous.cast(self.schema))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        """Write what is pending, close the file and move it over the output."""
+        try:
+            self._flush_rows()
+            self._writer.close()
+            os.replace(self._temp, self.path)
+        finally:
+            if os.path.exists(self._temp):
+                os.unlink(self._temp)
+
+    def write(self, results):
+        """Add FileResults; they reach the file in row groups of PARQUET_ROW_GROUP rows."""
+        self._pending += [result_row(result, self.topk) for result in results]
+        self.rows_written += len(results)
+        if len(self._pending) >= PARQUET_ROW_GROUP:
+            self._flush_rows()
+
+    def _flush_rows(self):
+        if self._pending:
+            table = self._pa.Table.from_pylist(self._pending, schema=self.schema)
+            self._writer.write_table(table)
+            self._pending = []
+
+
+def parquet_schema(topk):
+    """The pyarrow schema of a Parquet results file (nullable prediction columns)."""
+    pa, _ = _pyarrow("a .parquet file")
+    fields = [pa.field("path", pa.string())]
+    for rank in range(1, topk + 1):
+        fields += [pa.field(f"label_{rank}", pa.string()),
+                   pa.field(f"probability_{rank}", pa.float64()),
+                   pa.field(f"index_{rank}", pa.int64())]
+    return pa.schema(fields + [pa.field("error", pa.string())])
+
+
+def _pyarrow(what):
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise InputError(f"{what}: writing Parquet needs pyarrow (pip install "
+                         f"'mobinumba[stream]'); or use .csv or .jsonl") from None
+    return pyarrow, pyarrow.parquet
+
+
+def read_results(path):
+    """The rows of a results file as a list of dicts (None for empty cells), in file order.
+
+    CSV cells come back typed like the other formats: floats, ints, None for empty.
+    """
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".parquet":
+        _, pq = _pyarrow(path)
+        return pq.read_table(path).to_pylist()
+    with open(path, encoding="utf-8", newline="") as file:
+        if suffix == ".jsonl":
+            return [json.loads(line) for line in file if line.strip()]
+        return [{name: _typed(name, value) for name, value in row.items()}
+                for row in csv.DictReader(file)]
+
+
+def _typed(name, value):
+    if value == "" and name != "path":
+        return None
+    if name.startswith("probability_"):
+        return float(value)
+    if name.startswith("index_"):
+        return int(value)
+    return value
+
+
+def _cut_torn_last_line(path):
+    """Truncate a file after its last newline (drops a row whose write was cut short)."""
+    with open(path, "rb+") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        file.seek(size - 1)
+        if file.read(1) == b"\n":
+            return
+        keep = 0
+        step = 1 << 16
+        for start in range(max(0, (size - 1) // step * step), -1, -step):
+            file.seek(start)
+            chunk = file.read(min(step, size - start))
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+        file.truncate(keep)
+
+
+def _shown(names):
+    return "(" + ", ".join(map(str, names[:4])) + (", ..." if len(names) > 4 else "") + ")"
+
