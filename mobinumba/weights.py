@@ -273,8 +273,7 @@ def _read(h5, path):
         std=_triple_attr(h5, "std", where, positive=True),
         crop_pct=_float_attr(h5, "crop_pct", where, 0.0, 1.0),
         interpolation=_choice_attr(h5, "interpolation", INTERPOLATIONS, where),
-        resize=(_choice_attr(h5, "resize", RESIZE_MODES, where) if "resize" in h5.attrs
-                else "shorter_side"),
+        resize=_choice_attr(h5, "resize", RESIZE_MODES, where, default="shorter_side"),
         source_file=_str_attr(h5, "source_file", where),
         source_sha256=_str_attr(h5, "source_sha256", where),
         source_layout=_str_attr(h5, "source_layout", where),
@@ -515,23 +514,39 @@ def _read_values(dataset, what):
 
 # ------------------------------------------------------------------------------ attributes
 
+# The HDF5 datatypes an attribute may have. Reading others is refused before it starts:
+# libhdf5 / h5py crash (SIGSEGV) converting some of them, e.g. a variable-length sequence
+# where a variable-length string was (one flipped bit in the datatype message, found by
+# fuzzing).
+ATTRIBUTE_TYPES = (h5py.h5t.TypeStringID, h5py.h5t.TypeIntegerID, h5py.h5t.TypeFloatID)
+
+
 def _attr(obj, key, where):
-    """The value of attribute `key`, after checking that it is small."""
+    """The value of attribute `key`, after checking that it is a string or numbers, and few."""
     with _reading(f"{where}: attribute '{key}'"):
         if key not in obj.attrs:
             raise FormatError(f"{where}: missing attribute '{key}'")
-        shape = obj.attrs.get_id(key).shape
+        attribute = obj.attrs.get_id(key)
+        datatype = attribute.get_type()
+        if not isinstance(datatype, ATTRIBUTE_TYPES):
+            raise FormatError(f"{where}: attribute '{key}' has an HDF5 datatype of class "
+                              f"{datatype.get_class()} ({type(datatype).__name__}), expected "
+                              f"a string or numbers")
+        shape = attribute.shape
         if shape is not None and math.prod(shape) > MAX_ATTRIBUTE_ELEMENTS:
             raise FormatError(f"{where}: attribute '{key}' has shape {shape}, expected at "
                               f"most {MAX_ATTRIBUTE_ELEMENTS} values")
         return obj.attrs[key]
 
 
+def _attr_exists(obj, key, where):
+    with _reading(f"{where}: attribute '{key}'"):
+        return key in obj.attrs
+
+
 def _str_attr(obj, key, where, required=True):
-    if not required:
-        with _reading(f"{where}: attribute '{key}'"):
-            if key not in obj.attrs:
-                return ""
+    if not required and not _attr_exists(obj, key, where):
+        return ""
     value = _attr(obj, key, where)
     if isinstance(value, bytes):
         try:
@@ -564,7 +579,11 @@ def text_problem(value):
     return None
 
 
-def _choice_attr(obj, key, choices, where):
+def _choice_attr(obj, key, choices, where, default=None):
+    """A string attribute that must be one of `choices`; `default` when it is optional and
+    absent."""
+    if default is not None and not _attr_exists(obj, key, where):
+        return default
     value = _str_attr(obj, key, where)
     if value not in choices:
         raise FormatError(f"{where}: attribute '{key}' is {value!r}, expected one of "

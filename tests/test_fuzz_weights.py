@@ -368,6 +368,14 @@ def edit_set_attr(h5, obj, attr, value, directory):
     h5[obj].attrs[attr] = value
 
 
+def edit_vlen_attr(h5, obj, attr, directory):
+    """The attribute as a variable-length sequence of integers, not a string (the datatype a
+    flipped bit in a vlen string's datatype message gives; h5py crashed reading such one)."""
+    data = np.empty(1, dtype=object)
+    data[0] = np.arange(3, dtype=np.int32)
+    h5[obj].attrs.create(attr, data, dtype=h5py.vlen_dtype(np.int32))
+
+
 def edit_poison(h5, path, index, value, directory):
     dataset = h5[path]
     if not 0 < dataset.size <= 10 ** 6 or dataset.dtype.kind != "f":
@@ -610,6 +618,9 @@ LISTED = {
                             "attribute 'activation' is not valid UTF-8"),
     "array attribute": ([("set_attr", "/", "crop_pct", np.arange(1000))],
                         "attribute 'crop_pct' has shape (1000,)"),
+    "vlen sequence attribute": ([("vlen_attr", "layers/10_block05_pw", "kind")],
+                                "layers/10_block05_pw: attribute 'kind' has an HDF5 datatype "
+                                "of class 9 (TypeVlenID), expected a string or numbers"),
 }
 
 
