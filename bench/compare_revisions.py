@@ -23,7 +23,8 @@ CHILD = r"""
 import json, sys, time
 import numpy as np
 import mobinumba
-path, threads, batch, size, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+path = sys.argv[1]
+threads, batch, size, runs = (int(value) for value in sys.argv[2:6])
 mobinumba.set_threads(threads)
 model = mobinumba.load(path)
 x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)

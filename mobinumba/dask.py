@@ -12,8 +12,8 @@ predict_files() and returns its rows. Nothing else travels with a task: the mode
 worker once, through ModelPlugin, a worker plugin that carries the weight file's bytes, writes
 them into the worker's local directory, loads the model and runs one warm-up pass (which
 compiles or loads the Numba kernels) before the worker's first task; it also undoes a malloc
-setting of Dask's that made decoding 3x slower (serve_large_arrays_from_the_heap). Dask re-runs the plugin on
-a worker that replaces a dead one.
+setting of Dask's that made decoding 3x slower (serve_large_arrays_from_the_heap). Dask
+re-runs the plugin on a worker that replaces a dead one.
 
 Threads: a worker's kernels use the plugin's `threads` if given, else the worker's
 `mobinumba-threads` resource if it declares one (`dask worker --nthreads 1 --resources

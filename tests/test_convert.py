@@ -206,7 +206,8 @@ def test_pickle_with_code_is_refused(tmp_path, capsys):
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    torch.save({"state_dict": Exploit()}, tmp_path / "evil.pth", _use_new_zipfile_serialization=True)
+    torch.save({"state_dict": Exploit()}, tmp_path / "evil.pth",
+               _use_new_zipfile_serialization=True)
     assert run_cli("convert", tmp_path / "evil.pth", "-o", tmp_path / "e.h5") == 1
     assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
     assert not marker.exists()

@@ -1,8 +1,9 @@
 """`mobinumba bench`: run every section of the report in order and write the files.
 
 The sections are measured in this process, except the cold starts (fresh processes) and the
-peers (one process per engine, see peers.py), with the same thread count for every engine, and written as report.json (all figures),
-report.md (rendered from the JSON) and report.png (charts, when matplotlib is installed).
+peers (one process per engine, see peers.py), with the same thread count for every engine,
+and written as report.json (all figures), report.md (rendered from the JSON) and report.png
+(charts, when matplotlib is installed).
 """
 import json
 import os
