@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from .architecture import LayerSpec
+from .kernels._common import aligned_copy, aligned_zeros
 from .kernels.conv import conv3x3_nchw_to_nhwc_clamp, pack_conv3x3_weights
 from .kernels.depthwise import (dwconv3x3_nhwc_clamp, dwconv3x3s1_nhwc_clamp,
                                 pack_dwconv3x3_weights, tile_dwconv3x3_weights)
@@ -62,8 +63,9 @@ class DepthwiseConv:
 
     def __init__(self, record, activation, padding):
         self.spec = record.spec
-        weight, self.bias = fold_batch_norm(record)
+        weight, bias = fold_batch_norm(record)
         self.weight = pack_dwconv3x3_weights(weight)  # (3, 3, C)
+        self.bias = aligned_copy(bias)  # (C,)
         self.weight_tile, self.bias_tile = tile_dwconv3x3_weights(self.weight, self.bias)
         self.act_max = ACT_MAX[activation]
         self.padding = padding
@@ -119,7 +121,7 @@ class Dense:
     def __init__(self, record, activation, padding):
         self.spec = record.spec
         self.weight = pack_dense_weights(record.weight)  # (chunks, C, CHUNK)
-        self.bias = np.ascontiguousarray(record.bias, dtype=np.float32)
+        self.bias = aligned_copy(record.bias)  # (K,)
 
     def output_shape(self, shape):
         return shape[0], self.spec.out_channels
@@ -165,7 +167,7 @@ class Workspace:
 
     def __init__(self, ops, n, height, width):
         padded_shape, top, left = ops[0].padded_input((n, 3, height, width))
-        self.padded_input = np.zeros(padded_shape, dtype=np.float32)  # (N, 3, Hp, Wp)
+        self.padded_input = aligned_zeros(padded_shape)  # (N, 3, Hp, Wp)
         self.input = self.padded_input[:, :, top:top + height, left:left + width]  # (N, 3, H, W)
         shapes = []
         shape = self.input.shape
@@ -173,8 +175,8 @@ class Workspace:
             shape = op.output_shape(shape)
             shapes.append(shape)
         largest = max(int(np.prod(s)) for s in shapes[:-1])
-        ping_pong = [np.empty(largest, dtype=np.float32) for _ in range(2)]
-        self.logits = np.empty(shapes[-1], dtype=np.float32)  # (N, num_classes)
+        ping_pong = [aligned_zeros(largest) for _ in range(2)]
+        self.logits = aligned_zeros(shapes[-1])  # (N, num_classes)
         self.calls = []  # (op, kernel, args) in execution order
         src = self.padded_input
         for index, (op, shape) in enumerate(zip(ops, shapes)):

@@ -82,6 +82,24 @@ def test_repeated_calls_do_not_share_output_buffers(model):
     np.testing.assert_array_equal(first, model(a))
 
 
+def test_every_buffer_a_kernel_streams_is_64_byte_aligned(model):
+    """Workspace buffers and packed weights start on a cache line (full 512-bit vectors),
+    unlike numpy's large arrays (16 bytes past one)."""
+    from mobinumba.kernels._common import aligned_zeros
+
+    for shape in [(1,), (3, 5), (7, 1, 9), (1, 112, 112, 32)]:
+        array = aligned_zeros(shape)
+        assert array.shape == shape and array.dtype == np.float32
+        assert array.ctypes.data % 64 == 0 and array.flags.c_contiguous and not array.any()
+    model(random_batch(1, 64))
+    workspace = model._workspace(1, 64, 64)
+    arrays = [(op.spec.name, arg) for op, _, args in workspace.calls for arg in args
+              if isinstance(arg, np.ndarray)]
+    assert len(arrays) > 90
+    misaligned = [(name, a.shape) for name, a in arrays if a.ctypes.data % 64 != 0]
+    assert not misaligned, misaligned
+
+
 def test_predict_matches_softmax_of_reference(model, timm_model, images):
     results = model.predict(images, topk=5)
     assert len(results) == 3

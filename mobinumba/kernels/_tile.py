@@ -12,7 +12,7 @@ on the 14x14x512 layer): 6x32 155, 8x32 159, 4x64 234, 6x64 231, 8x48 152, 12x32
 import numpy as np
 from numba import njit
 
-from ._common import FASTMATH, ZERO
+from ._common import FASTMATH, ZERO, aligned_zeros
 
 MR = 6  # rows (pixels) per tile
 
@@ -26,8 +26,8 @@ def pack_gemm_weights(matrix, bias, panel_width):
     """
     depth, c_out = matrix.shape
     panels = (c_out + panel_width - 1) // panel_width
-    packed = np.zeros((panels, depth, panel_width), dtype=np.float32)
-    packed_bias = np.zeros((panels, panel_width), dtype=np.float32)
+    packed = aligned_zeros((panels, depth, panel_width))
+    packed_bias = aligned_zeros((panels, panel_width))
     for p in range(panels):
         columns = slice(p * panel_width, min((p + 1) * panel_width, c_out))
         packed[p, :, :columns.stop - columns.start] = matrix[:, columns]

@@ -18,7 +18,7 @@ vectorisation.
 import numpy as np
 from numba import njit, prange
 
-from ._common import CACHE, FASTMATH, ZERO
+from ._common import CACHE, FASTMATH, ZERO, aligned_copy
 
 # Floats per interior block of the stride-1 kernel: its 9 tiled weight rows take 18 KiB of L1.
 BLOCK_FLOATS = 512
@@ -26,15 +26,14 @@ BLOCK_FLOATS = 512
 
 def pack_dwconv3x3_weights(weight):
     """OIHW (C, 1, 3, 3) -> (3, 3, C): the inner loop runs over contiguous channels."""
-    return np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0), dtype=np.float32)
+    return aligned_copy(weight[:, 0].transpose(1, 2, 0))
 
 
 def tile_dwconv3x3_weights(packed, bias):
     """(3, 3, C) and (C,) repeated P = max(1, BLOCK_FLOATS // C) times along the channels:
     (3, 3, P*C) and (P*C,), the per-element weights of a block of P pixels."""
     repeats = max(1, BLOCK_FLOATS // packed.shape[2])
-    return (np.ascontiguousarray(np.tile(packed, (1, 1, repeats)), dtype=np.float32),
-            np.ascontiguousarray(np.tile(bias, repeats), dtype=np.float32))
+    return aligned_copy(np.tile(packed, (1, 1, repeats))), aligned_copy(np.tile(bias, repeats))
 
 
 @njit(fastmath=FASTMATH)

@@ -2,7 +2,7 @@
 import numpy as np
 from numba import njit, prange
 
-from ._common import CACHE, FASTMATH, ZERO
+from ._common import CACHE, FASTMATH, ZERO, aligned_zeros
 
 # Classes per dense task: 1000 classes give 4 tasks per image, enough for 2-4 threads.
 DENSE_CHUNK = 256
@@ -17,7 +17,7 @@ def pack_dense_weights(weight):
     """
     classes, features = weight.shape
     chunks = (classes + DENSE_CHUNK - 1) // DENSE_CHUNK
-    packed = np.zeros((chunks, features, DENSE_CHUNK), dtype=np.float32)
+    packed = aligned_zeros((chunks, features, DENSE_CHUNK))
     for chunk in range(chunks):
         block = weight[chunk * DENSE_CHUNK:(chunk + 1) * DENSE_CHUNK].T  # (C, <= CHUNK)
         packed[chunk, :, :block.shape[1]] = block
