@@ -3,6 +3,7 @@
 Every message is one line that names the offending file, key, shape or value. The CLI prints
 the message and exits non-zero; anything that is not one of these is a bug in mobinumba.
 """
+import os
 
 
 class MobinumbaError(Exception):
@@ -27,3 +28,15 @@ class NumericError(MobinumbaError, ArithmeticError):
     The weights and the input are finite (both are checked), but large enough that some
     activation exceeded float32's range; the result would be meaningless, so none is given.
     """
+
+
+def check_regular_file(path, error, what):
+    """Raise `error` naming `path` unless it is an existing regular file: a directory, a FIFO
+    or a device (which would block or never end when read) is refused. `what` names the
+    file's kind in the message ("an image", "a checkpoint", ...)."""
+    if not os.path.exists(path):
+        raise error(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise error(f"{path}: is a directory, not {what}")
+    if not os.path.isfile(path):
+        raise error(f"{path}: not a regular file")

@@ -22,7 +22,7 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import InputError
+from .errors import InputError, check_regular_file
 
 RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -52,12 +52,7 @@ def load_image(source):
         name = "image"
     else:
         name = os.fspath(source)
-        if not os.path.exists(name):
-            raise InputError(f"{name}: no such file")
-        if os.path.isdir(name):
-            raise InputError(f"{name}: is a directory, not an image")
-        if not os.path.isfile(name):
-            raise InputError(f"{name}: not a regular file")
+        check_regular_file(name, InputError, "an image")
     try:
         if isinstance(source, Image.Image):
             return _checked_rgb(source, name)

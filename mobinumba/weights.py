@@ -21,7 +21,7 @@ import numpy as np
 
 from .architecture import KINDS, PADDINGS, LayerSpec
 from .atomic import atomic_output
-from .errors import FormatError
+from .errors import FormatError, check_regular_file
 from .hdf5_guard import check_global_heaps
 
 FORMAT_NAME = "mobinumba"
@@ -182,7 +182,7 @@ def read_model_file(path):
     weights are read and checked for finiteness.
     """
     path = os.fspath(path)
-    _check_regular_file(path)
+    check_regular_file(path, FormatError, "a weight file")
     check_global_heaps(path)
     try:
         # No file locking: a reader changes nothing, and some read-only or network
@@ -206,16 +206,6 @@ def read_model_file(path):
 # conversion of damaged types and strings.
 _H5PY_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, UnicodeError,
                 OverflowError)
-
-
-def _check_regular_file(path):
-    if not os.path.exists(path):
-        raise FormatError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise FormatError(f"{path}: is a directory, not a weight file")
-    if not os.path.isfile(path):
-        # A FIFO or a device would block or never end.
-        raise FormatError(f"{path}: not a regular file")
 
 
 @contextlib.contextmanager

@@ -241,3 +241,23 @@ class Timer:
 
     def __exit__(self, *exc):
         STATS.seconds[self.target] += time.perf_counter() - self.start
+
+
+def apply_byte_edits(data, edits):
+    """`data` with the (kind, offset, argument) edits applied in turn: flip (xor a byte with
+    argument), overwrite (with the bytes argument), truncate, delete (argument bytes),
+    insert (the bytes argument); offsets past the end act on the last byte."""
+    data = bytearray(data)
+    for kind, offset, argument in edits:
+        offset = min(offset, max(len(data) - 1, 0))
+        if kind == "flip" and data:
+            data[offset] ^= argument
+        elif kind == "overwrite":
+            data[offset:offset + len(argument)] = argument
+        elif kind == "truncate":
+            del data[offset:]
+        elif kind == "delete":
+            del data[offset:offset + argument]
+        elif kind == "insert":
+            data[offset:offset] = argument
+    return bytes(data)

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from conftest import build_reference
-from fuzzing import STATS, FuzzWorker, Timer, at_least, check_answer, examples
+from fuzzing import (STATS, FuzzWorker, Timer, apply_byte_edits, at_least, check_answer,
+                     examples)
 
 NAMING = (r"'[^']+'|\b\w+(\.\w+)+\b|not a readable|does not hold a state dict|"
           r"unknown layout|state dict key")
@@ -115,19 +116,6 @@ def byte_edits(draw, size, structure):
         else:
             edits.append((kind, offset, None))
     return edits
-
-
-def apply_byte_edits(data, edits):
-    data = bytearray(data)
-    for kind, offset, argument in edits:
-        offset = min(offset, len(data) - 1)
-        if kind == "flip":
-            data[offset] ^= argument
-        elif kind == "overwrite":
-            data[offset:offset + len(argument)] = argument
-        else:
-            del data[offset:]
-    return bytes(data)
 
 
 @pytest.mark.parametrize("name,count", [("timm.pth", 200), ("timm.safetensors", 150),

@@ -25,7 +25,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import build_reference, run_cli
-from fuzzing import STATS, FuzzWorker, Timer, at_least, check_answer, examples
+from fuzzing import (STATS, FuzzWorker, Timer, apply_byte_edits, at_least, check_answer,
+                     examples)
 
 NAMING = (r"attribute '|layers?\b|labels|classifier|format_version|"
           r"not a readable HDF5 file|global heap")
@@ -125,23 +126,6 @@ def byte_edits(draw, seed):
         else:
             edits.append((kind, offset, draw(st.binary(min_size=1, max_size=64))))
     return edits
-
-
-def apply_byte_edits(data, edits):
-    data = bytearray(data)
-    for kind, offset, argument in edits:
-        offset = min(offset, max(len(data) - 1, 0))
-        if kind == "flip" and data:
-            data[offset] ^= argument
-        elif kind == "overwrite":
-            data[offset:offset + len(argument)] = argument
-        elif kind == "truncate":
-            del data[offset:]
-        elif kind == "delete":
-            del data[offset:offset + argument]
-        elif kind == "insert":
-            data[offset:offset] = argument
-    return bytes(data)
 
 
 def test_byte_mutations(seed, worker):

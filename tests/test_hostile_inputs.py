@@ -82,6 +82,11 @@ def test_special_files_are_refused_without_blocking(small, tmp_path):
     with pytest.raises(mobinumba.CheckpointError, match="pipe.h5: not a regular file"):
         from mobinumba.convert.checkpoint import read_state_dict
         read_state_dict(fifo)
+    graph = tmp_path / "pipe.pb"
+    os.mkfifo(graph)
+    with pytest.raises(mobinumba.CheckpointError, match="pipe.pb: not a regular file"):
+        from mobinumba.convert.graphdef import read_graphdef
+        read_graphdef(graph)
 
 
 def test_labels_file_with_control_characters(small, tmp_path, capsys):

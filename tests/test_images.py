@@ -21,7 +21,8 @@ from PIL import Image
 
 import mobinumba
 from conftest import build_reference, run_cli
-from fuzzing import STATS, FuzzWorker, Timer, at_least, check_answer, examples
+from fuzzing import (STATS, FuzzWorker, Timer, apply_byte_edits, at_least, check_answer,
+                     examples)
 from mobinumba.preprocess import MAX_IMAGE_PIXELS, load_image, preprocess_image
 
 
@@ -366,17 +367,8 @@ def test_image_byte_fuzz(directory):
             @examples(50)
             @given(edits=image_edits(len(data)))
             def case(edits):
-                buffer = bytearray(data)
-                for kind, offset, argument in edits:
-                    offset = min(offset, len(buffer) - 1)
-                    if kind == "flip":
-                        buffer[offset] ^= argument
-                    elif kind == "overwrite":
-                        buffer[offset:offset + len(argument)] = argument
-                    else:
-                        del buffer[offset:]
                 with open(path, "wb") as stream:
-                    stream.write(buffer)
+                    stream.write(apply_byte_edits(data, edits))
                 with Timer("images"):
                     answer = worker.run({"target": "image", "path": path})
                 check_answer("images", answer, path, ("InputError",), naming,

@@ -11,7 +11,7 @@ import zipfile
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, check_regular_file
 from ..weights import MAX_DATASET_ELEMENTS
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
@@ -34,12 +34,7 @@ def read_state_dict(path):
     and naming the key for a value that is not a tensor.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: not a regular file")
+    check_regular_file(path, CheckpointError, "a checkpoint")
     if path.endswith(".safetensors"):
         raw = _read_safetensors(path)
     else:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, check_regular_file
 
 # Wire types of the protobuf encoding.
 VARINT, FIXED64, LENGTH_DELIMITED, START_GROUP, END_GROUP, FIXED32 = range(6)
@@ -66,10 +66,7 @@ def read_graphdef(path):
     or a GraphDef without nodes.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise CheckpointError(f"{path}: is a directory, not a GraphDef")
+    check_regular_file(path, CheckpointError, "a GraphDef")
     if os.path.getsize(path) > MAX_GRAPH_BYTES:
         raise CheckpointError(f"{path}: {os.path.getsize(path)} bytes, too large for a "
                               f"MobileNet GraphDef")

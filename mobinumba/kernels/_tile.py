@@ -9,7 +9,6 @@ on the 14x14x512 layer): 6x32 155, 8x32 159, 4x64 234, 6x64 231, 8x48 152, 12x32
 6x64 keeps 24 zmm accumulators plus 4 for the weights in the 32 registers. The stem has only
 32 output channels at width 1.0, so it uses 32-wide panels.
 """
-import numpy as np
 from numba import njit
 
 from ._common import FASTMATH, ZERO, aligned_zeros
