@@ -8,7 +8,7 @@ from the cache) is not measured. Run with `pytest bench` (see README).
 import numpy as np
 import pytest
 
-from mobinumba.architecture import conv_geometry
+from mobinumba.padding import conv_output_size
 from mobinumba.kernels.conv import (conv3x3_nchw_to_nhwc_clamp, conv3x3_nhwc_direct_clamp,
                                     conv3x3_nhwc_im2col_clamp, pack_conv3x3_direct_weights,
                                     pack_conv3x3_im2col_weights, pack_conv3x3_weights)
@@ -30,8 +30,8 @@ def random(*shape):
 
 def geometry(shape):
     """(out_h, out_w, pad_top, pad_left) of a 3x3 layer with PyTorch padding."""
-    out_h, pad_top = conv_geometry(shape.height, 3, shape.stride, "torch")
-    out_w, pad_left = conv_geometry(shape.width, 3, shape.stride, "torch")
+    out_h, pad_top = conv_output_size(shape.height, 3, shape.stride, "torch")
+    out_w, pad_left = conv_output_size(shape.width, 3, shape.stride, "torch")
     return out_h, out_w, pad_top, pad_left
 
 

@@ -6,8 +6,12 @@ the benchmark report, and the geometry (output size and padding) used by the run
 """
 from dataclasses import dataclass
 
-KINDS = ("conv", "dwconv", "pwconv", "dense")
-PADDINGS = ("torch", "tf_same")
+from .ops import kind_of
+from .ops.dense import KIND as DENSE
+from .ops.depthwise import KIND as DEPTHWISE
+from .ops.pointwise import KIND as POINTWISE
+from .ops.pool import KIND as POOL
+from .ops.stem import KIND as STEM
 
 STEM_CHANNELS = 32
 STEM_STRIDE = 2
@@ -22,10 +26,10 @@ NUM_BLOCKS = len(BLOCKS)
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer: conv (3x3), dwconv (depthwise 3x3), pwconv (1x1), dense, or pool.
+    """One layer: its name, kind (a key of ops.KINDS), channels and stride.
 
-    `pool` (global average pooling) is the one layer without weights; its additions are not
-    counted as multiply-adds, as in the paper.
+    Shapes and counts come from the kind (`spec.op`, see mobinumba/ops/): pooling is the one
+    layer without weights; its additions are not counted as multiply-adds, as in the paper.
     """
 
     name: str
@@ -35,22 +39,19 @@ class LayerSpec:
     stride: int = 1
 
     @property
+    def op(self):
+        """The LayerKind of this layer."""
+        return kind_of(self.kind)
+
+    @property
     def kernel_size(self):
         """Spatial kernel size: 3 for conv and dwconv, 1 for pwconv and dense."""
-        return 3 if self.kind in ("conv", "dwconv") else 1
+        return self.op.kernel_size
 
     @property
     def params(self):
         """Trainable parameters as PyTorch counts them: weights, plus BN gamma and beta."""
-        if self.kind == "pool":
-            return 0
-        if self.kind == "dense":
-            return self.in_channels * self.out_channels + self.out_channels
-        if self.kind == "dwconv":
-            weights = self.out_channels * 9
-        else:
-            weights = self.out_channels * self.in_channels * self.kernel_size ** 2
-        return weights + 2 * self.out_channels
+        return self.op.params(self)
 
     @property
     def weight_count(self):
@@ -59,46 +60,15 @@ class LayerSpec:
         This is how the MobileNets paper counts parameters (its Table 2 shares come out
         exactly this way); `params` is PyTorch's count.
         """
-        if self.kind == "pool":
-            return 0
-        if self.kind == "dwconv":
-            return self.out_channels * 9
-        return self.out_channels * self.in_channels * self.kernel_size ** 2
+        return self.op.weight_count(self)
 
     def output_size(self, height, width, padding):
         """(out_h, out_w, pad_top, pad_left) of this layer on an (height, width) input."""
-        if self.kind in ("dense", "pool"):
-            return 1, 1, 0, 0
-        out_h, pad_top = conv_geometry(height, self.kernel_size, self.stride, padding)
-        out_w, pad_left = conv_geometry(width, self.kernel_size, self.stride, padding)
-        return out_h, out_w, pad_top, pad_left
+        return self.op.output_size(self, height, width, padding)
 
     def macs(self, out_h, out_w):
         """Multiply-adds to produce an (out_h, out_w) output (one image)."""
-        if self.kind == "pool":
-            return 0
-        if self.kind == "dense":
-            return self.in_channels * self.out_channels
-        if self.kind == "dwconv":
-            return out_h * out_w * self.out_channels * 9
-        return out_h * out_w * self.out_channels * self.in_channels * self.kernel_size ** 2
-
-
-def conv_geometry(size, kernel, stride, padding):
-    """(output size, padding before) along one axis.
-
-    `torch`: symmetric padding (kernel - 1) // 2 on both sides.
-    `tf_same`: TensorFlow's "SAME": output ceil(size / stride), total padding
-    max((out - 1) * stride + kernel - size, 0), the smaller half before.
-    """
-    if padding == "torch":
-        pad = (kernel - 1) // 2
-        return (size + 2 * pad - kernel) // stride + 1, pad
-    if padding == "tf_same":
-        out = -(-size // stride)
-        total = max((out - 1) * stride + kernel - size, 0)
-        return out, total // 2
-    raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
+        return self.op.macs(self, out_h, out_w)
 
 
 def scaled_channels(channels, width_multiplier):
@@ -116,20 +86,21 @@ def mobilenet_v1_specs(width_multiplier=1.0, num_classes=1000, head_channels=0,
     """
     specs = []
     channels = scaled_channels(STEM_CHANNELS, width_multiplier)
-    specs.append(LayerSpec("conv_stem", "conv", 3, channels, STEM_STRIDE))
+    specs.append(LayerSpec("conv_stem", STEM.name, 3, channels, STEM_STRIDE))
     for index, (base, stride) in enumerate(BLOCKS, start=1):
         out = scaled_channels(base, width_multiplier)
         if standard_convs:
-            specs.append(LayerSpec(f"block{index:02d}_conv", "conv", channels, out, stride))
+            specs.append(LayerSpec(f"block{index:02d}_conv", STEM.name, channels, out, stride))
         else:
-            specs.append(LayerSpec(f"block{index:02d}_dw", "dwconv", channels, channels, stride))
-            specs.append(LayerSpec(f"block{index:02d}_pw", "pwconv", channels, out, 1))
+            specs.append(LayerSpec(f"block{index:02d}_dw", DEPTHWISE.name, channels, channels,
+                                   stride))
+            specs.append(LayerSpec(f"block{index:02d}_pw", POINTWISE.name, channels, out, 1))
         channels = out
     if head_channels:
-        specs.append(LayerSpec("conv_head", "pwconv", channels, head_channels, 1))
+        specs.append(LayerSpec("conv_head", POINTWISE.name, channels, head_channels, 1))
         channels = head_channels
-    specs.append(LayerSpec("avgpool", "pool", channels, channels))
-    specs.append(LayerSpec("classifier", "dense", channels, num_classes, 1))
+    specs.append(LayerSpec("avgpool", POOL.name, channels, channels))
+    specs.append(LayerSpec("classifier", DENSE.name, channels, num_classes, 1))
     return specs
 
 

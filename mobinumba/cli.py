@@ -13,7 +13,7 @@ import numpy as np
 import numba
 
 from . import __version__
-from .architecture import PADDINGS
+from .padding import PADDINGS
 from .errors import InputError, MobinumbaError
 from .model import PREDICT_BATCH
 from .stream import (DEFAULT_PARTITION_SIZE, MAX_BATCH_SIZE, MAX_DECODE_WORKERS,

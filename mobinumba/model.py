@@ -167,7 +167,7 @@ class Model:
         lines = [f"{'layer':<14}{'kind':<8}{'stride':>6}  {'output':<16}{'params':>12}"
                  f"{'mult-adds':>15}"]
         for spec, out_h, out_w, params, macs in rows:
-            shape = (f"{spec.out_channels}" if spec.kind in ("dense", "pool")
+            shape = (f"{spec.out_channels}" if spec.op.flat_output
                      else f"{out_h}x{out_w}x{spec.out_channels}")
             lines.append(f"{spec.name:<14}{spec.kind:<8}{spec.stride:>6}  {shape:<16}"
                          f"{params:>12,}{macs:>15,}")

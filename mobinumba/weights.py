@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from .architecture import KINDS, PADDINGS, LayerSpec
+from .architecture import LayerSpec
 from .atomic import atomic_output
 from .errors import FormatError, check_regular_file
 from .hdf5_guard import check_global_heaps
+from .ops import STORED_KINDS, kind_of, kinds_where
+from .ops.base import ACTIVATIONS, folding_overflows
+from .padding import PADDINGS
 
 FORMAT_NAME = "mobinumba"
 FORMAT_VERSION = 1
 ARCH = "mobilenet_v1"
-ACTIVATIONS = ("relu", "relu6")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming", "bilinear_tf")
 RESIZE_MODES = ("shorter_side", "central_crop")
 BN_FIELDS = ("gamma", "beta", "mean", "var")
@@ -42,7 +44,6 @@ MAX_TOTAL_ELEMENTS = 2 ** 27
 MAX_ATTRIBUTE_ELEMENTS = 16
 MAX_CHANNELS = 65536
 MAX_CLASSES = 1_000_000
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Layer groups: a decimal execution index, an underscore, an ASCII name.
 LAYER_KEY = re.compile(r"([0-9]{1,6})_([A-Za-z0-9_]+)")
 
@@ -100,8 +101,7 @@ class LayerRecord:
     @property
     def spec(self):
         """The LayerSpec (kind, channels, stride) this record's shapes describe."""
-        out_channels = self.weight.shape[0]
-        in_channels = out_channels if self.kind == "dwconv" else self.weight.shape[1]
+        in_channels, out_channels = kind_of(self.kind).channels(self.weight.shape)
         return LayerSpec(self.name, self.kind, in_channels, out_channels, self.stride)
 
 
@@ -237,8 +237,7 @@ class _LayerHeader:
 
     @property
     def spec(self):
-        out_channels = self.weight_shape[0]
-        in_channels = out_channels if self.kind == "dwconv" else self.weight_shape[1]
+        in_channels, out_channels = kind_of(self.kind).channels(self.weight_shape)
         return LayerSpec(self.name, self.kind, in_channels, out_channels, self.stride)
 
 
@@ -304,57 +303,55 @@ def _read_layer_headers(h5, where):
 
 
 def _read_layer_header(group, name, where):
-    kind = _choice_attr(group, "kind", KINDS, where)
+    kind_name = _choice_attr(group, "kind", STORED_KINDS, where)
+    kind = kind_of(kind_name)
     stride = _int_attr(group, "stride", where, 1, 2)
     source_name = _str_attr(group, "source_name", where, required=False)
     weight = _float_dataset(group, "weight", where)
     shape = weight.shape
-    expected_rank = 2 if kind == "dense" else 4
-    if len(shape) != expected_rank:
+    if len(shape) != kind.weight_rank:
         raise FormatError(f"{where}/weight: rank {len(shape)} (shape {shape}), "
-                          f"expected {expected_rank} for a {kind} layer")
+                          f"expected {kind.weight_rank} for a {kind_name} layer")
     if any(dim < 1 for dim in shape) or shape[0] > MAX_CLASSES:
         raise FormatError(f"{where}/weight: invalid shape {shape}")
-    if kind != "dense":
-        kernel = 1 if kind == "pwconv" else 3
-        if shape[2:] != (kernel, kernel):
-            raise FormatError(f"{where}/weight: shape {shape}, expected a "
-                              f"{kernel}x{kernel} kernel for a {kind} layer")
-        if kind == "dwconv" and shape[1] != 1:
-            raise FormatError(f"{where}/weight: shape {shape}, a depthwise weight "
-                              f"must be (C, 1, 3, 3)")
-        if shape[0] > MAX_CHANNELS or shape[1] > MAX_CHANNELS:
-            raise FormatError(f"{where}/weight: shape {shape} exceeds {MAX_CHANNELS} "
-                              f"channels")
-    if kind in ("dense", "pwconv") and stride != 1:  # the runner has no strided 1x1 op
-        raise FormatError(f"{where}: attribute 'stride' is {stride}, a {kind} layer has 1")
-    out_channels = shape[0]
+    problem = kind.weight_problem(shape)
+    if problem is None and len(shape) == 4 and max(shape[:2]) > MAX_CHANNELS:
+        problem = f"shape {shape} exceeds {MAX_CHANNELS} channels"
+    if problem is not None:
+        raise FormatError(f"{where}/weight: {problem}")
+    if stride not in kind.strides:  # e.g. the runner has no strided 1x1 op
+        raise FormatError(f"{where}: attribute 'stride' is {stride}, a {kind_name} layer has "
+                          f"{' or '.join(map(str, kind.strides))}")
+    _, out_channels = kind.channels(shape)
     datasets = {"weight": weight}
-    if kind == "dense" or _has_member(group, "bias", where):
+    if kind.bias_required or _has_member(group, "bias", where):
         datasets["bias"] = _float_dataset(group, "bias", where, shape=(out_channels,))
-    if kind != "dense":
+    if kind.has_bn:
         for field_name in BN_FIELDS:
             datasets[field_name] = _float_dataset(group, field_name, where,
                                                   shape=(out_channels,))
         datasets["eps"] = _float_dataset(group, "eps", where, shape=())
-    return _LayerHeader(name=name, kind=kind, stride=stride, source_name=source_name,
+    return _LayerHeader(name=name, kind=kind_name, stride=stride, source_name=source_name,
                         where=where, datasets=datasets)
 
 
 def _check_chain(headers, info, where):
     """Layer kinds in a runnable order, and each layer's input = the previous one's output."""
     first, last = headers[0], headers[-1]
-    if first.kind != "conv":
-        raise FormatError(f"{where}: first layer {first.name!r} is {first.kind}, expected conv")
+    if not kind_of(first.kind).first:
+        raise FormatError(f"{where}: first layer {first.name!r} is {first.kind}, expected "
+                          f"{' or '.join(kinds_where('first'))}")
     if first.spec.in_channels != 3:
         raise FormatError(f"{where}: first layer {first.name!r} takes {first.spec.in_channels} "
                           f"input channels, expected 3 (RGB)")
-    if last.kind != "dense":
-        raise FormatError(f"{where}: last layer {last.name!r} is {last.kind}, expected dense")
+    if not kind_of(last.kind).last:
+        raise FormatError(f"{where}: last layer {last.name!r} is {last.kind}, expected "
+                          f"{' or '.join(kinds_where('last'))}")
     for layer in headers[1:-1]:
-        if layer.kind not in ("dwconv", "pwconv"):
+        if not kind_of(layer.kind).body:
             raise FormatError(f"{where}: layer {layer.name!r} is {layer.kind}; between the "
-                              f"stem and the classifier only dwconv and pwconv are supported")
+                              f"stem and the classifier only "
+                              f"{' and '.join(kinds_where('body'))} are supported")
     for previous, layer in zip(headers, headers[1:]):
         if layer.spec.in_channels != previous.spec.out_channels:
             raise FormatError(
@@ -379,7 +376,7 @@ def _read_layer(header):
     arrays = {key: _read_values(dataset, f"{where}/{key}")
               for key, dataset in header.datasets.items()}
     bn = None
-    if header.kind != "dense":
+    if kind_of(header.kind).has_bn:
         eps = float(arrays["eps"])
         if not 0.0 < eps < 1.0:
             raise FormatError(f"{where}/eps: {eps} is not in (0, 1)")
@@ -632,35 +629,3 @@ def _first_line(error):
     text = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
     text = text.strip().splitlines()
     return text[0][:200] if text else type(error).__name__
-
-
-# ---------------------------------------------------------------------------- BN folding
-
-def folding_overflows(record):
-    """True when folding the record's batch norm would overflow float32 (checked cheaply:
-    per output channel, the largest |weight| times |gamma / sqrt(var + eps)|)."""
-    bn = record.bn
-    scale = bn.gamma.astype(np.float64) / np.sqrt(bn.var.astype(np.float64) + bn.eps)
-    conv_bias = 0.0 if record.bias is None else record.bias.astype(np.float64)
-    bias = bn.beta.astype(np.float64) + (conv_bias - bn.mean.astype(np.float64)) * scale
-    largest = np.abs(record.weight.reshape(len(scale), -1)).max(axis=1) * np.abs(scale)
-    with np.errstate(invalid="ignore"):
-        return not (np.all(largest <= FLOAT32_MAX) and np.all(np.abs(bias) <= FLOAT32_MAX))
-
-
-def fold_batch_norm(record):
-    """(weight, bias) of a conv record with its batch norm folded in, float32.
-
-    weight' = weight * gamma / sqrt(var + eps) per output channel,
-    bias'   = beta + (bias - mean) * gamma / sqrt(var + eps); computed in float64.
-    """
-    bn = record.bn
-    scale = bn.gamma.astype(np.float64) / np.sqrt(bn.var.astype(np.float64) + bn.eps)
-    conv_bias = 0.0 if record.bias is None else record.bias.astype(np.float64)
-    weight = record.weight.astype(np.float64) * scale[:, None, None, None]
-    bias = bn.beta.astype(np.float64) + (conv_bias - bn.mean.astype(np.float64)) * scale
-    weight, bias = weight.astype(np.float32), bias.astype(np.float32)
-    if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
-        raise FormatError(f"layer {record.name!r}: folding batch norm overflows float32 "
-                          f"(a variance near zero with a large gamma?)")
-    return weight, bias

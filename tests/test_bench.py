@@ -25,7 +25,7 @@ from mobinumba.bench.markdown import render_markdown
 from mobinumba.bench.peers import PEERS, measure_peers
 from mobinumba.bench.runner import Progress
 from mobinumba.bench.synthetic import conv_mobilenet_specs, random_model_file, random_records
-from mobinumba.bench.torch_model import RecordsNet
+from mobinumba.reference import reference_logits
 from mobinumba.weights import write_model_file
 
 HEADINGS = ("## Headline", "## 1. Environment", "## 2. The paper's tables",
@@ -229,9 +229,7 @@ def test_conv_mobilenet_matches_pytorch(method):
     workspace = conv_mobilenet_workspace(records, "relu6", "torch", method, 2, 33, 32)
     np.copyto(workspace.input, x)
     workspace.run()
-    with torch.no_grad():
-        expected = RecordsNet(records, "relu6", "torch").eval().double()(
-            torch.from_numpy(x).double()).numpy()
+    expected = reference_logits(records, "relu6", "torch", x)
     np.testing.assert_allclose(workspace.logits, expected, rtol=0,
                                atol=1e-4 * max(1.0, np.abs(expected).max()))
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mobinumba.architecture import conv_geometry
+from mobinumba.padding import conv_output_size
 from mobinumba.kernels.conv import conv3x3_nchw_to_nhwc_clamp, pack_conv3x3_weights
 from mobinumba.kernels.depthwise import (dwconv3x3_nhwc_clamp, dwconv3x3s1_nhwc_clamp,
                                         pack_dwconv3x3_weights, tile_dwconv3x3_weights)
@@ -63,7 +63,7 @@ def naive_conv3x3(x, weight, bias, stride, pads, groups):
 
 
 def padding_for(size, stride, padding):
-    out, before = conv_geometry(size, 3, stride, padding)
+    out, before = conv_output_size(size, 3, stride, padding)
     after = (out - 1) * stride + 3 - size - before
     return out, before, after
 
@@ -125,13 +125,13 @@ def test_dwconv3x3(channels, size, stride, padding, activation):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [1, 7, 8, 14, 15])
 def test_tf_same_kernels_match_explicit_torch_padding(size, stride):
-    """TF "SAME" for a 3x3 kernel, stated case by case rather than by conv_geometry's formula:
+    """TF "SAME" for a 3x3 kernel, stated case by case rather than by conv_output_size's formula:
     (0 before, 1 after) on an even side at stride 2, (1, 1) otherwise. The reference pads with
     F.pad and then convolves without padding; rows and columns have opposite parities."""
     height, width = size, size + 1
     (top, bottom), (left, right) = tf_same_pads(height, stride), tf_same_pads(width, stride)
-    assert conv_geometry(height, 3, stride, "tf_same")[1] == top
-    assert conv_geometry(width, 3, stride, "tf_same")[1] == left
+    assert conv_output_size(height, 3, stride, "tf_same")[1] == top
+    assert conv_output_size(width, 3, stride, "tf_same")[1] == left
     rng = np.random.default_rng(size + 10 * stride)
     x = random(rng, 2, 5, height, width)  # NCHW
     padded = F.pad(torch.from_numpy(x).double(), (left, right, top, bottom))
@@ -141,7 +141,7 @@ def test_tf_same_kernels_match_explicit_torch_padding(size, stride):
                         torch.from_numpy(bias).double(), stride=stride)
     expected = clamp(expected.numpy(), act_max).transpose(0, 2, 3, 1)  # (N, Ho, Wo, 7)
     out = np.full(expected.shape, np.nan, np.float32)
-    # The stem kernel reads an explicitly padded input (the runner pads by conv_geometry).
+    # The stem kernel reads an explicitly padded input (the runner pads by conv_output_size).
     x_padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     conv3x3_nchw_to_nhwc_clamp(x_padded, *pack_conv3x3_weights(stem_weight, bias), stride,
                                act_max, out)

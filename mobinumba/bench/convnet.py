@@ -7,10 +7,11 @@ pointwise only): these ops exist for the benchmark report alone.
 """
 import numpy as np
 
-from ..graph import ACT_MAX, Workspace, build_ops
+from ..graph import Workspace, build_ops
 from ..kernels.conv import (conv3x3_nhwc_direct_clamp, conv3x3_nhwc_im2col_clamp,
                             pack_conv3x3_direct_weights, pack_conv3x3_im2col_weights)
-from ..weights import fold_batch_norm
+from ..ops.base import ACT_MAX, fold_batch_norm
+from ..ops.stem import KIND as STEM
 
 METHODS = ("direct", "im2col")
 
@@ -84,9 +85,9 @@ def conv_mobilenet_workspace(records, activation, padding, method, n, height, wi
     StandardConv of `method`; the stem, pooling and the classifier are graph.py's own ops."""
     ops = build_ops(records, activation, padding)
     scratch = ColumnScratch()
-    weight_ops = [index for index, op in enumerate(ops) if op.spec.kind != "pool"]
+    weight_ops = [index for index, op in enumerate(ops) if op.spec.op.has_weights]
     for index, record in zip(weight_ops[1:], records[1:]):
-        if record.kind == "conv":
+        if record.spec.op is STEM:
             ops[index] = StandardConv(record, activation, padding, method, scratch)
     scratch.size_for(ops, n, height, width)
     return Workspace(ops, n, height, width)

@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from ..kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
+from ..ops.pointwise import KIND as POINTWISE
 from ..threads import kernel_section
 from .timing import gflops, median, time_calls
 
@@ -42,7 +43,7 @@ def pointwise_shapes(model, height, width, batch):
     in network order, with the layers that have each shape."""
     shapes = {}
     for spec, out_h, out_w, _, _ in model.layer_counts(height, width):
-        if spec.kind == "pwconv":
+        if spec.op is POINTWISE:
             key = (batch * out_h * out_w, spec.in_channels, spec.out_channels)
             shapes.setdefault(key, []).append(spec.name)
     return shapes

@@ -7,13 +7,17 @@ is given as well. Our figure "matches" when it rounds to the paper's figure at t
 precision; the rows that do not are explained in the report, not hidden.
 """
 from ..architecture import count, mobilenet_v1_specs
+from ..ops.dense import KIND as DENSE
+from ..ops.depthwise import KIND as DEPTHWISE
+from ..ops.pointwise import KIND as POINTWISE
+from ..ops.stem import KIND as STEM
 
 NUM_CLASSES = 1000
 SIZE = 224
 
 # Table 2: (paper's row name, our layer kind, % of mult-adds, % of parameters).
-TABLE2 = (("Conv 1x1", "pwconv", 94.86, 74.59), ("Conv DW 3x3", "dwconv", 3.06, 1.06),
-          ("Conv 3x3 (stem)", "conv", 1.19, 0.02), ("Fully Connected", "dense", 0.18, 24.33))
+TABLE2 = (("Conv 1x1", POINTWISE, 94.86, 74.59), ("Conv DW 3x3", DEPTHWISE, 3.06, 1.06),
+          ("Conv 3x3 (stem)", STEM, 1.19, 0.02), ("Fully Connected", DENSE, 0.18, 24.33))
 # Table 4: (model, million mult-adds, million parameters).
 TABLE4 = (("Conv MobileNet", 4866, 29.3), ("MobileNet", 569, 4.2))
 # Table 6: (width multiplier, million mult-adds, million parameters), at 224x224.
@@ -42,13 +46,17 @@ def _table2():
     rows = count(mobilenet_v1_specs(1.0, NUM_CLASSES), SIZE, SIZE)
     all_macs = sum(row[4] for row in rows)
     all_weights = sum(row[0].weight_count for row in rows)
+    per_kind = {}  # kind name -> [mult-adds, weights]
+    for spec, _, _, _, macs in rows:
+        sums = per_kind.setdefault(spec.kind, [0, 0])
+        sums[0] += macs
+        sums[1] += spec.weight_count
     table = []
     for name, kind, paper_macs, paper_params in TABLE2:
-        macs = sum(row[4] for row in rows if row[0].kind == kind)
-        weights = sum(row[0].weight_count for row in rows if row[0].kind == kind)
+        macs, weights = per_kind[kind.name]
         macs_share = round(100.0 * macs / all_macs, 2)
         params_share = round(100.0 * weights / all_weights, 2)
-        row = {"layer_type": name, "kind": kind, "macs": macs, "params": weights,
+        row = {"layer_type": name, "kind": kind.name, "macs": macs, "params": weights,
                "macs_percent": macs_share, "params_percent": params_share,
                "paper_macs_percent": paper_macs, "paper_params_percent": paper_params,
                "matches": macs_share == paper_macs and params_share == paper_params}

@@ -17,6 +17,7 @@ from ..architecture import count
 from ..errors import InputError
 from ..graph import build_ops, workspace_bytes
 from ..model import MAX_WORKSPACE_BYTES, Model
+from ..ops.stem import KIND as STEM
 from ..threads import get_threads
 from ..weights import read_model_file, write_model_file
 from .environment import collect_environment, load_average
@@ -181,7 +182,7 @@ def _check_memory(model_file, size, batch):
     specs = conv_mobilenet_specs([record.spec for record in model_file.layers])
     rows = count(specs, size, size, info.padding)
     scratch = max((4 * batch * out_h * out_w * 9 * spec.in_channels
-                   for spec, out_h, out_w, _, _ in rows[1:] if spec.kind == "conv"), default=0)
+                   for spec, out_h, out_w, _, _ in rows[1:] if spec.op is STEM), default=0)
     # The Conv MobileNet's activations have MobileNet's block output shapes (no wider).
     needs[f"the Conv MobileNet at batch {batch}"] = workspace_bytes(ops, batch, size, size) \
         + scratch

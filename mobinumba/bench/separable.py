@@ -9,7 +9,10 @@ standard conv is 1/N + 1/Dk^2 (N output channels, Dk = 3). The whole-network row
 import numpy as np
 
 from ..architecture import count
-from ..graph import DepthwiseConv, PointwiseConv, Workspace, build_ops
+from ..graph import Workspace, build_ops
+from ..ops.depthwise import DepthwiseConv
+from ..ops.pointwise import PointwiseConv
+from ..ops.stem import KIND as STEM
 from ..threads import kernel_section
 from .convnet import StandardConv, conv_mobilenet_workspace
 from .synthetic import conv_mobilenet_specs, random_record, separable_blocks
@@ -36,10 +39,10 @@ def compare_separable(model_file, size, batch, block_runs, network_runs, seed=0,
     specs = [record.spec for record in model_file.layers]
     records = {record.name: record for record in model_file.layers}
     # The Conv MobileNet: the model's layers with one random standard conv per block.
-    conv_records = [random_record(spec, rng) if index > 0 and spec.kind == "conv"
+    conv_records = [random_record(spec, rng) if index > 0 and spec.op is STEM
                     else records[spec.name]
                     for index, spec in enumerate(conv_mobilenet_specs(specs))]
-    block_convs = [record for record in conv_records[1:] if record.kind == "conv"]
+    block_convs = [record for record in conv_records[1:] if record.spec.op is STEM]
     # Input (height, width) of every layer: the previous layer's output.
     rows = count(specs, size, size, info.padding)
     inputs = {spec.name: (size, size) if index == 0 else rows[index - 1][1:3]

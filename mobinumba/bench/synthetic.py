@@ -4,9 +4,14 @@ Weights have He-like scale and batch-norm statistics away from identity, so acti
 in a realistic range through 28 layers and logits are not all zero: the numerical agreement
 between engines that the report prints means something.
 """
+import math
+
 import numpy as np
 
 from ..architecture import LayerSpec, mobilenet_v1_specs
+from ..ops.depthwise import KIND as DEPTHWISE
+from ..ops.pointwise import KIND as POINTWISE
+from ..ops.stem import KIND as STEM
 from ..weights import BatchNorm, LayerRecord, ModelFile, ModelInfo
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -15,17 +20,18 @@ BN_EPS = 1e-5
 
 
 def random_record(spec, rng):
-    """A LayerRecord of random weights with the shapes of `spec` (conv, dwconv, pwconv, dense)."""
-    if spec.kind == "dense":
-        weight = rng.standard_normal((spec.out_channels, spec.in_channels)) \
-            * spec.in_channels ** -0.5
+    """A LayerRecord of random weights with the shapes of `spec` (any kind with weights):
+    He-scaled weights and random batch norm for convolutions, a 1/sqrt(fan-in) scale and a
+    bias for the classifier."""
+    kind = spec.op
+    shape = kind.weight_shape(spec.in_channels, spec.out_channels)
+    fan_in = math.prod(shape[1:])
+    if not kind.has_bn:
+        weight = rng.standard_normal(shape) * fan_in ** -0.5
         bias = 0.1 * rng.standard_normal(spec.out_channels)
-        return LayerRecord(spec.name, "dense", 1, weight.astype(np.float32),
+        return LayerRecord(spec.name, spec.kind, spec.stride, weight.astype(np.float32),
                            bias=bias.astype(np.float32))
-    k = spec.kernel_size
-    in_per_group = 1 if spec.kind == "dwconv" else spec.in_channels
-    fan_in = in_per_group * k * k
-    weight = rng.standard_normal((spec.out_channels, in_per_group, k, k)) * (2.0 / fan_in) ** 0.5
+    weight = rng.standard_normal(shape) * (2.0 / fan_in) ** 0.5
     c = spec.out_channels
     bn = BatchNorm(gamma=(0.5 + rng.random(c)).astype(np.float32),
                    beta=(0.2 * rng.standard_normal(c) + 0.1).astype(np.float32),
@@ -38,7 +44,7 @@ def random_record(spec, rng):
 def random_records(specs, seed=0):
     """Random LayerRecords for every weight layer of `specs` (pooling has none)."""
     rng = np.random.default_rng(seed)
-    return [random_record(spec, rng) for spec in specs if spec.kind != "pool"]
+    return [random_record(spec, rng) for spec in specs if spec.op.has_weights]
 
 
 def random_model_file(width_multiplier=1.0, num_classes=1000, input_size=224, seed=0):
@@ -55,7 +61,7 @@ def random_model_file(width_multiplier=1.0, num_classes=1000, input_size=224, se
 def separable_blocks(layers):
     """[(dw, pw)] of consecutive (dwconv, pwconv) LayerSpecs in a model's layer list."""
     return [(first, second) for first, second in zip(layers, layers[1:])
-            if first.kind == "dwconv" and second.kind == "pwconv"]
+            if first.op is DEPTHWISE and second.op is POINTWISE]
 
 
 def conv_mobilenet_specs(layers):
@@ -67,7 +73,7 @@ def conv_mobilenet_specs(layers):
     specs = []
     for spec in layers:
         if spec.name in blocks:
-            specs.append(LayerSpec(f"block{len(specs):02d}_conv", "conv", spec.in_channels,
+            specs.append(LayerSpec(f"block{len(specs):02d}_conv", STEM.name, spec.in_channels,
                                    blocks[spec.name].out_channels, spec.stride))
         elif spec.name not in replaced:
             specs.append(spec)

@@ -12,7 +12,7 @@ and conv padding), the layout's DEFAULTS.
 import os
 from dataclasses import dataclass, field
 
-from ..architecture import PADDINGS
+from ..padding import PADDINGS
 from ..errors import CheckpointError
 from ..weights import ARCH, FORMAT_VERSION, ModelFile, ModelInfo, write_model_file
 from . import classic, tfslim, timm
@@ -130,7 +130,7 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
     def verify(temp_path):
         if run_check:
             report.check_difference, report.check_allowed = check_conversion(
-                temp_path, plan, state, info, bn_eps, tolerance)
+                temp_path, records, info, tolerance)
 
     write_model_file(output, model_file, overwrite=force, verify=verify)
     return report

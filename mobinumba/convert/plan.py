@@ -10,7 +10,13 @@ import numpy as np
 
 from ..architecture import BLOCK_STRIDES, STEM_STRIDE
 from ..errors import CheckpointError
-from ..weights import BatchNorm, LayerRecord, folding_overflows
+from ..ops import kind_of
+from ..ops.base import folding_overflows
+from ..ops.dense import KIND as DENSE
+from ..ops.depthwise import KIND as DEPTHWISE
+from ..ops.pointwise import KIND as POINTWISE
+from ..ops.stem import KIND as STEM
+from ..weights import BatchNorm, LayerRecord
 
 BN_KEYS = {"gamma": "weight", "beta": "bias", "mean": "running_mean", "var": "running_var"}
 
@@ -38,17 +44,17 @@ def mobilenet_v1_plan(stem, blocks, head, classifier):
     (dw_conv_prefix, dw_bn_prefix, pw_conv_prefix, pw_bn_prefix); classifier: prefix.
     Strides follow the MobileNetV1 table.
     """
-    plan = [SourceLayer("conv_stem", "conv", STEM_STRIDE, f"{stem[0]}.weight",
+    plan = [SourceLayer("conv_stem", STEM.name, STEM_STRIDE, f"{stem[0]}.weight",
                         f"{stem[0]}.bias", stem[1])]
     for index, (dw, dw_bn, pw, pw_bn) in enumerate(blocks, start=1):
-        plan.append(SourceLayer(f"block{index:02d}_dw", "dwconv", BLOCK_STRIDES[index - 1],
-                                f"{dw}.weight", f"{dw}.bias", dw_bn))
-        plan.append(SourceLayer(f"block{index:02d}_pw", "pwconv", 1, f"{pw}.weight",
+        plan.append(SourceLayer(f"block{index:02d}_dw", DEPTHWISE.name,
+                                BLOCK_STRIDES[index - 1], f"{dw}.weight", f"{dw}.bias", dw_bn))
+        plan.append(SourceLayer(f"block{index:02d}_pw", POINTWISE.name, 1, f"{pw}.weight",
                                 f"{pw}.bias", pw_bn))
     if head is not None:
-        plan.append(SourceLayer("conv_head", "pwconv", 1, f"{head[0]}.weight",
+        plan.append(SourceLayer("conv_head", POINTWISE.name, 1, f"{head[0]}.weight",
                                 f"{head[0]}.bias", head[1]))
-    plan.append(SourceLayer("classifier", "dense", 1, f"{classifier}.weight",
+    plan.append(SourceLayer("classifier", DENSE.name, 1, f"{classifier}.weight",
                             f"{classifier}.bias"))
     return plan
 
@@ -63,15 +69,18 @@ def records_from_plan(plan, state, bn_eps, source):
     used = set()
     channels = 3
     for layer in plan:
+        kind = kind_of(layer.kind)
         weight = _tensor(state, layer.weight_key, source)
         used.add(layer.weight_key)
-        expected = _expected_weight_shape(layer, weight, channels)
+        # The output channels are the source's own (first axis); the input ones must chain.
+        expected = kind.weight_shape(channels, weight.shape[0])
         if weight.shape != expected:
             raise CheckpointError(f"{source}: {layer.weight_key} has shape {weight.shape}, "
-                                  f"expected {expected} ({_explain(layer, channels)})")
+                                  f"expected {expected} ({kind.description} over {channels} "
+                                  f"input channels)")
         out_channels = weight.shape[0]
         bias = None
-        if layer.bias_key in state or layer.kind == "dense":
+        if layer.bias_key in state or kind.bias_required:
             bias = _vector(state, layer.bias_key, out_channels, source)
             used.add(layer.bias_key)
         bn = None
@@ -98,23 +107,6 @@ def records_from_plan(plan, state, bn_eps, source):
         raise CheckpointError(f"{source}: {len(unused)} unexpected key(s) for MobileNetV1: "
                               f"{shown}")
     return records
-
-
-def _expected_weight_shape(layer, weight, in_channels):
-    out = weight.shape[0] if weight.ndim else 0
-    if layer.kind == "conv":
-        return (out, in_channels, 3, 3)
-    if layer.kind == "dwconv":
-        return (in_channels, 1, 3, 3)
-    if layer.kind == "pwconv":
-        return (out, in_channels, 1, 1)
-    return (out, in_channels)
-
-
-def _explain(layer, in_channels):
-    what = {"conv": "a 3x3 conv", "dwconv": "a depthwise 3x3 conv", "pwconv": "a 1x1 conv",
-            "dense": "a linear layer"}[layer.kind]
-    return f"{what} over {in_channels} input channels"
 
 
 def _tensor(state, key, source):

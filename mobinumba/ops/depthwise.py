@@ -1,0 +1,70 @@
+"""Depthwise 3x3 conv + BN + activation: one 3x3 filter per channel (kind `dwconv`).
+
+Runtime: (N, H, W, C) -> (N, Ho, Wo, C). Stride-1 layers with one pixel of padding on every
+side (both padding rules agree there) use the row-streaming kernel; others the per-pixel one.
+"""
+from ..kernels._common import aligned_copy
+from ..kernels.depthwise import (dwconv3x3_nhwc_clamp, dwconv3x3s1_nhwc_clamp,
+                                 pack_dwconv3x3_weights, tile_dwconv3x3_weights)
+from .base import ACT_MAX, LayerKind, fold_batch_norm
+
+
+class DepthwiseConv:
+    """The depthwise runtime op: folded weights as (3, 3, C) and tiled rows, its kernels."""
+
+    def __init__(self, record, activation, padding):
+        self.spec = record.spec
+        weight, bias = fold_batch_norm(record)
+        self.weight = pack_dwconv3x3_weights(weight)  # (3, 3, C)
+        self.bias = aligned_copy(bias)  # (C,)
+        self.weight_tile, self.bias_tile = tile_dwconv3x3_weights(self.weight, self.bias)
+        self.act_max = ACT_MAX[activation]
+        self.padding = padding
+
+    def output_shape(self, shape):
+        """(N, Ho, Wo, C) of an (N, H, W, C) input."""
+        n, height, width, _ = shape
+        out_h, out_w, _, _ = self.spec.output_size(height, width, self.padding)
+        return n, out_h, out_w, self.spec.out_channels
+
+    def bind(self, src, dst):
+        """(kernel, args) computing dst (N, Ho, Wo, C) from src (N, H, W, C)."""
+        _, _, pad_top, pad_left = self.spec.output_size(src.shape[1], src.shape[2], self.padding)
+        if self.spec.stride == 1 and pad_top == 1 and pad_left == 1:
+            return dwconv3x3s1_nhwc_clamp, (src, self.weight, self.bias, self.weight_tile,
+                                            self.bias_tile, self.act_max, dst)
+        return dwconv3x3_nhwc_clamp, (src, self.weight, self.bias, self.spec.stride,
+                                      pad_top, pad_left, self.act_max, dst)
+
+
+class Depthwise3x3(LayerKind):
+    """A depthwise 3x3 convolution: weight (C, 1, 3, 3), as many outputs as inputs."""
+
+    op_class = DepthwiseConv
+    name = "dwconv"
+    description = "a depthwise 3x3 conv"
+    kernel_size = 3
+    strides = (1, 2)
+    body = True
+
+    def weight_shape(self, in_channels, out_channels):
+        return (in_channels, 1, 3, 3)
+
+    def channels(self, weight_shape):
+        return weight_shape[0], weight_shape[0]
+
+    def weight_problem(self, shape):
+        problem = super().weight_problem(shape)
+        if problem is None and shape[1] != 1:
+            return f"shape {shape}, a depthwise weight must be (C, 1, 3, 3)"
+        return problem
+
+    def weight_count(self, spec):
+        return spec.out_channels * 9
+
+
+    def conv_groups(self, record):
+        return record.weight.shape[0]
+
+
+KIND = Depthwise3x3()

@@ -1,0 +1,43 @@
+"""Pointwise 1x1 conv + BN + activation (kind `pwconv`): the depthwise-separable block's
+second half, and timm's optional head conv.
+
+Runtime: (N, H, W, Cin) -> (N, H, W, Cout) as one GEMM over the N*H*W pixels
+(kernels/pointwise.py). Stride 1 only: the runtime has no strided 1x1 kernel.
+"""
+from ..kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
+from .base import ACT_MAX, LayerKind, fold_batch_norm
+
+
+class PointwiseConv:
+    """The pointwise runtime op: folded weights packed into GEMM panels, its kernel."""
+
+    def __init__(self, record, activation, padding):
+        self.spec = record.spec
+        weight, bias = fold_batch_norm(record)
+        self.weight, self.bias = pack_pointwise_weights(weight, bias)  # (P, Cin, NR), (P, NR)
+        self.act_max = ACT_MAX[activation]
+
+    def output_shape(self, shape):
+        """(N, H, W, Cout) of an (N, H, W, Cin) input."""
+        return (*shape[:3], self.spec.out_channels)
+
+    def bind(self, src, dst):
+        """(kernel, args): the GEMM over src and dst flattened to (N*H*W, C)."""
+        rows = src.shape[0] * src.shape[1] * src.shape[2]
+        return pwconv_nhwc_clamp, (src.reshape(rows, src.shape[3]), self.weight, self.bias,
+                                   self.act_max, dst.reshape(rows, dst.shape[3]))
+
+
+class Pointwise(LayerKind):
+    """A 1x1 convolution: weight (Cout, Cin, 1, 1)."""
+
+    op_class = PointwiseConv
+    name = "pwconv"
+    description = "a 1x1 conv"
+    kernel_size = 1
+    body = True
+
+
+
+
+KIND = Pointwise()

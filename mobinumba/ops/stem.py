@@ -1,0 +1,54 @@
+"""The stem: a standard 3x3 conv + BN + activation on the RGB input (kind `conv`).
+
+Runtime: (N, 3, H, W) NCHW -> (N, Ho, Wo, C) NHWC by the register-tiled GEMM kernel of
+kernels/conv.py, which reads a zero-padded copy of the input that the Workspace provides.
+"""
+from ..kernels.conv import conv3x3_nchw_to_nhwc_clamp, pack_conv3x3_weights
+from .base import ACT_MAX, LayerKind, fold_batch_norm
+
+
+class StemConv:
+    """The stem's runtime op: folded weights packed into GEMM panels, bound to its kernel."""
+
+    def __init__(self, record, activation, padding):
+        self.spec = record.spec
+        weight, bias = fold_batch_norm(record)
+        self.weight, self.bias = pack_conv3x3_weights(weight, bias)  # (P, Cin*9, NR), (P, NR)
+        self.act_max = ACT_MAX[activation]
+        self.padding = padding
+
+    def output_shape(self, shape):
+        """(N, Ho, Wo, C) of an (N, 3, H, W) input."""
+        n, _, height, width = shape
+        out_h, out_w, _, _ = self.spec.output_size(height, width, self.padding)
+        return n, out_h, out_w, self.spec.out_channels
+
+    def padded_input(self, shape):
+        """(padded shape, pad_top, pad_left): the zero-bordered input buffer this op reads."""
+        n, channels, height, width = shape
+        out_h, out_w, pad_top, pad_left = self.spec.output_size(height, width, self.padding)
+        stride = self.spec.stride
+        padded_h = max(pad_top + height, (out_h - 1) * stride + 3)
+        padded_w = max(pad_left + width, (out_w - 1) * stride + 3)
+        return (n, channels, padded_h, padded_w), pad_top, pad_left
+
+    def bind(self, src, dst):
+        """(kernel, args) computing dst (N, Ho, Wo, C) from the padded input src."""
+        return conv3x3_nchw_to_nhwc_clamp, (src, self.weight, self.bias, self.spec.stride,
+                                            self.act_max, dst)
+
+
+class Conv3x3(LayerKind):
+    """A standard 3x3 convolution: weight (Cout, Cin, 3, 3)."""
+
+    op_class = StemConv
+    name = "conv"
+    description = "a 3x3 conv"
+    kernel_size = 3
+    strides = (1, 2)
+    first = True
+
+
+
+
+KIND = Conv3x3()
