@@ -14,7 +14,7 @@ import numba
 
 from . import __version__
 from .architecture import PADDINGS
-from .errors import InputError, MobinumbaError
+from .errors import InputError, MobinumbaError, in_range
 from .model import PREDICT_BATCH
 from .stream import (DEFAULT_PARTITION_SIZE, MAX_BATCH_SIZE, MAX_DECODE_WORKERS,
                      MAX_PARTITION_SIZE)
@@ -49,7 +49,7 @@ def _bounded(kind, low, high, low_open=False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}")
-        if value > high or value < low or (low_open and value == low):
+        if not in_range(value, low, high, low_open):
             bracket = "(" if low_open else "["
             raise argparse.ArgumentTypeError(f"{text} is not in {bracket}{low}, {high}]")
         return value

@@ -21,7 +21,7 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 
-from .errors import InputError, MobinumbaError
+from .errors import MobinumbaError, check_integer
 from .model import PREDICT_BATCH, Model, Prediction, load
 from .threads import available_cores
 
@@ -73,14 +73,9 @@ def default_decode_threads():
 
 def check_options(num_classes, batch_size, topk, workers=0):
     """Raise InputError unless batch_size, topk and workers are usable (topk <= num_classes)."""
-    _check_integer("batch_size", batch_size, 1, MAX_BATCH_SIZE)
-    _check_integer("topk", topk, 1, num_classes)
-    _check_integer("workers", workers, 0, MAX_DECODE_WORKERS)
-
-
-def _check_integer(name, value, low, high):
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InputError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+    check_integer("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+    check_integer("topk", topk, 1, num_classes)
+    check_integer("workers", workers, 0, MAX_DECODE_WORKERS)
 
 
 def _decode(model, path):
