@@ -1,5 +1,9 @@
 """predict_files: classify any number of image files with bounded memory.
 
+Every prediction goes through it: Model.predict (inline decoding, raising on a bad image),
+`mobinumba predict` (inline decoding, printed), `predict --out` (decode threads, into a
+results file, see batch.py) and each task of a Dask run (mobinumba.dask).
+
 The pipeline is a small pool of decoding threads feeding the model through a bounded window of
 futures, in input order:
 
@@ -46,7 +50,8 @@ class FileResult(NamedTuple):
 def predict_files(paths, batch_size=PREDICT_BATCH, topk=5, weights=None, workers=None):
     """Yield a FileResult for each path, in order, lazily and with bounded memory.
 
-    paths: any iterable of image paths (consumed as results are needed).
+    paths: any iterable of image paths (consumed as results are needed), or of PIL images
+    (their FileResult.path is the image itself).
     batch_size: images per forward pass. topk: predictions per image.
     weights: None (the shipped model), a path to a mobinumba .h5 file, or a loaded Model.
     workers: decoding threads (default: default_decode_threads(); 0 decodes in the calling
@@ -79,8 +84,10 @@ def check_options(num_classes, batch_size, topk, workers=0):
 
 
 def _decode(model, path):
-    """(path, (3, S, S) float32 image, None) or (path, None, error message)."""
-    path = os.fspath(path)
+    """(path, (3, S, S) float32 image, None) or (path, None, error message); `path` may also
+    be a PIL image."""
+    if isinstance(path, (str, os.PathLike)):
+        path = os.fspath(path)
     try:
         return path, model.preprocess(path), None
     except MobinumbaError as error:
