@@ -5,6 +5,10 @@ overwriting is not allowed, so a file that appeared meanwhile is not replaced ei
 place only when complete. Any failure removes the temp file. While the temp file is being
 created, renamed or removed, SIGINT and SIGTERM are held back and delivered right after, so
 no interruption can leave it behind.
+
+Every file mobinumba writes whole goes through here: weight files (atomic_output), the bench
+report (AtomicFile, write_atomically), a model shipped to a Dask worker (write_atomically)
+and Parquet results files (AtomicFile kept also after an interruption, see results.py).
 """
 import contextlib
 import os
@@ -26,26 +30,90 @@ def atomic_output(path, overwrite=False):
     exist. If the block raises, or SIGINT (KeyboardInterrupt) or SIGTERM (SystemExit 143)
     arrives, the temp file is removed and `path` is left as it was.
     """
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise MobinumbaError(f"{path}: file exists (use --force to overwrite)")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise MobinumbaError(f"{path}: directory {directory} does not exist")
-    guard = _SignalGuard()
-    with guard.installed():
-        temp_path = None
+    with AtomicFile(path, overwrite) as output:
+        yield output.temp_path
+
+
+def write_atomically(path, data, overwrite=False):
+    """Write `data` (str: UTF-8 text, or bytes) to `path` through atomic_output()."""
+    with atomic_output(path, overwrite) as temp_path:
+        if isinstance(data, str):
+            with open(temp_path, "w", encoding="utf-8") as file:
+                file.write(data)
+        else:
+            with open(temp_path, "wb") as file:
+                file.write(data)
+
+
+class AtomicFile:
+    """A new, empty temp file beside `path` (at `temp_path`) that replaces `path` on commit()
+    or is removed on discard(); SIGINT and SIGTERM are guarded from its creation until then.
+
+    As a context manager it commits when the block completes (unless discard() was called in
+    it) and discards when the block raises. Use the methods directly for a file that is
+    written over a whole run and kept also when the run is interrupted (a Parquet results
+    file: commit(after_interruption=True) once it is closed). Raises MobinumbaError when
+    `path` exists and not `overwrite`, or its directory does not exist.
+    """
+
+    def __init__(self, path, overwrite=False):
+        path = os.fspath(path)
+        if os.path.exists(path) and not overwrite:
+            raise MobinumbaError(f"{path}: file exists (use --force to overwrite)")
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise MobinumbaError(f"{path}: directory {directory} does not exist")
+        self.path = path
+        self.overwrite = overwrite
+        self.temp_path = None
+        self._finished = False
+        self._guard = _SignalGuard()
+        self._guard.install()
         try:
-            with guard.held():
-                temp_path = _create_temp_file(directory, os.path.basename(path))
-            yield temp_path
-            with guard.held():
-                _move_into_place(temp_path, path, overwrite)
-        except BaseException:
-            guard.interruptible = False
-            if temp_path is not None and os.path.exists(temp_path):
-                os.unlink(temp_path)
+            with self._guard.held():
+                self.temp_path = _create_temp_file(directory, os.path.basename(path))
+        except BaseException:  # a signal held back while creating it: remove it again
+            self.discard()
             raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is not None:
+            self.discard()
+        elif not self._finished:
+            self.commit()
+
+    def commit(self, after_interruption=False):
+        """Move the temp file to `path` (atomically; see the module doc).
+
+        A signal that came since the temp file was created cancels the move (the temp file is
+        removed and the signal raised), unless after_interruption: then the file is moved into
+        place anyway, and a signal still pending is raised once it is there.
+        """
+        try:
+            with self._guard.held(raise_pending_first=not after_interruption):
+                if not after_interruption and self._guard.received is not None:
+                    self._guard.reraise()  # the block swallowed the interruption: no move
+                _move_into_place(self.temp_path, self.path, self.overwrite)
+                self._finished = True
+        except BaseException:
+            self.discard()
+            raise
+        finally:
+            self._guard.restore()
+
+    def discard(self):
+        """Remove the temp file, leaving `path` as it was."""
+        self._guard.interruptible = False  # this cleanup runs to the end
+        try:
+            if not self._finished and self.temp_path is not None \
+                    and os.path.exists(self.temp_path):
+                os.unlink(self.temp_path)
+        finally:
+            self._finished = True
+            self._guard.restore()
 
 
 def _create_temp_file(directory, name):
@@ -88,40 +156,40 @@ def _in_finalizer(frame):
 
 
 class _SignalGuard:
-    """SIGINT / SIGTERM handlers for the duration of one atomic write.
+    """SIGINT / SIGTERM handlers for the lifetime of one AtomicFile.
 
-    Every signal is recorded as pending. While `interruptible`, it also raises at once
+    Every signal is recorded (`received`). While `interruptible`, it also raises at once
     (KeyboardInterrupt for SIGINT, SystemExit(128 + signum) for SIGTERM) and marks the guard
     not interruptible, so that the cleanup it triggers cannot itself be interrupted. Inside
-    held(), a signal is only recorded; a pending one raises when held() begins or ends, so
-    the temp file is never moved into place after an interruption. Handlers can only be set
-    from the main thread; elsewhere the guard does nothing.
+    held(), a signal is only recorded as pending; a pending one raises when held() begins or
+    ends, so the temp file is never created or moved into place unnoticed by an interruption.
+    Handlers can only be set from the main thread; elsewhere the guard does nothing.
     """
 
     def __init__(self):
         self.interruptible = True
-        self.pending = None
+        self.received = None  # the last signal number, raised or not
+        self.pending = None   # a signal not yet raised as an exception
+        self._previous = {}
 
-    @contextlib.contextmanager
-    def installed(self):
+    def install(self):
         if threading.current_thread() is not threading.main_thread():
-            yield
             return
-        previous = {}
         for signum in GUARDED_SIGNALS:
             if signal.getsignal(signum) is not signal.SIG_IGN:  # respect nohup and friends
-                previous[signum] = signal.signal(signum, self._handle)
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self):
+        """Put the previous handlers back (once; later calls do nothing)."""
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
     @contextlib.contextmanager
-    def held(self):
+    def held(self, raise_pending_first=True):
         # A signal whose exception got lost (raised inside a weakref callback or a __del__,
         # where Python only prints it) is still pending: honour it before going on.
-        if self.pending is not None:
+        if raise_pending_first and self.pending is not None:
             self._raise(self.pending)
         self.interruptible = False
         yield  # if the block raises, the guard stays held for the cleanup that follows
@@ -129,13 +197,18 @@ class _SignalGuard:
         if self.pending is not None:
             self._raise(self.pending)
 
+    def reraise(self):
+        """Raise the exception of the last signal received."""
+        self._raise(self.received)
+
     def _handle(self, signum, frame):
-        self.pending = signum
+        self.received = self.pending = signum
         if self.interruptible and not _in_finalizer(frame):
             self._raise(signum)
 
     def _raise(self, signum):
         self.interruptible = False
+        self.pending = None
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)

@@ -14,7 +14,7 @@ import sys
 import numba
 
 from .errors import InputError, MobinumbaError
-from .model import load
+from .model import PREDICT_BATCH
 from .progress import Progress
 from .results import check_results_path, open_results
 from .stream import DEFAULT_PARTITION_SIZE, default_decode_threads, predict_files
@@ -23,69 +23,91 @@ from .threads import available_cores, get_threads, set_threads
 EXIT_FAILED_IMAGES = 1
 
 
-def predict_to_file(args, paths):
-    """Classify `paths` into args.out; returns the exit status (1 if any image failed)."""
-    check_results_path(args.out, args.resume, args.force)
-    on_dask = args.dask_scheduler or args.dask_local
-    if args.partition_size is not None and not on_dask:
+def check_file_options(out, resume=False, force=False, decode_threads=None, dask_scheduler=None,
+                       dask_local=None, partition_size=None):
+    """Raise InputError unless predict_to_file() can take these options (before any model is
+    loaded or cluster started): a writable results path, Dask options only with Dask."""
+    check_results_path(out, resume, force)
+    on_dask = dask_scheduler or dask_local
+    if partition_size is not None and not on_dask:
         raise InputError("--partition-size needs --dask-scheduler or --dask-local")
-    if args.decode_threads is not None and on_dask:
+    if decode_threads is not None and on_dask:
         raise InputError("--decode-threads is for runs on this machine; on Dask each task "
                          "decodes in its own thread")
-    model = load(args.weights)
-    if args.topk > model.num_classes:
-        raise InputError(f"--topk {args.topk} exceeds the model's {model.num_classes} classes")
-    with _engine(args, model) as classify, \
-            open_results(args.out, args.topk, resume=args.resume, force=args.force) as out:
-        todo = [path for path in paths if path not in out.done]
+
+
+def predict_to_file(paths, out, model, topk=5, batch_size=PREDICT_BATCH, resume=False,
+                    force=False, threads=None, decode_threads=None, dask_scheduler=None,
+                    dask_local=None, partition_size=None):
+    """Classify `paths` with a loaded `model` into the results file `out`; returns the exit
+    status (1 if any image failed).
+
+    Options as on the command line (check them first with check_file_options(); topk must be
+    <= model.num_classes): threads: kernel threads (None: the cores the decode threads leave
+    on this machine; each worker's share on Dask); decode_threads: None for
+    default_decode_threads(); dask_scheduler (an address) or dask_local (a worker count) run
+    it on Dask in partitions of partition_size (None: DEFAULT_PARTITION_SIZE).
+    """
+    engine = (_on_dask(model, topk, batch_size, threads, dask_scheduler, dask_local,
+                       partition_size or DEFAULT_PARTITION_SIZE)
+              if dask_scheduler or dask_local else
+              _here(model, topk, batch_size, threads, decode_threads))
+    with engine as classify, open_results(out, topk, resume=resume, force=force) as results:
+        todo = [path for path in paths if path not in results.done]
         skipped = len(paths) - len(todo)
         if not todo:
-            print(f"nothing to do: all {len(paths)} images are already in {args.out}")
+            print(f"nothing to do: all {len(paths)} images are already in {out}")
             return 0
         if skipped:
-            print(f"resuming {args.out}: {skipped} of {len(paths)} images are already there",
+            print(f"resuming {out}: {skipped} of {len(paths)} images are already there",
                   file=sys.stderr)
         failures = 0
         with Progress(len(todo)) as progress:
-            for results in classify(todo):
-                out.write(results)
-                for result in results:
-                    if result.error is not None:
+            for rows in classify(todo):
+                results.write(rows)
+                for row in rows:
+                    if row.error is not None:
                         failures += 1
-                        progress.write(f"mobinumba: error: {result.error}")
-                progress.update(len(results))
+                        progress.write(f"mobinumba: error: {row.error}")
+                progress.update(len(rows))
             rate = progress.rate()
-    print(f"wrote {len(todo)} rows to {args.out} ({rate:.1f} images/s)"
+    print(f"wrote {len(todo)} rows to {out} ({rate:.1f} images/s)"
           + (f"; {skipped} were already there" if skipped else ""))
     if failures:
         print(f"mobinumba: error: {failures} of {len(todo)} images could not be read; see the "
-              f"error column of {args.out}", file=sys.stderr)
+              f"error column of {out}", file=sys.stderr)
         return EXIT_FAILED_IMAGES
     return 0
 
 
 @contextlib.contextmanager
-def _engine(args, model):
-    """A function paths -> iterator of FileResult lists: a batch at a time here, a partition at
-    a time on Dask (with the client connected, or the local cluster started, for the run)."""
-    if args.dask_scheduler or args.dask_local:
-        with _dask_client(args) as client:
-            yield lambda paths: _dask_batches(client, paths, model, args)
-    else:
-        decode = (default_decode_threads() if args.decode_threads is None
-                  else args.decode_threads)
-        previous = get_threads()
-        if args.threads is None:  # one thread per core: the kernels get the cores left
-            set_threads(max(1, min(available_cores() - decode, numba.config.NUMBA_NUM_THREADS)))
-        try:
-            yield lambda paths: _batched(predict_files(paths, args.batch_size, args.topk,
-                                                       weights=model, workers=decode),
-                                         args.batch_size)
-        finally:
-            set_threads(previous)
+def _here(model, topk, batch_size, threads, decode_threads):
+    """A function paths -> iterator of FileResult lists, a batch at a time, on this machine.
+
+    Threads: `decode_threads` decode (default: a third of the cores) and, unless `threads`
+    was given, the kernels get the other cores for the run, so that the process runs one
+    thread per core (docs/scale.md)."""
+    decode = default_decode_threads() if decode_threads is None else decode_threads
+    previous = get_threads()
+    if threads is None:  # one thread per core: the kernels get the cores left
+        set_threads(max(1, min(available_cores() - decode, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield lambda paths: _batched(predict_files(paths, batch_size, topk, weights=model,
+                                                   workers=decode), batch_size)
+    finally:
+        set_threads(previous)
 
 
-def _dask_batches(client, paths, model, args):
+@contextlib.contextmanager
+def _on_dask(model, topk, batch_size, threads, dask_scheduler, dask_local, partition_size):
+    """A function paths -> iterator of FileResult lists, a partition at a time as they finish
+    on Dask (with the client connected, or the local cluster started, for the run)."""
+    with _dask_client(dask_scheduler, dask_local) as client:
+        yield lambda paths: _dask_batches(client, paths, model, topk, batch_size, threads,
+                                          partition_size)
+
+
+def _dask_batches(client, paths, model, topk, batch_size, threads, partition_size):
     """iter_results(), with Dask giving up on a task turned into a one-line error."""
     from concurrent.futures import CancelledError
 
@@ -94,10 +116,8 @@ def _dask_batches(client, paths, model, args):
     from .dask import iter_results
 
     try:
-        yield from iter_results(client, paths, model, batch_size=args.batch_size,
-                                topk=args.topk,
-                                partition_size=args.partition_size or DEFAULT_PARTITION_SIZE,
-                                threads=args.threads)
+        yield from iter_results(client, paths, model, batch_size=batch_size, topk=topk,
+                                partition_size=partition_size, threads=threads)
     except (KilledWorker, CancelledError) as error:
         raise MobinumbaError(f"the Dask cluster gave up ({type(error).__name__}: "
                              f"{' '.join(str(error).split())}); the rows written so far are "
@@ -116,20 +136,20 @@ def _batched(items, size):
         yield batch
 
 
-def _dask_client(args):
-    """A distributed.Client on args.dask_scheduler, or on a new LocalCluster of N workers."""
+def _dask_client(scheduler, local_workers):
+    """A distributed.Client on `scheduler`, or on a new LocalCluster of `local_workers`."""
     try:
         from distributed import Client
     except ImportError:
         raise InputError("--dask-scheduler / --dask-local need Dask: pip install "
                          "'mobinumba[dask]'") from None
-    if args.dask_local:
-        cluster = local_cluster(args.dask_local)
+    if local_workers:
+        cluster = local_cluster(local_workers)
         return _ClusterClient(Client(cluster), cluster)
     try:
-        return _ClusterClient(Client(args.dask_scheduler, timeout="10s"), None)
+        return _ClusterClient(Client(scheduler, timeout="10s"), None)
     except (OSError, TimeoutError, ValueError) as error:
-        raise InputError(f"cannot connect to the Dask scheduler at {args.dask_scheduler}: "
+        raise InputError(f"cannot connect to the Dask scheduler at {scheduler}: "
                          f"{' '.join(str(error).split())}") from None
 
 

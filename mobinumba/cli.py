@@ -8,13 +8,11 @@ import json
 import shlex
 import sys
 
-import numpy as np
-
 import numba
 
 from . import __version__
+from .errors import InputError, MobinumbaError, in_range
 from .padding import PADDINGS
-from .errors import InputError, MobinumbaError
 from .model import PREDICT_BATCH
 from .stream import (DEFAULT_PARTITION_SIZE, MAX_BATCH_SIZE, MAX_DECODE_WORKERS,
                      MAX_PARTITION_SIZE)
@@ -49,7 +47,7 @@ def _bounded(kind, low, high, low_open=False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}")
-        if value > high or value < low or (low_open and value == low):
+        if not in_range(value, low, high, low_open):
             bracket = "(" if low_open else "["
             raise argparse.ArgumentTypeError(f"{text} is not in {bracket}{low}, {high}]")
         return value
@@ -228,45 +226,60 @@ def run_convert(args):
 
 
 def run_predict(args):
-    """`mobinumba predict`: top-k per image; carries on past unreadable images.
+    """`mobinumba predict`: top-k per image, printed or into --out FILE; carries on past
+    unreadable images.
 
     Each bad image gets one error line on stderr (and an {"path", "error"} entry in --json
-    output, in input order); the exit status is 1 when any image failed.
+    output, or a row with an error in FILE, in input order); the exit status is 1 when any
+    image failed. Both ways go through stream.predict_files.
     """
     from .inputs import expand_inputs
     from .model import load
 
     images = expand_inputs(args.images)
+    if args.out is None:
+        _check_stdout_options(args)
+    else:
+        from .batch import check_file_options
+        check_file_options(args.out, args.resume, args.force, args.decode_threads,
+                           args.dask_scheduler, args.dask_local, args.partition_size)
+    model = load(args.weights)
+    if args.topk > model.num_classes:  # worded for the command line; the library says topk
+        raise InputError(f"--topk {args.topk} exceeds the model's {model.num_classes} classes")
     if args.out is not None:
         from .batch import predict_to_file
-        return predict_to_file(args, images)
-    _check_stdout_options(args)
-    model = load(args.weights)
-    if args.topk > model.num_classes:
-        raise InputError(f"--topk {args.topk} exceeds the model's {model.num_classes} classes")
+        return predict_to_file(images, args.out, model, topk=args.topk,
+                               batch_size=args.batch_size, resume=args.resume, force=args.force,
+                               threads=args.threads, decode_threads=args.decode_threads,
+                               dask_scheduler=args.dask_scheduler, dask_local=args.dask_local,
+                               partition_size=args.partition_size)
+    return _print_results(images, model, args.topk, args.batch_size, args.json)
+
+
+def _print_results(images, model, topk, batch_size, as_json):
+    """Print each image's predictions (or, with as_json, one JSON list at the end); returns
+    the exit status.
+
+    Decoding runs inline (workers=0) with every kernel thread, as before predict_files served
+    this path: printing is for a few images at a prompt, where a decode thread has no next
+    image to overlap with and would only take a core from the forward pass.
+    """
+    from .stream import predict_files
+
     failures = 0
-    results = []
-    per_batch = model.images_per_batch(args.batch_size)
-    for start in range(0, len(images), per_batch):
-        entries, good, arrays = [], [], []  # entries: this batch's results, in input order
-        for path in images[start:start + per_batch]:
-            try:
-                arrays.append(model.preprocess(path))
-            except MobinumbaError as error:
-                failures += 1
-                print(f"mobinumba: error: {error}", file=sys.stderr)
-                entries.append({"path": path, "error": str(error)})
-            else:
-                entries.append({"path": path})
-                good.append(entries[-1])
-        if arrays:
-            for entry, top in zip(good, model.top_k(model(np.stack(arrays)), args.topk)):
-                entry["predictions"] = [p._asdict() for p in top]
-                if not args.json:
-                    _print_predictions(entry["path"], top)
-        results.extend(entries)
-    if args.json:
-        print(json.dumps(results, indent=2))
+    entries = []  # in input order, errors included
+    for result in predict_files(images, batch_size, topk, weights=model, workers=0):
+        if result.error is not None:
+            failures += 1
+            print(f"mobinumba: error: {result.error}", file=sys.stderr)
+            entries.append({"path": result.path, "error": result.error})
+            continue
+        entries.append({"path": result.path,
+                        "predictions": [p._asdict() for p in result.predictions]})
+        if not as_json:
+            _print_predictions(result.path, result.predictions)
+    if as_json:
+        print(json.dumps(entries, indent=2))
     return EXIT_ERROR if failures else 0
 
 

@@ -43,7 +43,8 @@ import pandas as pd
 from distributed import as_completed, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from .errors import InputError
+from .atomic import write_atomically
+from .errors import InputError, check_integer
 from .model import PREDICT_BATCH, Model, load
 from .results import columns, result_row
 from .stream import (DEFAULT_PARTITION_SIZE, MAX_PARTITION_SIZE, check_options,
@@ -103,11 +104,8 @@ class ModelPlugin(WorkerPlugin):
 
     def _load(self, worker):
         path = os.path.join(worker.local_directory, f"{self.sha256[:16]}-{self.file_name}")
-        if not os.path.exists(path):
-            temp = f"{path}.{os.getpid()}.tmp"
-            with open(temp, "wb") as file:
-                file.write(self.data)
-            os.replace(temp, path)
+        if not os.path.exists(path):  # overwrite: a racing worker writes the same bytes
+            write_atomically(path, self.data, overwrite=True)
         self.data = None  # the worker keeps the model, not a second copy of the file
         serve_large_arrays_from_the_heap()
         set_threads(kernel_threads(worker, self.threads))
@@ -263,10 +261,7 @@ def iter_results(client, paths, weights=None, batch_size=PREDICT_BATCH, topk=5,
 
 
 def _check(plugin, batch_size, topk, partition_size):
-    if isinstance(partition_size, bool) or not isinstance(partition_size, int) or \
-            not 1 <= partition_size <= MAX_PARTITION_SIZE:
-        raise InputError(f"partition_size must be an integer in 1..{MAX_PARTITION_SIZE}, got "
-                         f"{partition_size!r}")
+    check_integer("partition_size", partition_size, 1, MAX_PARTITION_SIZE)
     check_options(plugin.num_classes, batch_size, topk)
 
 

@@ -40,3 +40,19 @@ def check_regular_file(path, error, what):
         raise error(f"{path}: is a directory, not {what}")
     if not os.path.isfile(path):
         raise error(f"{path}: not a regular file")
+
+
+def in_range(value, low, high, low_open=False):
+    """Whether low <= value <= high (low < value <= high with low_open): the one range test
+    behind check_integer() and the command line's bounded options."""
+    return (low < value if low_open else low <= value) and value <= high
+
+
+def check_integer(name, value, low, high, error=InputError, high_name=None):
+    """Return `value` if it is an int (a bool is not) in low..high; else raise `error` with
+    "NAME must be an integer in LOW..HIGH (HIGH_NAME), got VALUE" (no parenthesis without
+    high_name, which says where the upper bound comes from)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not in_range(value, low, high):
+        bound = f"{high} ({high_name})" if high_name else f"{high}"
+        raise error(f"{name} must be an integer in {low}..{bound}, got {value!r}")
+    return value

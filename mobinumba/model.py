@@ -107,20 +107,19 @@ class Model:
 
         Each image is decoded and transformed by the preprocessing stored in the weight file.
         Returns one list of Prediction(index, label, probability) per image, most probable
-        first; `label` is the class index as a string when the file has no labels.
+        first; `label` is the class index as a string when the file has no labels. Raises
+        InputError for the first image that cannot be read, or a topk not in 1..num_classes.
         """
+        from .stream import predict_files  # stream.py builds on this module
+
         if isinstance(images, (str, os.PathLike)) or not hasattr(images, "__iter__"):
             images = [images]
-        images = list(images)
-        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= \
-                self.num_classes:
-            raise InputError(f"topk must be an integer in 1..{self.num_classes}, got {topk!r}")
         results = []
-        per_batch = self.images_per_batch()
-        for start in range(0, len(images), per_batch):
-            batch = np.stack([self.preprocess(image)
-                              for image in images[start:start + per_batch]])
-            results.extend(self.top_k(self(batch), topk))
+        # Decoding in this thread, between forward passes: no threads started by a library call.
+        for result in predict_files(images, PREDICT_BATCH, topk, weights=self, workers=0):
+            if result.error is not None:
+                raise InputError(result.error)
+            results.append(result.predictions)
         return results
 
     def images_per_batch(self, wanted=PREDICT_BATCH):

@@ -12,8 +12,9 @@ Never half-written:
   write(), then flushed, so an interrupted run leaves every finished row intact. Should a
   crash tear the last line anyway (a full disk), --resume cuts it off before appending.
 - .parquet cannot be appended to, so rows go to a temporary file beside the output (row groups
-  of PARQUET_ROW_GROUP rows) that replaces the output by a rename when the run ends, also when
-  it ends by an error or Ctrl-C; a killed process leaves the previous output untouched.
+  of PARQUET_ROW_GROUP rows, through atomic.AtomicFile) that replaces the output by a rename
+  when the run ends, also when it ends by an error, Ctrl-C or SIGTERM; a killed process
+  leaves the previous output untouched.
 --resume reads the paths already in the output and the caller skips them.
 """
 import csv
@@ -21,6 +22,7 @@ import io
 import json
 import os
 
+from .atomic import AtomicFile
 from .errors import InputError
 
 FORMATS = (".csv", ".jsonl", ".parquet")
@@ -185,30 +187,35 @@ class ParquetResults:
         self.rows_written = 0
         self._pa = pa
         self._pending = []  # rows not yet in a row group
-        self._temp = os.path.join(os.path.dirname(path) or ".",
-                                  f".{os.path.basename(path)}.{os.getpid()}.tmp")
         previous = pq.read_table(path) if resume else None
         if previous is not None and previous.schema.names != self.schema.names:
             raise InputError(f"{path}: cannot resume: it has columns "
                              f"{_shown(previous.schema.names)}, this run writes "
                              f"{_shown(self.schema.names)} (use the same --topk, or a new file)")
-        self._writer = pq.ParquetWriter(self._temp, self.schema)
-        if previous is not None:
-            self.done = set(previous.column("path").to_pylist())
-            self._writer.write_table(previous.cast(self.schema))
+        # Existing outputs were refused or allowed (--resume, --force) by check_results_path.
+        self._output = AtomicFile(path, overwrite=True)
+        try:
+            self._writer = pq.ParquetWriter(self._output.temp_path, self.schema)
+            if previous is not None:
+                self.done = set(previous.column("path").to_pylist())
+                self._writer.write_table(previous.cast(self.schema))
+        except BaseException:
+            self._output.discard()
+            raise
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        """Write what is pending, close the file and move it over the output."""
+        """Write what is pending, close the file and move it over the output, also when the
+        run was interrupted (the rows so far are kept); a file that fails to close is dropped."""
         try:
             self._flush_rows()
             self._writer.close()
-            os.replace(self._temp, self.path)
-        finally:
-            if os.path.exists(self._temp):
-                os.unlink(self._temp)
+        except BaseException:
+            self._output.discard()
+            raise
+        self._output.commit(after_interruption=True)
 
     def write(self, results):
         """Add FileResults; they reach the file in row groups of PARQUET_ROW_GROUP rows."""

@@ -1,5 +1,9 @@
 """predict_files: classify any number of image files with bounded memory.
 
+Every prediction goes through it: Model.predict (inline decoding, raising on a bad image),
+`mobinumba predict` (inline decoding, printed), `predict --out` (decode threads, into a
+results file, see batch.py) and each task of a Dask run (mobinumba.dask).
+
 The pipeline is a small pool of decoding threads feeding the model through a bounded window of
 futures, in input order:
 
@@ -21,7 +25,7 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 
-from .errors import InputError, MobinumbaError
+from .errors import MobinumbaError, check_integer
 from .model import PREDICT_BATCH, Model, Prediction, load
 from .threads import available_cores
 
@@ -46,7 +50,8 @@ class FileResult(NamedTuple):
 def predict_files(paths, batch_size=PREDICT_BATCH, topk=5, weights=None, workers=None):
     """Yield a FileResult for each path, in order, lazily and with bounded memory.
 
-    paths: any iterable of image paths (consumed as results are needed).
+    paths: any iterable of image paths (consumed as results are needed), or of PIL images
+    (their FileResult.path is the image itself).
     batch_size: images per forward pass. topk: predictions per image.
     weights: None (the shipped model), a path to a mobinumba .h5 file, or a loaded Model.
     workers: decoding threads (default: default_decode_threads(); 0 decodes in the calling
@@ -73,19 +78,16 @@ def default_decode_threads():
 
 def check_options(num_classes, batch_size, topk, workers=0):
     """Raise InputError unless batch_size, topk and workers are usable (topk <= num_classes)."""
-    _check_integer("batch_size", batch_size, 1, MAX_BATCH_SIZE)
-    _check_integer("topk", topk, 1, num_classes)
-    _check_integer("workers", workers, 0, MAX_DECODE_WORKERS)
-
-
-def _check_integer(name, value, low, high):
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InputError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+    check_integer("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+    check_integer("topk", topk, 1, num_classes)
+    check_integer("workers", workers, 0, MAX_DECODE_WORKERS)
 
 
 def _decode(model, path):
-    """(path, (3, S, S) float32 image, None) or (path, None, error message)."""
-    path = os.fspath(path)
+    """(path, (3, S, S) float32 image, None) or (path, None, error message); `path` may also
+    be a PIL image."""
+    if isinstance(path, (str, os.PathLike)):
+        path = os.fspath(path)
     try:
         return path, model.preprocess(path), None
     except MobinumbaError as error:

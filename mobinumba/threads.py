@@ -11,6 +11,8 @@ import threading
 
 import numba
 
+from .errors import check_integer
+
 _lock = threading.RLock()
 _threads = None  # None: Numba's default (NUMBA_NUM_THREADS, all cores)
 
@@ -18,10 +20,8 @@ _threads = None  # None: Numba's default (NUMBA_NUM_THREADS, all cores)
 def set_threads(n):
     """Use `n` threads in every kernel from now on (1 <= n <= NUMBA_NUM_THREADS)."""
     global _threads
-    limit = numba.config.NUMBA_NUM_THREADS
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
-        raise ValueError(f"threads must be an integer in 1..{limit} (NUMBA_NUM_THREADS), "
-                         f"got {n!r}")
+    check_integer("threads", n, 1, numba.config.NUMBA_NUM_THREADS, error=ValueError,
+                  high_name="NUMBA_NUM_THREADS")
     with _lock:
         _threads = n
 

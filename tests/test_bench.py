@@ -23,8 +23,8 @@ from mobinumba.bench.charts import render_charts
 from mobinumba.bench.convnet import conv_mobilenet_workspace
 from mobinumba.bench.markdown import render_markdown
 from mobinumba.bench.peers import PEERS, measure_peers
-from mobinumba.bench.runner import Progress
 from mobinumba.bench.synthetic import conv_mobilenet_specs, random_model_file, random_records
+from mobinumba.progress import Progress
 from mobinumba.reference import reference_logits
 from mobinumba.weights import write_model_file
 
@@ -292,7 +292,7 @@ def test_report_without_matplotlib_or_tqdm(quick, monkeypatch, tmp_path, capsys)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "tqdm", None)
     assert not render_charts(quick[0], str(tmp_path / "report.png"))
-    with Progress(2) as progress:
+    with Progress(2, "mobinumba bench", "step") as progress:
         progress.step("first")
         progress.step("second")
     assert capsys.readouterr().err == ("mobinumba bench [1/2] first\n"

@@ -119,3 +119,31 @@ def test_inspect_of_a_hostile_file_is_one_line(small, tmp_path, capsys):
     assert run_cli("inspect", path) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "label 9 contains control characters" in err
+
+
+@pytest.mark.parametrize("argv,words", [
+    (("predict", "x.jpg", "--topk", "0"), "argument --topk: 0 is not in [1, 1000000]"),
+    (("predict", "x.jpg", "--batch-size", "1.5"), "'1.5' is not a valid int"),
+    (("convert", "m.pth", "-o", "m.h5", "--crop-pct", "0"), "0 is not in (0.0, 1.0]"),
+    (("convert", "m.pth", "-o", "m.h5", "--tolerance", "nan"), "nan is not in (0.0, 1.0]"),
+    (("bench", "--width", "inf"), "inf is not in (0.0, 4.0]"),
+])
+def test_out_of_range_options_are_refused_by_argparse(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*argv)
+    assert exit_info.value.code == 2
+    assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [0, True, 2.0, 10 ** 9])
+def test_thread_counts_are_checked_like_every_integer_option(value):
+    limit = numba_threads()
+    with pytest.raises(ValueError) as refused:
+        mobinumba.set_threads(value)
+    assert str(refused.value) == (f"threads must be an integer in 1..{limit} "
+                                  f"(NUMBA_NUM_THREADS), got {value!r}")
+
+
+def numba_threads():
+    import numba
+    return numba.config.NUMBA_NUM_THREADS

@@ -4,12 +4,15 @@ overwrite without --force, also when interrupted.
 `mobinumba convert` runs as a subprocess on a full-width (17 MB) checkpoint; the test
 watches the output directory and signals the process once the temp file appears: at once
 (mid-write), a little later, or during the self-check (the temp file complete, not yet
-moved into place).
+moved into place). Then atomic.py's API on its own, and a Parquet `predict --out` run
+stopped by SIGTERM.
 """
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -17,7 +20,7 @@ from safetensors.torch import save_file
 
 import mobinumba
 from conftest import build_reference
-from mobinumba.atomic import atomic_output
+from mobinumba.atomic import AtomicFile, atomic_output, write_atomically
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +150,115 @@ def test_overwrite_replaces_and_handlers_are_restored(tmp_path):
             stream.write(b"new")
     assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["out.bin"]
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def handlers():
+    return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+
+def test_an_interruption_swallowed_in_the_block_still_cancels_the_move(tmp_path):
+    path = tmp_path / "out.bin"
+    before = handlers()
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(path) as temp:
+            with open(temp, "wb") as stream:
+                stream.write(b"half")
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except KeyboardInterrupt:
+                pass  # code that swallows it must not get its file moved into place
+    assert os.listdir(tmp_path) == [] and handlers() == before
+
+
+def test_commit_after_interruption_keeps_what_was_written(tmp_path):
+    """The Parquet results writer's way: rows written before Ctrl-C replace the output."""
+    path = tmp_path / "rows.bin"
+    path.write_bytes(b"previous rows")
+    before = handlers()
+    output = AtomicFile(path, overwrite=True)
+    with pytest.raises(KeyboardInterrupt):
+        with open(output.temp_path, "wb") as stream:
+            stream.write(b"previous rows, new rows")
+            stream.flush()
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    output.commit(after_interruption=True)
+    assert path.read_bytes() == b"previous rows, new rows"
+    assert os.listdir(tmp_path) == ["rows.bin"] and handlers() == before
+
+
+def test_discard_keeps_the_previous_file_and_restores_the_handlers(tmp_path):
+    path = tmp_path / "report.png"
+    path.write_bytes(b"old chart")
+    before = handlers()
+    with AtomicFile(path, overwrite=True) as output:
+        with open(output.temp_path, "wb") as stream:
+            stream.write(b"new")
+        output.discard()  # e.g. nothing to draw
+    assert path.read_bytes() == b"old chart" and os.listdir(tmp_path) == ["report.png"]
+    assert handlers() == before
+
+
+def test_write_atomically_text_bytes_and_refusals(tmp_path):
+    path = tmp_path / "report.md"
+    write_atomically(path, "caf\u00e9\n")
+    assert path.read_bytes() == "caf\u00e9\n".encode("utf-8")
+    with pytest.raises(mobinumba.MobinumbaError, match="file exists \\(use --force"):
+        write_atomically(path, "again")
+    write_atomically(path, b"\x00bytes", overwrite=True)
+    assert path.read_bytes() == b"\x00bytes"
+    with pytest.raises(mobinumba.MobinumbaError, match="does not exist"):
+        write_atomically(tmp_path / "missing" / "x.md", "text")
+    assert os.listdir(tmp_path) == ["report.md"]
+    assert (os.stat(path).st_mode & 0o777) == 0o666 & ~current_umask()  # not mkstemp's 0600
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ---------------------------------------------------------------- Parquet results, SIGTERM
+
+def test_sigterm_during_a_parquet_run_keeps_whole_rows_and_no_temp_file(small_model, tmp_path):
+    """The Parquet file is rewritten through a temp file for the whole run: SIGTERM, like
+    Ctrl-C, moves the rows done so far into place and leaves no temp file. The signal is sent
+    once the progress bar (or plain line) shows 20 images done."""
+    from PIL import Image
+
+    from mobinumba.results import read_results
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (48, 40), (200, 30, 90)).save(images / "0000.png")
+    for index in range(1, 3000):
+        os.symlink(images / "0000.png", images / f"{index:04d}.png")
+    out = tmp_path / "results.parquet"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mobinumba.cli", "predict", str(images), "--weights",
+         small_model[1], "--out", str(out), "--batch-size", "1", "--decode-threads", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint)
+    stderr = bytearray()
+
+    def read_stderr():
+        while chunk := os.read(process.stderr.fileno(), 4096):
+            stderr.extend(chunk)
+
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    deadline = time.monotonic() + 300
+    while max(map(int, re.findall(rb"(\d+)/3000", bytes(stderr))), default=0) < 20:
+        assert process.poll() is None, f"finished before the signal: {bytes(stderr)[-500:]}"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert any(name.endswith(".tmp") for name in os.listdir(tmp_path))  # rows go there
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=300)
+    reader.join()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert sorted(os.listdir(tmp_path)) == ["images", "results.parquet"]
+    paths = [row["path"] for row in read_results(out)]
+    assert 0 < len(paths) < 3000, len(paths)
+    assert paths == [str(images / f"{index:04d}.png") for index in range(len(paths))]

@@ -7,17 +7,18 @@ and written as report.json (all figures), report.md (rendered from the JSON) and
 """
 import json
 import os
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from ..architecture import count
+from ..atomic import AtomicFile, write_atomically
 from ..errors import InputError
 from ..graph import build_ops, workspace_bytes
 from ..model import MAX_WORKSPACE_BYTES, Model
 from ..ops.stem import KIND as STEM
+from ..progress import Progress
 from ..threads import get_threads
 from ..weights import read_model_file, write_model_file
 from .environment import collect_environment, load_average
@@ -105,7 +106,8 @@ def run_benchmarks(config):
     _prepare_output(config.out)
     load_at_start = load_average()
     steps = 11
-    with Progress(steps) as progress, tempfile.TemporaryDirectory(prefix="mobinumba-") as tmp:
+    with Progress(steps, "mobinumba bench", "step") as progress, \
+            tempfile.TemporaryDirectory(prefix="mobinumba-") as tmp:
         progress.step("model")
         weights_path = config.weights
         if weights_path is None:  # the cold-start processes load the model from a file
@@ -220,76 +222,20 @@ def _prepare_output(out):
 
 def _write_files(report, out):
     """Write report.png (if matplotlib is installed), report.json and report.md, each through
-    a temp file and a rename so that no half-written report is left behind; report["files"]
-    names the files written."""
+    atomic.py so that no half-written report is left behind; report["files"] names the files
+    written."""
     from .charts import render_charts
     from .markdown import render_markdown
 
     files = {}
     png = os.path.join(out, "report.png")
-    if _atomic_write(png, lambda path: render_charts(report, path)):
-        files["png"] = png
+    with AtomicFile(png, overwrite=True) as output:
+        if render_charts(report, output.temp_path):
+            files["png"] = png
+        else:  # no matplotlib: no chart, and an older report.png is left as it was
+            output.discard()
     files["json"] = os.path.join(out, "report.json")
     files["md"] = os.path.join(out, "report.md")
     report["files"] = {kind: os.path.basename(path) for kind, path in files.items()}
-    _atomic_write(files["json"], lambda path: _write_text(path, json.dumps(report, indent=2)))
-    _atomic_write(files["md"], lambda path: _write_text(path, render_markdown(report)))
-
-
-def _write_text(path, text):
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text + "\n")
-    return True
-
-
-def _atomic_write(path, write):
-    """write(temp_path) -> bool; the temp file replaces `path` when it returns True."""
-    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path)
-                                or ".")
-    os.close(fd)
-    try:
-        written = write(temp)
-        if written:
-            os.replace(temp, path)
-        return written
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-
-
-class Progress:
-    """A tqdm progress bar over the report's steps, or one line per step without tqdm."""
-
-    def __init__(self, steps):
-        self.steps = steps
-        self.done = 0
-        self.label = ""
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            self.bar = None
-        else:
-            self.bar = tqdm(total=steps, desc="mobinumba bench", unit="step", file=sys.stderr)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.update(self.steps - self.bar.n)
-            self.bar.close()
-
-    def step(self, label):
-        """Start the step called `label`, completing the previous one."""
-        if self.bar is not None:
-            self.bar.update(self.done - self.bar.n)
-            self.bar.set_description_str(f"mobinumba bench: {label}")
-        else:
-            print(f"mobinumba bench [{self.done + 1}/{self.steps}] {label}", file=sys.stderr)
-        self.done += 1
-        self.label = label
-
-    def tick(self, detail):
-        """Show where a long step is (e.g. "block 3/13") without counting a step."""
-        if self.bar is not None:
-            self.bar.set_description_str(f"mobinumba bench: {self.label}, {detail}")
+    write_atomically(files["json"], json.dumps(report, indent=2) + "\n", overwrite=True)
+    write_atomically(files["md"], render_markdown(report) + "\n", overwrite=True)
