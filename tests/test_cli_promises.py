@@ -43,7 +43,8 @@ def restore_threads():
 
 
 def convert(checkpoint, output, *extra):
-    return run_cli("convert", checkpoint, "-o", output, *extra)
+    """`mobinumba convert` at input size 64: the self-check's forward passes stay cheap."""
+    return run_cli("convert", checkpoint, "-o", output, "--input-size", 64, *extra)
 
 
 # ----------------------------------------------------------------------- the self-check line
@@ -177,7 +178,7 @@ def test_predict_text_lines(checkpoints, tmp_path, capsys):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(SMALL_LABELS) + "\n")
     weights = tmp_path / "small.h5"
-    assert convert(checkpoints[10][1], weights, "--labels", labels, "--input-size", 64) == 0
+    assert convert(checkpoints[10][1], weights, "--labels", labels) == 0
     photos = make_photos(tmp_path / "photos", 3, seed=2)
     capsys.readouterr()
     assert run_cli("predict", *photos, "--weights", weights, "--topk", 4) == 0

@@ -80,7 +80,7 @@ def test_without_torch_convert_reads_safetensors_and_the_model_runs(sources, sma
     written = tmp_path / "no_torch.h5"
     answers = run_without(
         ["torch"],
-        ["convert", safetensors, "-o", written],
+        ["convert", safetensors, "-o", written, "--input-size", 64],
         ["convert", safetensors, "-o", tmp_path / "check.h5", "--check"],
         ["convert", pth, "-o", tmp_path / "pth.h5"],
         ["predict", *photos, "--weights", small_model[1], "--json"],
@@ -93,7 +93,8 @@ def test_without_torch_convert_reads_safetensors_and_the_model_runs(sources, sma
     logits = mobinumba.load(written)(x)
     np.testing.assert_allclose(logits, torch_logits(reference, x), rtol=0,
                                atol=1e-4 * max(1.0, np.abs(logits).max()))
-    assert run_cli("convert", safetensors, "-o", tmp_path / "here.h5", "--no-check") == 0
+    assert run_cli("convert", safetensors, "-o", tmp_path / "here.h5", "--input-size", 64,
+                   "--no-check") == 0
     np.testing.assert_array_equal(mobinumba.load(tmp_path / "here.h5")(x), logits)
 
     assert check == {"rc": 1, "out": "", "err": "mobinumba: error: --check needs torch "
@@ -116,7 +117,7 @@ def test_without_safetensors_convert_reads_pth(sources, tmp_path):
     reference, safetensors, pth = sources
     refused, converted = run_without(["safetensors"],
                                      ["convert", safetensors, "-o", tmp_path / "a.h5"],
-                                     ["convert", pth, "-o", tmp_path / "b.h5"])
+                                     ["convert", pth, "-o", tmp_path / "b.h5", "--input-size", 64])
     assert refused["rc"] == 1 and refused["err"] == (
         f"mobinumba: error: {safetensors}: reading .safetensors needs the safetensors package "
         f"(pip install 'mobinumba[convert]')\n")
