@@ -218,7 +218,8 @@ def run_convert(args):
         shown = ", ".join(report.ignored[:3]) + (", ..." if len(report.ignored) > 3 else "")
         print(f"ignored {len(report.ignored)} constant(s) outside the MobileNetV1 scope: {shown}")
     if report.check_difference is None:
-        print("self-check skipped (torch is not installed)")
+        reason = "--no-check" if args.check is False else "torch is not installed"
+        print(f"self-check skipped ({reason})")
     else:
         print(f"self-check against PyTorch: max |logit difference| "
               f"{report.check_difference:.3g} (allowed {report.check_allowed:.3g})")

@@ -1,12 +1,16 @@
 """`mobinumba bench`: the report generator on its tiny --quick configuration.
 
-One quick run (width 0.25, 64x64, few runs, peers included) is shared by the module. The tests
+One quick run (width 0.25, 64x64, few runs, peers included) is shared by the module; it is
+given every option that changes what is measured (--runs, --warmup, --threads, --weights FILE,
+--peers LIST), so that the report can be checked for each of them. The tests
 check that every section is there and every figure finite, recount the paper's tables with
 PyTorch modules (parameters by numel, multiply-adds by forward hooks on the meta device),
 and check the Conv MobileNet the report times against PyTorch. No test asserts a timing.
 """
+import dataclasses
 import json
 import math
+import re
 import sys
 
 import numpy as np
@@ -24,8 +28,10 @@ from mobinumba.bench.convnet import conv_mobilenet_workspace
 from mobinumba.bench.markdown import render_markdown
 from mobinumba.bench.peers import PEERS, measure_peers
 from mobinumba.bench.synthetic import conv_mobilenet_specs, random_model_file, random_records
+from mobinumba.cli import build_parser
 from mobinumba.progress import Progress
 from mobinumba.reference import reference_logits
+from mobinumba.threads import get_threads, set_threads
 from mobinumba.weights import write_model_file
 
 HEADINGS = ("## Headline", "## 1. Environment", "## 2. The paper's tables",
@@ -33,11 +39,33 @@ HEADINGS = ("## Headline", "## 1. Environment", "## 2. The paper's tables",
             "## 4. End-to-end latency and throughput", "## 5. Per-layer profile", "## 6. Peers")
 
 
+# The options of the shared quick run: none is --quick's default (10 runs, 2 warm-up runs,
+# all cores, random ReLU6 weights).
+QUICK_RUNS, QUICK_WARMUP, QUICK_THREADS = 6, 3, 1  # 6: a multiple of the 2 peer rounds
+
+
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def quick_weights(tmp_path_factory):
+    """A width-0.25, 64x64 weight file that differs from --quick's random model in its
+    activation (ReLU, not ReLU6) and seed, so the report shows which model it measured."""
+    path = tmp_path_factory.mktemp("bench_weights") / "relu.h5"
+    model_file = random_model_file(0.25, input_size=64, seed=11)
+    model_file.info = dataclasses.replace(model_file.info, activation="relu")
+    write_model_file(path, model_file)
+    return path
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, quick_weights):
     """(report dict from report.json, report.md text, output directory) of one quick run."""
     out = tmp_path_factory.mktemp("bench") / "report"
-    assert run_cli("bench", "--quick", "--out", out) == 0
+    threads = get_threads()
+    try:
+        assert run_cli("bench", "--quick", "--out", out, "--runs", QUICK_RUNS, "--warmup",
+                       QUICK_WARMUP, "--threads", QUICK_THREADS, "--weights", quick_weights,
+                       "--peers", "torch,onnxruntime") == 0
+    finally:
+        set_threads(threads)  # --threads sets the process's kernel threads
     report = json.loads((out / "report.json").read_text())
     return report, (out / "report.md").read_text(), out
 
@@ -84,7 +112,6 @@ def test_sections_cover_the_whole_network(quick):
     report = quick[0]
     assert report["config"]["width"] == 0.25 and report["config"]["size"] == 64
     environment = report["environment"]
-    assert set(environment["cpu_flags"]) >= {"avx2", "avx512f"}
     assert environment["numba_threading_layer"] in ("omp", "tbb", "workqueue")
     # 28 weight layers and the pooling, with the mult-adds of architecture.count().
     layers = report["layers"]["layers"]
@@ -105,7 +132,7 @@ def test_sections_cover_the_whole_network(quick):
     assert report["separable"]["direct_vs_im2col_max_diff"] < 1e-5
     latency = report["latency"]
     assert [row["batch"] for row in latency["throughput"]] == [1, 8, 32]
-    assert latency["steady_state"]["runs"] == 10
+    assert latency["steady_state"]["runs"] == QUICK_RUNS
     for run in latency["cold_start"].values():
         assert run["peak_rss_bytes"] > 2 ** 20
         assert run["import_s"] > 0.01  # numpy and numba really were imported in the child
@@ -118,11 +145,56 @@ def test_peers_ran_on_the_same_weights_and_agree(quick):
     assert peers["skipped"] == []
     for engine in peers["engines"]:
         assert engine["agrees"] and engine["max_abs_logit_diff"] < 1e-4, engine["name"]
-        assert engine["runs"] == 10 and len(engine["block_p50_ms"]) == 2
+        assert engine["runs"] == QUICK_RUNS and len(engine["block_p50_ms"]) == 2
         assert engine["label"] in markdown
     assert "rounds of the blocks in turn" in peers["method"]
     assert [row["label"] for row in report["headline"]["engines"]] == [
         "mobinumba", "PyTorch eager (CPU)", "ONNX Runtime (CPU)"]
+
+
+def machine_cpu_flags(names):
+    """{flag: present} for `names`, read from /proc/cpuinfo's first `flags` line with a
+    regular expression (not the module's line parser)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            text = info.read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo on this system: nothing to compare the flags with")
+    match = re.search(r"^flags\s*:(.*)$", text, re.MULTILINE)  # absent on ARM ("Features")
+    present = set(match.group(1).split()) if match else set()
+    return {name: name in present for name in names}
+
+
+def test_detected_cpu_flags_are_the_machines(quick):
+    flags = quick[0]["environment"]["cpu_flags"]
+    # The vector extensions the kernels and the peers can use, each with its true value.
+    assert set(flags) == {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                          "avx512_bf16"}
+    assert flags == machine_cpu_flags(flags)
+
+
+def test_options_reach_the_report(quick, quick_weights):
+    report, markdown, _ = quick
+    config = report["config"]
+    assert (config["runs"], config["warmup"], config["threads"]) == (
+        QUICK_RUNS, QUICK_WARMUP, QUICK_THREADS)
+    assert config["weights"] == str(quick_weights) and config["peers"] == ["torch",
+                                                                            "onnxruntime"]
+    # The file's own settings, not --quick's random ReLU6 model.
+    assert (config["activation"], config["width"], config["size"]) == ("relu", 0.25, 64)
+    assert report["environment"]["threads_used"] == QUICK_THREADS
+    assert report["peers"]["threads"] == QUICK_THREADS
+    assert report["latency"]["steady_state"]["runs"] == QUICK_RUNS
+    assert f"{QUICK_RUNS} runs after {QUICK_WARMUP} warm-up runs" in markdown
+    assert [engine["runs"] for engine in report["peers"]["engines"]] == [QUICK_RUNS] * 3
+
+
+def test_peers_all_and_none():
+    parser = build_parser()
+    assert parser.parse_args(["bench", "--peers", "all"]).peers == PEERS == (
+        "torch", "onnxruntime")
+    assert parser.parse_args(["bench"]).peers == PEERS
+    assert parser.parse_args(["bench", "--peers", "none"]).peers == ()
 
 
 def test_charts_are_a_png(quick):

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from types import SimpleNamespace
 
 import numba
 import pandas as pd
@@ -26,7 +25,7 @@ from conftest import make_photos, run_cli
 from mobinumba import FileResult
 from mobinumba.batch import local_cluster
 from mobinumba.dask import (THREADS_RESOURCE, ModelPlugin, _as_given, iter_results,
-                            kernel_threads, predict_dataframe, register_model, results_frame)
+                            predict_dataframe, register_model, results_frame)
 from mobinumba.results import read_results, result_row
 from mobinumba.threads import available_cores
 
@@ -138,15 +137,36 @@ def test_results_carry_paths_as_given_in_the_error_text_too():
         "./x.png", None, "./x.png: cannot decode image (cannot identify image file './x.png')")
 
 
-def test_kernel_threads_come_from_the_argument_the_resource_or_nthreads():
-    def worker(nthreads, **resources):
-        return SimpleNamespace(state=SimpleNamespace(nthreads=nthreads,
-                                                     total_resources=resources))
+@pytest.mark.slow
+def test_kernel_threads_come_from_the_argument_the_resource_or_nthreads(small_model, workdir,
+                                                                        tmp_path):
+    """Worker processes declaring the mobinumba-threads resource (as `dask worker --resources`
+    does) run that many kernel threads, at most Numba's pool; a `threads` argument wins. (The
+    `cluster` fixture's workers, without the resource, run their nthreads: 1.)"""
     limit = numba.config.NUMBA_NUM_THREADS
-    assert kernel_threads(worker(1)) == 1
-    assert kernel_threads(worker(1, **{THREADS_RESOURCE: 2.0})) == min(2, limit)
-    assert kernel_threads(worker(1, **{THREADS_RESOURCE: 2}), threads=1) == 1
-    assert kernel_threads(worker(limit + 5)) == limit
+    other = tmp_path / "unlabelled.h5"  # the same network in other bytes: a second plugin
+    assert run_cli("convert", workdir / "small.safetensors", "-o", other, "--input-size", 64,
+                   "--labels", "none", "--no-check") == 0
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=":0", resources={THREADS_RESOURCE: limit + 5}) as local, \
+            Client(local) as client:
+        register_model(client, small_model[1])
+        assert list(client.run(mobinumba.get_threads).values()) == [limit, limit]
+        register_model(client, other, threads=1)
+        assert list(client.run(mobinumba.get_threads).values()) == [1, 1]
+
+
+def test_default_partitions_hold_256_paths(cluster, small_model, tmp_path):
+    """257 paths (files that do not exist: each gives an error row at once) make two
+    partitions, two tasks, by default."""
+    _, client = cluster
+    paths = [str(tmp_path / f"missing{index:03d}.jpg") for index in range(257)]
+    frame = predict_dataframe(client, paths, weights=small_model[1], topk=TOPK)
+    assert frame.npartitions == 2
+    computed = frame.compute()
+    assert list(computed["path"]) == paths and computed["error"].notna().all()
+    parts = list(iter_results(client, paths, weights=small_model[1], topk=TOPK))
+    assert sorted(len(part) for part in parts) == [1, 256]
 
 
 def test_dask_local_gives_each_worker_its_share_of_the_cores(small_model):

@@ -3,8 +3,12 @@ import csv
 import itertools
 import json
 import os
+import re
+import signal
+import subprocess
 import sys
 import threading
+import time
 
 import numba
 import numpy as np
@@ -15,6 +19,7 @@ from conftest import SMALL_LABELS, make_photos, run_cli, torch_logits
 from mobinumba.inputs import expand_inputs
 from mobinumba.results import columns, read_results, result_row
 from mobinumba.threads import available_cores
+from test_interrupts import default_sigint
 
 
 @pytest.fixture(scope="module")
@@ -206,32 +211,79 @@ def rewrite_first_probability(path, value):
             writer.writerows(rows)
 
 
+@pytest.fixture(scope="module")
+def slow_photos(tmp_path_factory):
+    """(sources, paths): 3 noise JPEGs of 1000x750 (slow to decode: tens of ms each) and 60
+    sorted paths, hard links to them in turn, so that a run lasts seconds."""
+    from PIL import Image
+
+    directory = tmp_path_factory.mktemp("slow_photos")
+    rng = np.random.default_rng(3)
+    sources = []
+    for index in range(3):
+        path = directory / f"source{index}.jpg"
+        Image.fromarray((rng.random((750, 1000, 3)) * 255).astype(np.uint8)).save(path)
+        sources.append(str(path))
+    links = directory / "links"
+    links.mkdir()
+    paths = []
+    for index in range(60):
+        path = links / f"img{index:03d}.jpg"
+        os.link(sources[index % 3], path)
+        paths.append(str(path))
+    return sources, paths
+
+
+def interrupted_predict(paths, weights, out, after):
+    """Run `mobinumba predict --out` in a process and send it a real SIGINT once its progress
+    bar reports at least `after` images done. Returns (exit status, stderr)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mobinumba.cli", "predict", *paths, "--weights", weights,
+         "--out", str(out), "--batch-size", "4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint)
+    chunks = []
+    reader = threading.Thread(target=lambda: chunks.extend(
+        iter(lambda: os.read(process.stderr.fileno(), 4096), b"")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while True:  # tqdm writes "... N/60 ..." to stderr as the rows are written
+        done = [int(n) for n in re.findall(rb"(\d+)/%d" % len(paths), b"".join(chunks))]
+        if done and max(done) >= after:
+            break
+        assert process.poll() is None, b"".join(chunks).decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    reader.join(timeout=60)
+    return process.returncode, b"".join(chunks).decode()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_an_interrupted_run_keeps_whole_rows_and_resumes(small_model, photos, tmp_path,
-                                                         monkeypatch, suffix, capsys):
-    """Ctrl-C after 7 images: the file holds whole rows only, and --resume completes it."""
-    import mobinumba.batch
-
-    paths = all_paths(photos)
+def test_ctrl_c_keeps_whole_rows_and_resumes(small_model, model, slow_photos, tmp_path, suffix,
+                                            capsys):
+    """A real SIGINT to a running `mobinumba predict --out`: exit status 130, "interrupted",
+    the rows written so far whole and in order, no temp file; --resume completes the file."""
+    sources, paths = slow_photos
     out = tmp_path / f"results{suffix}"
-    real = mobinumba.batch.predict_files
-
-    def interrupted(*args, **kwargs):
-        yield from itertools.islice(real(*args, **kwargs), 7)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(mobinumba.batch, "predict_files", interrupted)
-    assert run_cli("predict", *paths, "--weights", small_model[1], "--out", out,
-                   "--batch-size", 3) == 130
+    status, stderr = interrupted_predict(paths, small_model[1], out, after=8)
+    assert status == 130, stderr
+    assert stderr.endswith("\nmobinumba: interrupted\n"), stderr[-300:]
     partial = read_results(out)
-    assert [row["path"] for row in partial] == paths[:6]  # two whole batches of 3
-    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
-    monkeypatch.setattr(mobinumba.batch, "predict_files", real)
+    assert 8 <= len(partial) < len(paths), len(partial)
+    assert [row["path"] for row in partial] == paths[:len(partial)]
+    if suffix == ".csv":
+        assert out.read_text().endswith("\n")  # no torn last line
+    assert os.listdir(tmp_path) == [out.name]  # no temp file left
     assert run_cli("predict", *paths, "--weights", small_model[1], "--out", out,
-                   "--resume") == 1
+                   "--resume") == 0
+    assert f"{len(partial)} of {len(paths)} images are already there" in capsys.readouterr().err
     rows = read_results(out)
-    assert rows[:6] == partial and [row["path"] for row in rows] == paths
-    assert "resuming" in capsys.readouterr().err
+    assert rows[:len(partial)] == partial and [row["path"] for row in rows] == paths
+    expected = [result_row(r, 5) for r in mobinumba.predict_files(sources, weights=model)]
+    for index, row in enumerate(rows):  # image i is a link to source i % 3
+        assert row == {**expected[index % 3], "path": paths[index]}, index
 
 
 def test_cli_out_refusals_are_one_line_errors(small_model, photos, tmp_path, capsys,

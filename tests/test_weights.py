@@ -134,3 +134,25 @@ def test_cli_inspect_reports_bad_files_in_one_line(tmp_path, capsys):
     assert run_cli("inspect", path) == 1
     err = capsys.readouterr().err
     assert err.startswith("mobinumba: error: ") and err.count("\n") == 1
+
+
+def test_virtual_datasets_are_refused(small_file, tmp_path):
+    """A virtual dataset reads its values from other files: refused even when the values it
+    maps in are the right ones."""
+    name = "layers/02_block01_pw/beta"
+    with h5py.File(small_file[1], "r") as h5:
+        values = h5[name][()]
+    source = tmp_path / "source.h5"
+    with h5py.File(source, "w") as h5:
+        h5["beta"] = values
+
+    def virtual(h5):
+        del h5[name]
+        layout = h5py.VirtualLayout(values.shape, values.dtype)
+        layout[:] = h5py.VirtualSource(str(source), "beta", values.shape)
+        h5.create_virtual_dataset(name, layout)
+
+    path = corrupted(small_file, tmp_path, virtual)
+    with h5py.File(path, "r") as h5:
+        assert h5[name].is_virtual and np.array_equal(h5[name][()], values)
+    expect_format_error(path, f"{name}: is a virtual dataset, which is not allowed")
