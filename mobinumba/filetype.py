@@ -262,7 +262,7 @@ def _is_onnx(stream, size):
 def convert_command(path):
     """The `mobinumba convert` command line that turns `path` into a weight file."""
     stem = path
-    for suffix in (".tar", ".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pb", ".pkl"):
+    for suffix in (".tar", ".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pb", ".pkl", ".h5"):
         if stem.lower().endswith(suffix) and len(stem) > len(suffix):
             stem = stem[:-len(suffix)]
     output = stem + ".h5" if stem + ".h5" != path else stem + ".mobinumba.h5"
