@@ -150,8 +150,7 @@ def _zip_type(path):
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    # zipfile's errors for a damaged central directory (BadZipFile is a ValueError-free
-    # Exception; struct.error, EOFError and the others come from truncated records).
+    # What zipfile raises for a damaged or truncated central directory.
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error, IndexError,
             KeyError, OverflowError, NotImplementedError, UnicodeDecodeError):
         return None
