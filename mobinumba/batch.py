@@ -29,6 +29,8 @@ def check_file_options(out, resume=False, force=False, decode_threads=None, dask
     loaded or cluster started): a writable results path, Dask options only with Dask."""
     check_results_path(out, resume, force)
     on_dask = dask_scheduler or dask_local
+    if on_dask:
+        _require_dask()
     if partition_size is not None and not on_dask:
         raise InputError("--partition-size needs --dask-scheduler or --dask-local")
     if decode_threads is not None and on_dask:
@@ -136,13 +138,24 @@ def _batched(items, size):
         yield batch
 
 
+def _require_dask():
+    """Raise InputError naming the missing package unless everything a Dask run imports
+    (distributed, and pandas for mobinumba.dask's rows) is installed."""
+    try:
+        import distributed  # noqa: F401
+        import pandas  # noqa: F401
+        from . import dask  # noqa: F401
+    except ImportError as error:
+        missing = error.name or "a package"
+        raise InputError(f"--dask-scheduler / --dask-local need Dask: pip install "
+                         f"'mobinumba[dask]' ({missing} is not installed)") from None
+
+
 def _dask_client(scheduler, local_workers):
     """A distributed.Client on `scheduler`, or on a new LocalCluster of `local_workers`."""
-    try:
-        from distributed import Client
-    except ImportError:
-        raise InputError("--dask-scheduler / --dask-local need Dask: pip install "
-                         "'mobinumba[dask]'") from None
+    _require_dask()
+    from distributed import Client
+
     if local_workers:
         cluster = local_cluster(local_workers)
         return _ClusterClient(Client(cluster), cluster)

@@ -39,9 +39,14 @@ import threading
 from itertools import islice
 
 import numpy as np
-import pandas as pd
-from distributed import as_completed, get_worker
-from distributed.diagnostics.plugin import WorkerPlugin
+
+try:
+    import pandas as pd
+    from distributed import as_completed, get_worker
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError as error:
+    raise ImportError(f"mobinumba.dask needs {error.name or 'Dask and pandas'}: pip install "
+                      f"'mobinumba[dask]'", name=error.name) from error
 
 from .atomic import write_atomically
 from .errors import InputError, check_integer

@@ -22,6 +22,7 @@ import numpy as np
 from .architecture import LayerSpec
 from .atomic import atomic_output
 from .errors import FormatError, check_regular_file
+from .filetype import HDF5, MOBINUMBA, identify, not_a_weight_file
 from .hdf5_guard import check_global_heaps
 from .ops import STORED_KINDS, kind_of, kinds_where
 from .ops.base import ACTIVATIONS, folding_overflows
@@ -189,16 +190,26 @@ def read_model_file(path):
         # filesystems refuse locks.
         h5 = h5py.File(path, "r", locking=False)
     except _H5PY_ERRORS as error:
+        _refuse_other_formats(path)
         raise FormatError(f"{path}: not a readable HDF5 file ({_first_line(error)})") from None
     try:
         with h5:
             return _read(h5, path)
     except FormatError:
+        _refuse_other_formats(path)  # a Keras .h5 is HDF5 but has no 'format' attribute
         raise
     except _H5PY_ERRORS as error:
         # Every access below is wrapped in _reading(), which names the object; this is the
         # last resort for an error h5py raises outside those (closing the file, ...).
         raise FormatError(f"{path}: corrupt HDF5 file ({_first_line(error)})") from None
+
+
+def _refuse_other_formats(path):
+    """Raise FormatError saying what the file is when it is a known other format (a
+    checkpoint to convert first, a Keras, TFLite or ONNX model); return if it is not."""
+    filetype = identify(path)
+    if filetype is not None and filetype not in (MOBINUMBA, HDF5):
+        raise FormatError(not_a_weight_file(path, filetype)) from None
 
 
 # What h5py raises for a corrupt file: OSError from the HDF5 library (bad B-tree, truncated

@@ -131,9 +131,8 @@ def _bad_checkpoints(tmp_path, small_timm):
     extra = dict(state)
     extra["blocks.0.0.se.conv_reduce.weight"] = torch.zeros(4, 8, 1, 1)
     cases.append(("extra key", save("extra.pth", extra), "se.conv_reduce"))
-    resnet = {"conv1.weight": torch.zeros(64, 3, 7, 7), "bn1.weight": torch.zeros(64),
-              "layer1.0.conv1.weight": torch.zeros(64, 64, 3, 3), "fc.weight": torch.zeros(10, 512)}
-    cases.append(("unknown layout", save("resnet.pth", resnet), "unknown layout"))
+    unknown = {"stem.conv.weight": torch.zeros(8, 3, 3, 3), "head.weight": torch.zeros(10, 8)}
+    cases.append(("unknown layout", save("unknown.pth", unknown), "unknown layout"))
     good = save("good.pth", state)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
@@ -152,6 +151,10 @@ def _bad_checkpoints(tmp_path, small_timm):
     strings = dict(state)
     strings["bn1.weight"] = "gamma"
     cases.append(("non-tensor value", save("strings.pth", strings), "bn1.weight"))
+    resnet = {"conv1.weight": torch.zeros(64, 3, 7, 7), "bn1.weight": torch.zeros(64),
+              "layer1.0.conv1.weight": torch.zeros(64, 64, 3, 3), "fc.weight": torch.zeros(10, 512)}
+    cases.append(("another network", save("resnet.pth", resnet),
+                  "mobinumba runs MobileNetV1; this is a ResNet checkpoint"))
     return cases
 
 

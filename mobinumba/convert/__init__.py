@@ -13,16 +13,20 @@ import os
 from dataclasses import dataclass, field
 
 from ..padding import PADDINGS
-from ..errors import CheckpointError
+from ..errors import CheckpointError, check_regular_file
+from ..filetype import (GRAPHDEF, PICKLE, SAFETENSORS, TORCH_LEGACY, TORCH_ZIP, identify,
+                        not_a_checkpoint)
 from ..weights import ARCH, FORMAT_VERSION, ModelFile, ModelInfo, write_model_file
 from . import classic, tfslim, timm
 from .check import check_conversion, torch_available
 from .checkpoint import read_state_dict, sha256_of
+from .known_nets import name_network
 from .labels import resolve_labels
 from .plan import records_from_plan
 
 LAYOUTS = {module.NAME: module for module in (timm, classic, tfslim)}
 GRAPH_SUFFIX = ".pb"
+SAFETENSORS_SUFFIX = ".safetensors"
 
 
 @dataclass
@@ -44,7 +48,12 @@ class ConversionReport:
 
 
 def detect_layout(keys, source):
-    """The name of the layout whose keys match, or CheckpointError listing what was found."""
+    """The name of the layout whose keys match, or CheckpointError naming the network when
+    the keys are a known other one (a timm MobileNetV2 would pass timm's match), else
+    listing what was found."""
+    other = name_network(keys)
+    if other is not None:
+        raise CheckpointError(f"{source}: mobinumba runs MobileNetV1; this is {other}")
     for name, module in LAYOUTS.items():
         if module.matches(keys):
             return name
@@ -59,10 +68,42 @@ def read_source(source, padding=None):
 
     A `.pb` file is a frozen TensorFlow graph read by tfslim.read_graph (which takes the
     user's `padding` override); anything else is a PyTorch state dict, which states nothing.
+    A file recognised as another kind (a Keras, TFLite or ONNX model, a mobinumba weight
+    file, or a checkpoint whose name picks the wrong reader) is refused with what it is.
     """
-    if source.lower().endswith(GRAPH_SUFFIX):
+    reader = reader_for(source)
+    # Before identify() opens it: a FIFO or a device would block or never end.
+    check_regular_file(source, CheckpointError,
+                       "a GraphDef" if reader is GRAPHDEF else "a checkpoint")
+    refuse_other_formats(source, reader)
+    if reader is GRAPHDEF:
         return tfslim.read_graph(source, padding=padding)
     return read_state_dict(source), {}, []
+
+
+def reader_for(source):
+    """The FileType whose reader the file's name picks: GRAPHDEF for `.pb`, SAFETENSORS for
+    `.safetensors`, TORCH_ZIP (torch.load, which reads both torch.save formats) otherwise."""
+    name = source.lower()
+    if name.endswith(GRAPH_SUFFIX):
+        return GRAPHDEF
+    return SAFETENSORS if name.endswith(SAFETENSORS_SUFFIX) else TORCH_ZIP
+
+
+def refuse_other_formats(source, reader):
+    """CheckpointError saying what `source` is when its bytes show a kind that `reader`
+    (reader_for's choice) cannot read; unrecognised files are left to the reader."""
+    found = identify(source)
+    if found is None:
+        return
+    if not found.convertible:
+        raise CheckpointError(not_a_checkpoint(source, found))
+    torch_load_reads = (TORCH_ZIP, TORCH_LEGACY, PICKLE)
+    if found is reader or (reader is TORCH_ZIP and found in torch_load_reads):
+        return
+    suffix = {GRAPHDEF: GRAPH_SUFFIX, SAFETENSORS: SAFETENSORS_SUFFIX}.get(found, ".pth")
+    raise CheckpointError(f"{source}: this is {found.description}, but mobinumba convert "
+                          f"picks its reader by the file name; name it *{suffix}")
 
 
 def convert_checkpoint(source, output, *, layout=None, activation=None, padding=None, mean=None,

@@ -7,6 +7,7 @@ pickles that would run code. Wrappers such as {"state_dict": ...} and the DataPa
 """
 import hashlib
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -67,11 +68,31 @@ def _read_torch(path):
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
             IndexError, TypeError, UnicodeDecodeError, zipfile.BadZipFile) as error:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
-                              f"({_first_line(error)})") from None
+                              f"({_torch_reason(error)})") from None
     except Exception as error:  # pickle.UnpicklingError, weights_only refusals, ...
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
-                              f"({type(error).__name__}: {_first_line(error)})") from None
+                              f"({type(error).__name__}: {_torch_reason(error)})") from None
     return loaded
+
+
+# Sentences of torch.load's weights-only refusal that are advice or preamble, not the reason:
+# above all "Re-running `torch.load` with `weights_only` set to `False` will likely succeed",
+# which would run whatever code the pickle holds. mobinumba never passes that advice on.
+_TORCH_ADVICE = re.compile(r"weights.only\W*(set to\W*)?False|re-?running|trusted source|"
+                           r"file an issue|documentation of torch\.load|we changed the default|"
+                           r"weights only load failed", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _torch_reason(error):
+    """The first line of a torch.load error, or for a weights-only refusal what was refused
+    without torch's advice ("refused by torch's safe loader: Unsupported operand 149")."""
+    text = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+    sentences = [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
+    kept = [part for part in sentences if not _TORCH_ADVICE.search(part)]
+    if len(kept) == len(sentences):
+        return _first_line(error)
+    return ("refused by torch's safe loader" + (": " + " ".join(kept) if kept else ""))[:200]
 
 
 def _clean(raw, path):
