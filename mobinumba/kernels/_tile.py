@@ -1,19 +1,51 @@
-"""The register tile shared by the pointwise GEMM and the stem conv.
+"""The MR x NR register tile shared by the pointwise GEMM and the stem conv, written once.
 
 A tile is MR output rows (pixels) by NR output channels. Weights are packed once into panels
 of NR output channels so the tile's inner loop reads one contiguous NR-float row per step
 over the reduction; the bias is packed the same way and seeds the accumulators.
+
+The accumulators are one (MR, NR) stack matrix (stack_matrix_f32). Its shape is an LLVM
+constant, so every loop over it below has a constant trip count; LLVM unrolls them fully and
+promotes the matrix to vector registers (MR * NR / 16 zmm with AVX-512). A kernel is built for
+one Tile by a factory that closes over MR and NR (pointwise.pwconv_nhwc_clamp_kernel,
+conv.conv3x3_nchw_to_nhwc_clamp_kernel): Numba's on-disk cache keys a closure by its cell
+values, so each tile has its own cache entry. The tile code here is identical for every tile
+shape; what a kernel adds is how it gathers the MR values of its A operand.
 
 Tile shapes measured on the pointwise layers of MobileNetV1 (AVX-512, one thread, GFLOP/s
 on the 14x14x512 layer): 6x32 155, 8x32 159, 4x64 234, 6x64 231, 8x48 152, 12x32 73 (spills).
 6x64 keeps 24 zmm accumulators plus 4 for the weights in the 32 registers. The stem has only
 32 output channels at width 1.0, so it uses 32-wide panels.
 """
+from dataclasses import dataclass
+
 from numba import njit
 
 from ._common import FASTMATH, ZERO, aligned_zeros
 
-MR = 6  # rows (pixels) per tile
+# Accumulator floats per tile: 32 zmm registers hold 512; twice that is already all spills,
+# and it bounds the stack a tile takes per thread (4 KiB).
+MAX_TILE_FLOATS = 1024
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A register tile shape: `mr` rows (pixels) by `nr` output channels (the panel width)."""
+
+    mr: int
+    nr: int
+
+    def __post_init__(self):
+        for name in ("mr", "nr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Tile.{name} must be a positive integer, got {value!r}")
+        if self.mr * self.nr > MAX_TILE_FLOATS:
+            raise ValueError(f"tile {self} has {self.mr * self.nr} accumulators, more than "
+                             f"{MAX_TILE_FLOATS}; choose a smaller mr or nr")
+
+    def __str__(self):
+        return f"{self.mr}x{self.nr}"
 
 
 def pack_gemm_weights(matrix, bias, panel_width):
@@ -34,11 +66,73 @@ def pack_gemm_weights(matrix, bias, panel_width):
     return packed, packed_bias
 
 
+def checked_kernel(compiled, tile, name, packer):
+    """`compiled(x, packed, packed_bias, ...)` behind a Python check that the packed panels
+    are `tile.nr` wide: a kernel indexes panel rows by its compile-time NR without bounds
+    checks, so a mismatched packing would read and write past the arrays."""
+
+    def kernel(x, packed, packed_bias, *args):
+        width, bias_width = packed.shape[-1], packed_bias.shape[-1]
+        if width != tile.nr or bias_width != tile.nr:
+            raise ValueError(f"{name} for tile {tile} got weights packed in panels of {width} "
+                             f"(bias {bias_width}) channels, expected {tile.nr}; pack them "
+                             f"with {packer}(..., nr={tile.nr})")
+        compiled(x, packed, packed_bias, *args)
+
+    kernel.__name__ = kernel.__qualname__ = name
+    kernel.__doc__ = compiled.__doc__
+    kernel.compiled = compiled  # the Numba dispatcher: signatures, inspect_asm
+    kernel.tile = tile
+    return kernel
+
+
+# Tile operations. `acc` is an (R, NR) stack matrix (R = MR for a full tile, 1 for a tail
+# row), so R and NR are LLVM constants in each. Loops run over NR outermost with the rows
+# inside, as a hand-unrolled tile would be written: each weight element is loaded once per
+# step and used by R FMAs.
+
+@njit(inline="always", fastmath=FASTMATH)
+def tile_start(acc, bias):
+    """acc[r, :] = bias[:NR] for every row r: the accumulators start at the bias."""
+    rows, nr = acc.shape
+    for v in range(nr):
+        for r in range(rows):
+            acc[r, v] = bias[v]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def tile_update(acc, a, w):
+    """acc += outer(a, w): one step over the reduction.
+
+    a (R,) the A operand's values for the tile's rows (a stack buffer); w (>= NR,) one panel
+    row. Each element gets one FMA, so its sum runs in reduction order.
+    """
+    rows, nr = acc.shape
+    for v in range(nr):
+        for r in range(rows):
+            acc[r, v] += a[r] * w[v]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def tile_store_clamped(acc, out, i0, j0, width, act_max):
+    """out[i0 + r, j0:j0 + width] = clamp(acc[r, :width], 0, act_max) for every tile row r.
+
+    out (rows, Cout); width = the panel's valid channels (NR except in the last panel).
+    """
+    rows, nr = acc.shape
+    if width == nr:
+        for r in range(rows):
+            store_clamped(acc[r], out[i0 + r, j0:j0 + nr], act_max)
+    else:
+        for r in range(rows):
+            store_clamped_partial(acc[r], out[i0 + r, j0:], width, act_max)
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def store_clamped(acc, dst, act_max):
     """dst[:len(acc)] = clamp(acc, 0, act_max).
 
-    acc is a stack buffer of compile-time length, so LLVM sees a constant trip count and
+    acc is a stack buffer row of compile-time length, so LLVM sees a constant trip count and
     emits whole-vector max/min/stores.
     """
     for v in range(acc.shape[0]):
