@@ -66,10 +66,12 @@ def pack_gemm_weights(matrix, bias, panel_width):
     return packed, packed_bias
 
 
-def checked_kernel(compiled, tile, name, packer):
+def checked_kernel(compiled, tile, packer):
     """`compiled(x, packed, packed_bias, ...)` behind a Python check that the packed panels
     are `tile.nr` wide: a kernel indexes panel rows by its compile-time NR without bounds
     checks, so a mismatched packing would read and write past the arrays."""
+
+    name = compiled.__name__
 
     def kernel(x, packed, packed_bias, *args):
         width, bias_width = packed.shape[-1], packed_bias.shape[-1]

@@ -37,12 +37,7 @@ def conv3x3_nchw_to_nhwc_clamp_kernel(tile):
     Its weights must come from pack_conv3x3_weights(weight, bias, tile.nr); other panel
     widths are refused with a ValueError before the kernel runs.
     """
-    return checked_kernel(_compile(tile.mr, tile.nr), tile, "conv3x3_nchw_to_nhwc_clamp",
-                          "pack_conv3x3_weights")
-
-
-def _compile(mr, nr):
-    """The Numba kernel with `mr` and `nr` as closure constants (its cache key includes them)."""
+    mr, nr = tile.mr, tile.nr  # closure constants: Numba's cache key includes them
 
     @njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
     def conv3x3_nchw_to_nhwc_clamp(x, packed, packed_bias, stride, act_max, out):
@@ -84,7 +79,7 @@ def _compile(mr, nr):
                            stride, panel, bias)
                 tile_store_clamped(pixel_acc, dst, ow, j0, width, act_max)
 
-    return conv3x3_nchw_to_nhwc_clamp
+    return checked_kernel(conv3x3_nchw_to_nhwc_clamp, tile, "pack_conv3x3_weights")
 
 
 @njit(inline="always", fastmath=FASTMATH)

@@ -34,12 +34,7 @@ def pwconv_nhwc_clamp_kernel(tile):
     Its weights must come from pack_pointwise_weights(weight, bias, tile.nr); other panel
     widths are refused with a ValueError before the kernel runs.
     """
-    return checked_kernel(_compile(tile.mr, tile.nr), tile, "pwconv_nhwc_clamp",
-                          "pack_pointwise_weights")
-
-
-def _compile(mr, nr):
-    """The Numba kernel with `mr` and `nr` as closure constants (its cache key includes them)."""
+    mr, nr = tile.mr, tile.nr  # closure constants: Numba's cache key includes them
 
     @njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
     def pwconv_nhwc_clamp(x, packed, packed_bias, act_max, out):
@@ -72,7 +67,7 @@ def _compile(mr, nr):
                     _gemm_tile(row_acc, stack_buffer_f32(1), x, i, panel, bias)
                     tile_store_clamped(row_acc, out, i, j0, width, act_max)
 
-    return pwconv_nhwc_clamp
+    return checked_kernel(pwconv_nhwc_clamp, tile, "pack_pointwise_weights")
 
 
 @njit(inline="always", fastmath=FASTMATH)
