@@ -89,15 +89,25 @@ def checked_kernel(compiled, tile, packer):
 
 
 # Tile operations. `acc` is an (R, NR) stack matrix (R = MR for a full tile, 1 for a tail
-# row), so R and NR are LLVM constants in each. Loops run over NR outermost with the rows
-# inside, as a hand-unrolled tile would be written: each weight element is loaded once per
-# step and used by R FMAs.
+# row), so R and NR are LLVM constants. tile_update's loops have constant trip counts: LLVM
+# unrolls them and keeps the accumulators in registers across the reduction loop. tile_start
+# and tile_store_clamped instead loop over a runtime count (the panel's width): Numba leaves
+# LLVM's SLP vectoriser off, so a constant-count copy that small is fully unrolled into scalar
+# loads and stores, while a runtime-count loop goes to the loop vectoriser. Stem at 224x224,
+# 6x32 tile, one thread, best of 400: constant-count bias copy and stores (192 scalar stores)
+# 0.31 ms; runtime counts (vector copies and stores) 0.17 ms; the hand-unrolled tile it
+# replaces (vector bias copy, 6 x 32 scalar clamped stores) 0.25 ms. Pointwise (64-wide
+# panels, long reductions) measured the same as the hand-unrolled tile.
+
 
 @njit(inline="always", fastmath=FASTMATH)
 def tile_start(acc, bias):
-    """acc[r, :] = bias[:NR] for every row r: the accumulators start at the bias."""
+    """acc[r, :] = bias for every row r: the accumulators start at the bias.
+
+    bias (NR,) one packed panel's bias (its length is checked against NR in Python).
+    """
     rows, nr = acc.shape
-    for v in range(nr):
+    for v in range(min(nr, bias.shape[0])):
         for r in range(rows):
             acc[r, v] = bias[v]
 
@@ -107,7 +117,9 @@ def tile_update(acc, a, w):
     """acc += outer(a, w): one step over the reduction.
 
     a (R,) the A operand's values for the tile's rows (a stack buffer); w (>= NR,) one panel
-    row. Each element gets one FMA, so its sum runs in reduction order.
+    row. Each element gets one FMA, so its sum runs in reduction order. NR outermost with the
+    rows inside, as the hand-unrolled tile was written: each weight vector is loaded once per
+    step and used by R FMAs.
     """
     rows, nr = acc.shape
     for v in range(nr):
@@ -121,28 +133,12 @@ def tile_store_clamped(acc, out, i0, j0, width, act_max):
 
     out (rows, Cout); width = the panel's valid channels (NR except in the last panel).
     """
-    rows, nr = acc.shape
-    if width == nr:
-        for r in range(rows):
-            store_clamped(acc[r], out[i0 + r, j0:j0 + nr], act_max)
-    else:
-        for r in range(rows):
-            store_clamped_partial(acc[r], out[i0 + r, j0:], width, act_max)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def store_clamped(acc, dst, act_max):
-    """dst[:len(acc)] = clamp(acc, 0, act_max).
-
-    acc is a stack buffer row of compile-time length, so LLVM sees a constant trip count and
-    emits whole-vector max/min/stores.
-    """
-    for v in range(acc.shape[0]):
-        dst[v] = min(max(acc[v], ZERO), act_max)
+    for r in range(acc.shape[0]):
+        store_clamped_partial(acc[r], out[i0 + r, j0:], width, act_max)
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def store_clamped_partial(acc, dst, width, act_max):
-    """dst[:width] = clamp(acc[:width], 0, act_max), for the last, partial panel."""
+    """dst[:width] = clamp(acc[:width], 0, act_max)."""
     for v in range(width):
         dst[v] = min(max(acc[v], ZERO), act_max)
