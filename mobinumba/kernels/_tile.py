@@ -4,13 +4,17 @@ A tile is MR output rows (pixels) by NR output channels. Weights are packed once
 of NR output channels so the tile's inner loop reads one contiguous NR-float row per step
 over the reduction; the bias is packed the same way and seeds the accumulators.
 
-The accumulators are one (MR, NR) stack matrix (stack_matrix_f32). Its shape is an LLVM
-constant, so every loop over it below has a constant trip count; LLVM unrolls them fully and
-promotes the matrix to vector registers (MR * NR / 16 zmm with AVX-512). A kernel is built for
-one Tile by a factory that closes over MR and NR (pointwise.pwconv_nhwc_clamp_kernel,
-conv.conv3x3_nchw_to_nhwc_clamp_kernel): Numba's on-disk cache keys a closure by its cell
-values, so each tile has its own cache entry. The tile code here is identical for every tile
-shape; what a kernel adds is how it gathers the MR values of its A operand.
+The accumulators are one (MR, NR) stack matrix (stack_matrix_f32) whose shape is an LLVM
+constant. tile_update's loops therefore have constant trip counts: LLVM unrolls them and keeps
+the accumulators in vector registers across the reduction loop (MR * NR / 16 zmm with
+AVX-512). A kernel is built for one Tile by a memoised factory whose kernel closes over MR and
+NR (pointwise.pwconv_nhwc_clamp_kernel, conv.conv3x3_nchw_to_nhwc_clamp_kernel): Numba's
+on-disk cache keys a closure by its cell values, so each tile has its own cache entry
+(tests/test_tile_shapes.py checks this across processes). The tile code here is the same for
+every tile shape; what a kernel adds is how it gathers the MR values of its A operand.
+With the default tiles the reduction loops compile to the same machine code as the
+hand-unrolled acc0..acc5 tiles this replaced (pointwise 6x64: 44 instructions, 24 zmm FMAs,
+no stack access; stem 6x32: 36 FMAs per input row), and the logits are bit-identical.
 
 Tile shapes measured on the pointwise layers of MobileNetV1 (AVX-512, one thread, GFLOP/s
 on the 14x14x512 layer): 6x32 155, 8x32 159, 4x64 234, 6x64 231, 8x48 152, 12x32 73 (spills).
