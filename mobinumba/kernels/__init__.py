@@ -5,5 +5,7 @@ Naming follows XNNPACK: op, kernel size, layout, fused epilogue. Every kernel en
 so one compiled specialisation serves both activations.
 
 Kernels do no validation: Numba runs them without bounds checks, so callers (graph.py) must
-hand them arrays of consistent shapes, float32, C-contiguous.
+hand them arrays of consistent shapes, float32, C-contiguous. The one check inside is the
+register-tile kernels' (stem, pointwise): they refuse weights packed for another panel
+width, which the caller cannot see from shapes alone.
 """

@@ -65,28 +65,45 @@ def aligned_copy(array, alignment=ALIGNMENT):
     return copy
 
 
+def _stack_array_f32(shape):
+    """(type, codegen) of a C-contiguous float32 array of literal `shape` in an LLVM alloca."""
+    if not all(isinstance(size, types.IntegerLiteral) for size in shape):
+        return None
+    lengths = [size.literal_value for size in shape]
+    array_type = types.Array(types.float32, len(lengths), "C")
+
+    def codegen(context, builder, signature, args):
+        element = context.get_value_type(types.float32)
+        data = cgutils.alloca_once(builder, element, size=math.prod(lengths))
+        array = context.make_array(array_type)(context, builder)
+        intp = lambda value: context.get_constant(types.intp, value)  # noqa: E731
+        strides = [4 * math.prod(lengths[axis + 1:]) for axis in range(len(lengths))]
+        context.populate_array(
+            array, data=data, shape=[intp(length) for length in lengths],
+            strides=[intp(stride) for stride in strides], itemsize=intp(4), meminfo=None,
+        )
+        return array._getvalue()
+
+    return array_type(*shape), codegen
+
+
 @intrinsic
 def stack_buffer_f32(typingctx, size):
     """A float32 1-D array of compile-time `size` living in a stack slot (an LLVM alloca).
 
     LLVM promotes such a buffer to vector registers once its loops are unrolled, which a heap
     array from np.empty never gets: this is what lets a GEMM tile keep its accumulators in
-    registers. `size` must be an integer literal. The contents start uninitialised.
+    registers. `size` must be an integer literal (a global or closure constant). The contents
+    start uninitialised.
     """
-    if not isinstance(size, types.IntegerLiteral):
-        return None
-    length = size.literal_value
-    array_type = types.Array(types.float32, 1, "C")
+    return _stack_array_f32((size,))
 
-    def codegen(context, builder, signature, args):
-        element = context.get_value_type(types.float32)
-        data = cgutils.alloca_once(builder, element, size=length)
-        array = context.make_array(array_type)(context, builder)
-        intp = lambda value: context.get_constant(types.intp, value)  # noqa: E731
-        context.populate_array(
-            array, data=data, shape=[intp(length)], strides=[intp(4)], itemsize=intp(4),
-            meminfo=None,
-        )
-        return array._getvalue()
 
-    return array_type(size), codegen
+@intrinsic
+def stack_matrix_f32(typingctx, rows, cols):
+    """A C-contiguous float32 (rows, cols) array in a stack slot, like stack_buffer_f32.
+
+    Its shape and strides are LLVM constants, so loops bounded by `acc.shape[...]` have
+    constant trip counts and unroll fully.
+    """
+    return _stack_array_f32((rows, cols))

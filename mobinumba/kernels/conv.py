@@ -1,115 +1,105 @@
 """Standard 3x3 convolution: the network's stem, and the benchmark's standard-conv baselines.
 
 The stem is a small GEMM per output row: each output pixel's 27 inputs (3 channels x 3x3
-taps) times a (27, Cout) weight panel. It uses the pointwise kernel's register tile (MR
-pixels x NR channels in stack buffers) with the A operand gathered straight from the image.
-The input arrives already padded (the runner keeps a zero-bordered input buffer), so no tap
-needs a bounds test.
+taps) times a (27, Cout) weight panel. It uses the pointwise kernel's register tile
+(_tile.py: MR pixels x NR channels of stack accumulators) with the A operand gathered straight
+from the image. The input arrives already padded (the runner keeps a zero-bordered input
+buffer), so no tap needs a bounds test.
+
+The kernel is built per Tile by conv3x3_nchw_to_nhwc_clamp_kernel; the module-level
+conv3x3_nchw_to_nhwc_clamp and pack_conv3x3_weights use the default TILE.
 """
+import functools
+
 import numpy as np
 from numba import njit, prange
 
-from ._common import CACHE, FASTMATH, ZERO, stack_buffer_f32
-from ._tile import MR, pack_gemm_weights, store_clamped, store_clamped_partial
+from ._common import CACHE, FASTMATH, ZERO, stack_buffer_f32, stack_matrix_f32
+from ._tile import Tile, checked_kernel, pack_gemm_weights, tile_start, tile_store_clamped, \
+    tile_update
 from .pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
 
-NR = 32  # output channels per tile: the stem has 32 at width 1.0
+# The stem has 32 output channels at width 1.0: one 32-wide panel (2 zmm per row).
+TILE = Tile(mr=6, nr=32)
 
 
-def pack_conv3x3_weights(weight, bias):
-    """OIHW (Cout, Cin, 3, 3) and (Cout,) -> GEMM panels over k = (ci * 3 + kh) * 3 + kw."""
+def pack_conv3x3_weights(weight, bias, nr=TILE.nr):
+    """OIHW (Cout, Cin, 3, 3) and (Cout,) -> GEMM panels (P, Cin*9, nr), (P, nr) over
+    k = (ci * 3 + kh) * 3 + kw."""
     c_out = weight.shape[0]
-    return pack_gemm_weights(weight.reshape(c_out, -1).T, bias, NR)
+    return pack_gemm_weights(weight.reshape(c_out, -1).T, bias, nr)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
-def conv3x3_nchw_to_nhwc_clamp(x, packed, packed_bias, stride, act_max, out):
-    """out = clamp(conv3x3(x, W) + bias, 0, act_max), NCHW in, NHWC out, no implicit padding.
+@functools.cache
+def conv3x3_nchw_to_nhwc_clamp_kernel(tile):
+    """conv3x3_nchw_to_nhwc_clamp compiled for `tile` (a Tile), once per tile shape.
 
-    x (N, Cin, Hp, Wp) padded input: out[n, oh, ow] reads x[n, :, oh*s : oh*s+3,
-    ow*s : ow*s+3], so Hp >= (Ho - 1) * s + 3 and Wp >= (Wo - 1) * s + 3;
-    packed (P, Cin*9, NR), packed_bias (P, NR) from pack_conv3x3_weights; out (N, Ho, Wo, Cout).
+    Its weights must come from pack_conv3x3_weights(weight, bias, tile.nr); other panel
+    widths are refused with a ValueError before the kernel runs.
     """
-    n_batch, c_in = x.shape[:2]
-    _, out_h, out_w, c_out = out.shape
-    panels = packed.shape[0]
-    # One task per (image, output row, panel): 112 rows per image at 224x224.
-    for task in prange(n_batch * out_h * panels):
-        row = task // panels
-        p = task - row * panels
-        n = row // out_h
-        oh = row - n * out_h
-        j0 = p * NR
-        width = min(NR, c_out - j0)
-        panel = packed[p]  # (Cin*9, NR)
-        bias = packed_bias[p]  # (NR,)
-        dst = out[n, oh]  # (Wo, Cout)
-        # Blocks of MR pixels; when MR does not divide Wo the last block is shifted left to
-        # end at Wo, recomputing a few pixels of its neighbour (identical values, same task).
-        # A one-pixel tail loop instead cost 4x a block's time per pixel (measured).
-        blocks = (out_w + MR - 1) // MR if out_w >= MR else 0
-        for block in range(blocks):
-            ow0 = min(block * MR, out_w - MR)
-            acc0 = stack_buffer_f32(NR)
-            acc1 = stack_buffer_f32(NR)
-            acc2 = stack_buffer_f32(NR)
-            acc3 = stack_buffer_f32(NR)
-            acc4 = stack_buffer_f32(NR)
-            acc5 = stack_buffer_f32(NR)
-            for v in range(NR):
-                acc0[v] = bias[v]
-                acc1[v] = bias[v]
-                acc2[v] = bias[v]
-                acc3[v] = bias[v]
-                acc4[v] = bias[v]
-                acc5[v] = bias[v]
-            iw = ow0 * stride
-            for ci in range(c_in):
-                for kh in range(3):
-                    src = x[n, ci, oh * stride + kh]  # (Wp,) one padded input row
-                    for kw in range(3):
-                        w = panel[(ci * 3 + kh) * 3 + kw]  # (NR,)
-                        a0 = src[iw + kw]
-                        a1 = src[iw + stride + kw]
-                        a2 = src[iw + 2 * stride + kw]
-                        a3 = src[iw + 3 * stride + kw]
-                        a4 = src[iw + 4 * stride + kw]
-                        a5 = src[iw + 5 * stride + kw]
-                        for v in range(NR):
-                            acc0[v] += a0 * w[v]
-                            acc1[v] += a1 * w[v]
-                            acc2[v] += a2 * w[v]
-                            acc3[v] += a3 * w[v]
-                            acc4[v] += a4 * w[v]
-                            acc5[v] += a5 * w[v]
-            if width == NR:
-                store_clamped(acc0, dst[ow0, j0:j0 + NR], act_max)
-                store_clamped(acc1, dst[ow0 + 1, j0:j0 + NR], act_max)
-                store_clamped(acc2, dst[ow0 + 2, j0:j0 + NR], act_max)
-                store_clamped(acc3, dst[ow0 + 3, j0:j0 + NR], act_max)
-                store_clamped(acc4, dst[ow0 + 4, j0:j0 + NR], act_max)
-                store_clamped(acc5, dst[ow0 + 5, j0:j0 + NR], act_max)
-            else:
-                store_clamped_partial(acc0, dst[ow0, j0:], width, act_max)
-                store_clamped_partial(acc1, dst[ow0 + 1, j0:], width, act_max)
-                store_clamped_partial(acc2, dst[ow0 + 2, j0:], width, act_max)
-                store_clamped_partial(acc3, dst[ow0 + 3, j0:], width, act_max)
-                store_clamped_partial(acc4, dst[ow0 + 4, j0:], width, act_max)
-                store_clamped_partial(acc5, dst[ow0 + 5, j0:], width, act_max)
-        # A row narrower than MR pixels (a tiny input): one pixel at a time.
-        for ow in range(blocks * MR, out_w):
-            acc = stack_buffer_f32(NR)
-            for v in range(NR):
-                acc[v] = bias[v]
-            for ci in range(c_in):
-                for kh in range(3):
-                    src = x[n, ci, oh * stride + kh]
-                    for kw in range(3):
-                        a = src[ow * stride + kw]
-                        w = panel[(ci * 3 + kh) * 3 + kw]
-                        for v in range(NR):
-                            acc[v] += a * w[v]
-            store_clamped_partial(acc, dst[ow, j0:], width, act_max)
+    mr, nr = tile.mr, tile.nr  # closure constants: Numba's cache key includes them
+
+    @njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
+    def conv3x3_nchw_to_nhwc_clamp(x, packed, packed_bias, stride, act_max, out):
+        """out = clamp(conv3x3(x, W) + bias, 0, act_max), NCHW in, NHWC out, no implicit padding.
+
+        x (N, Cin, Hp, Wp) padded input: out[n, oh, ow] reads x[n, :, oh*s : oh*s+3,
+        ow*s : ow*s+3], so Hp >= (Ho - 1) * s + 3 and Wp >= (Wo - 1) * s + 3; packed
+        (P, Cin*9, NR), packed_bias (P, NR) from pack_conv3x3_weights; out (N, Ho, Wo, Cout).
+        """
+        n_batch = x.shape[0]
+        _, out_h, out_w, c_out = out.shape
+        panels = packed.shape[0]
+        # One task per (image, output row, panel): 112 rows per image at 224x224.
+        for task in prange(n_batch * out_h * panels):
+            row = task // panels
+            p = task - row * panels
+            n = row // out_h
+            oh = row - n * out_h
+            j0 = p * nr
+            width = min(nr, c_out - j0)
+            panel = packed[p]  # (Cin*9, NR)
+            bias = packed_bias[p]  # (NR,)
+            image = x[n]  # (Cin, Hp, Wp)
+            dst = out[n, oh]  # (Wo, Cout)
+            # Blocks of MR pixels; when MR does not divide Wo the last block is shifted left
+            # to end at Wo, recomputing a few pixels of its neighbour (identical values, same
+            # task). A one-pixel tail loop instead cost 4x a block's time per pixel (measured).
+            blocks = (out_w + mr - 1) // mr if out_w >= mr else 0
+            for block in range(blocks):
+                ow0 = min(block * mr, out_w - mr)
+                acc = stack_matrix_f32(mr, nr)
+                _conv_tile(acc, stack_buffer_f32(mr), image, oh * stride, ow0 * stride, stride,
+                           panel, bias)
+                tile_store_clamped(acc, dst, ow0, j0, width, act_max)
+            # A row narrower than MR pixels (a tiny input): one pixel at a time, a 1 x NR tile.
+            for ow in range(blocks * mr, out_w):
+                pixel_acc = stack_matrix_f32(1, nr)
+                _conv_tile(pixel_acc, stack_buffer_f32(1), image, oh * stride, ow * stride,
+                           stride, panel, bias)
+                tile_store_clamped(pixel_acc, dst, ow, j0, width, act_max)
+
+    return checked_kernel(conv3x3_nchw_to_nhwc_clamp, tile, "pack_conv3x3_weights")
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _conv_tile(acc, a, image, ih, iw, stride, panel, bias):
+    """acc (R, NR) = bias + the 3x3 conv of R pixels in a row, with a (R,) as the A buffer.
+
+    image (Cin, Hp, Wp) padded; pixel r reads image[:, ih:ih+3, iw + r*stride : +3];
+    panel (Cin*9, NR); bias (NR,).
+    """
+    tile_start(acc, bias)
+    for ci in range(image.shape[0]):
+        for kh in range(3):
+            src = image[ci, ih + kh]  # (Wp,) one padded input row
+            for kw in range(3):
+                for r in range(acc.shape[0]):
+                    a[r] = src[iw + r * stride + kw]
+                tile_update(acc, a, panel[(ci * 3 + kh) * 3 + kw])
+
+
+conv3x3_nchw_to_nhwc_clamp = conv3x3_nchw_to_nhwc_clamp_kernel(TILE)
 
 
 # ------------------------------------------------------------------------------------------

@@ -36,6 +36,14 @@ def tile_dwconv3x3_weights(packed, bias):
     return aligned_copy(np.tile(packed, (1, 1, repeats))), aligned_copy(np.tile(bias, repeats))
 
 
+@njit(inline="always")
+def _tap_weights(weight):
+    """The 9 tap rows of a (3, 3, L) weight array, (kh, kw) in row-major order: (L,) each."""
+    return (weight[0, 0], weight[0, 1], weight[0, 2],
+            weight[1, 0], weight[1, 1], weight[1, 2],
+            weight[2, 0], weight[2, 1], weight[2, 2])
+
+
 @njit(fastmath=FASTMATH)
 def _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out):
     """out[n, oh, ow, :] for one output pixel, skipping taps that fall into the padding."""
@@ -66,9 +74,7 @@ def dwconv3x3_nhwc_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, ou
     n_batch, height, width, channels = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
     rows_in = x.reshape(n_batch * height, width * channels)  # (N*H, W*C)
-    w00, w01, w02 = weight[0, 0], weight[0, 1], weight[0, 2]  # (C,)
-    w10, w11, w12 = weight[1, 0], weight[1, 1], weight[1, 2]
-    w20, w21, w22 = weight[2, 0], weight[2, 1], weight[2, 2]
+    w00, w01, w02, w10, w11, w12, w20, w21, w22 = _tap_weights(weight)  # (C,) each
     # Interior columns: all three taps inside the row, 0 <= ow*s - pad and ow*s - pad + 2 < W.
     ow_lo = min(out_w, (pad_left + stride - 1) // stride)
     ow_hi = max(ow_lo, min(out_w, (width - 3 + pad_left) // stride + 1))
@@ -149,9 +155,7 @@ def _interior_row(rows_in, row, weight_tile, bias_tile, channels, act_max, rows_
     block = weight_tile.shape[2]
     above, middle, below = rows_in[row - 1], rows_in[row], rows_in[row + 1]  # (W*C,)
     dst = rows_out[row]
-    w00, w01, w02 = weight_tile[0, 0], weight_tile[0, 1], weight_tile[0, 2]  # (P*C,)
-    w10, w11, w12 = weight_tile[1, 0], weight_tile[1, 1], weight_tile[1, 2]
-    w20, w21, w22 = weight_tile[2, 0], weight_tile[2, 1], weight_tile[2, 2]
+    w00, w01, w02, w10, w11, w12, w20, w21, w22 = _tap_weights(weight_tile)  # (P*C,)
     for start in range(channels, row_length - channels, block):
         count = min(block, row_length - channels - start)
         left, right = start - channels, start + channels
@@ -175,9 +179,7 @@ def _interior_two_rows(rows_in, row, weight_tile, bias_tile, channels, act_max, 
     block = weight_tile.shape[2]
     r0, r1, r2, r3 = rows_in[row - 1], rows_in[row], rows_in[row + 1], rows_in[row + 2]
     dst0, dst1 = rows_out[row], rows_out[row + 1]
-    w00, w01, w02 = weight_tile[0, 0], weight_tile[0, 1], weight_tile[0, 2]  # (P*C,)
-    w10, w11, w12 = weight_tile[1, 0], weight_tile[1, 1], weight_tile[1, 2]
-    w20, w21, w22 = weight_tile[2, 0], weight_tile[2, 1], weight_tile[2, 2]
+    w00, w01, w02, w10, w11, w12, w20, w21, w22 = _tap_weights(weight_tile)  # (P*C,)
     for start in range(channels, row_length - channels, block):
         count = min(block, row_length - channels - start)
         left, right = start - channels, start + channels

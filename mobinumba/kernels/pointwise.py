@@ -1,98 +1,86 @@
 """Pointwise (1x1) convolution in NHWC: a GEMM of (pixels, Cin) by (Cin, Cout).
 
 The activations of a layer, viewed as a (M = N*H*W, K = Cin) row-major matrix, multiply the
-packed weights. The output is computed in MR x NR tiles whose accumulators are MR stack
-buffers of NR floats: once LLVM unrolls the NR loop they become vector registers (four zmm
-each with AVX-512), so each step over K is MR broadcasts, NR / vector-width loads and
-MR * NR / vector-width FMAs. Accumulators start at the bias; the epilogue clamps and stores
-a whole NR-wide row with vector instructions when the panel is full.
+packed weights. The output is computed in MR x NR register tiles (_tile.py): each step over K
+is MR broadcasts, NR / vector-width loads and MR * NR / vector-width FMAs. Accumulators start
+at the bias; the epilogue clamps and stores a whole NR-wide row with vector instructions when
+the panel is full.
+
+The kernel is built per Tile by pwconv_nhwc_clamp_kernel; the module-level
+pwconv_nhwc_clamp and pack_pointwise_weights use the default TILE.
 """
+import functools
+
 from numba import njit, prange
 
-from ._common import CACHE, FASTMATH, stack_buffer_f32
-from ._tile import MR, pack_gemm_weights, store_clamped, store_clamped_partial
+from ._common import CACHE, FASTMATH, stack_buffer_f32, stack_matrix_f32
+from ._tile import Tile, checked_kernel, pack_gemm_weights, tile_start, tile_store_clamped, \
+    tile_update
 
-NR = 64  # output channels per tile = the width of one packed weight panel (4 zmm)
+# 24 zmm accumulators + 4 for a weight row of the 32 AVX-512 registers (measured in _tile.py).
+TILE = Tile(mr=6, nr=64)
 
 
-def pack_pointwise_weights(weight, bias):
-    """OIHW (Cout, Cin, 1, 1) and (Cout,) -> GEMM panels (P, Cin, NR), (P, NR)."""
+def pack_pointwise_weights(weight, bias, nr=TILE.nr):
+    """OIHW (Cout, Cin, 1, 1) and (Cout,) -> GEMM panels (P, Cin, nr), (P, nr)."""
     c_out, c_in = weight.shape[:2]
-    return pack_gemm_weights(weight.reshape(c_out, c_in).T, bias, NR)
+    return pack_gemm_weights(weight.reshape(c_out, c_in).T, bias, nr)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
-def pwconv_nhwc_clamp(x, packed, packed_bias, act_max, out):
-    """out = clamp(x @ W + bias, 0, act_max).
+@functools.cache
+def pwconv_nhwc_clamp_kernel(tile):
+    """pwconv_nhwc_clamp compiled for `tile` (a Tile), once per tile shape.
 
-    x (M, Cin) = NHWC activations flattened over pixels; packed (P, Cin, NR) and
-    packed_bias (P, NR) from pack_pointwise_weights; out (M, Cout).
+    Its weights must come from pack_pointwise_weights(weight, bias, tile.nr); other panel
+    widths are refused with a ValueError before the kernel runs.
     """
-    rows, depth = x.shape
-    c_out = out.shape[1]
-    panels = packed.shape[0]
-    row_blocks = (rows + MR - 1) // MR
-    # Tasks enumerate (panel, row block) with the row block fastest, so a thread's contiguous
-    # share of tasks walks down the rows reusing one weight panel from cache.
-    for task in prange(panels * row_blocks):
-        p = task // row_blocks
-        i0 = (task - p * row_blocks) * MR
-        j0 = p * NR
-        width = min(NR, c_out - j0)
-        panel = packed[p]  # (Cin, NR)
-        bias = packed_bias[p]  # (NR,)
-        if i0 + MR <= rows:
-            acc0 = stack_buffer_f32(NR)
-            acc1 = stack_buffer_f32(NR)
-            acc2 = stack_buffer_f32(NR)
-            acc3 = stack_buffer_f32(NR)
-            acc4 = stack_buffer_f32(NR)
-            acc5 = stack_buffer_f32(NR)
-            for v in range(NR):
-                acc0[v] = bias[v]
-                acc1[v] = bias[v]
-                acc2[v] = bias[v]
-                acc3[v] = bias[v]
-                acc4[v] = bias[v]
-                acc5[v] = bias[v]
-            for k in range(depth):
-                w = panel[k]  # (NR,)
-                a0 = x[i0, k]
-                a1 = x[i0 + 1, k]
-                a2 = x[i0 + 2, k]
-                a3 = x[i0 + 3, k]
-                a4 = x[i0 + 4, k]
-                a5 = x[i0 + 5, k]
-                for v in range(NR):
-                    acc0[v] += a0 * w[v]
-                    acc1[v] += a1 * w[v]
-                    acc2[v] += a2 * w[v]
-                    acc3[v] += a3 * w[v]
-                    acc4[v] += a4 * w[v]
-                    acc5[v] += a5 * w[v]
-            if width == NR:
-                store_clamped(acc0, out[i0, j0:j0 + NR], act_max)
-                store_clamped(acc1, out[i0 + 1, j0:j0 + NR], act_max)
-                store_clamped(acc2, out[i0 + 2, j0:j0 + NR], act_max)
-                store_clamped(acc3, out[i0 + 3, j0:j0 + NR], act_max)
-                store_clamped(acc4, out[i0 + 4, j0:j0 + NR], act_max)
-                store_clamped(acc5, out[i0 + 5, j0:j0 + NR], act_max)
+    mr, nr = tile.mr, tile.nr  # closure constants: Numba's cache key includes them
+
+    @njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
+    def pwconv_nhwc_clamp(x, packed, packed_bias, act_max, out):
+        """out = clamp(x @ W + bias, 0, act_max).
+
+        x (M, Cin) = NHWC activations flattened over pixels; packed (P, Cin, NR) and
+        packed_bias (P, NR) from pack_pointwise_weights; out (M, Cout).
+        """
+        rows = x.shape[0]
+        c_out = out.shape[1]
+        panels = packed.shape[0]
+        row_blocks = (rows + mr - 1) // mr
+        # Tasks enumerate (panel, row block) with the row block fastest, so a thread's
+        # contiguous share of tasks walks down the rows reusing one weight panel from cache.
+        for task in prange(panels * row_blocks):
+            p = task // row_blocks
+            i0 = (task - p * row_blocks) * mr
+            j0 = p * nr
+            width = min(nr, c_out - j0)
+            panel = packed[p]  # (Cin, NR)
+            bias = packed_bias[p]  # (NR,)
+            if i0 + mr <= rows:
+                acc = stack_matrix_f32(mr, nr)
+                _gemm_tile(acc, stack_buffer_f32(mr), x, i0, panel, bias)
+                tile_store_clamped(acc, out, i0, j0, width, act_max)
             else:
-                store_clamped_partial(acc0, out[i0, j0:], width, act_max)
-                store_clamped_partial(acc1, out[i0 + 1, j0:], width, act_max)
-                store_clamped_partial(acc2, out[i0 + 2, j0:], width, act_max)
-                store_clamped_partial(acc3, out[i0 + 3, j0:], width, act_max)
-                store_clamped_partial(acc4, out[i0 + 4, j0:], width, act_max)
-                store_clamped_partial(acc5, out[i0 + 5, j0:], width, act_max)
-        else:
-            # Fewer than MR rows left: one row at a time.
-            for i in range(i0, rows):
-                acc = stack_buffer_f32(NR)
-                for v in range(NR):
-                    acc[v] = bias[v]
-                for k in range(depth):
-                    a = x[i, k]
-                    w = panel[k]
-                    for v in range(NR):
-                        acc[v] += a * w[v]
-                store_clamped_partial(acc, out[i, j0:], width, act_max)
+                # Fewer than MR rows left: one row at a time, as a 1 x NR tile.
+                for i in range(i0, rows):
+                    row_acc = stack_matrix_f32(1, nr)
+                    _gemm_tile(row_acc, stack_buffer_f32(1), x, i, panel, bias)
+                    tile_store_clamped(row_acc, out, i, j0, width, act_max)
+
+    return checked_kernel(pwconv_nhwc_clamp, tile, "pack_pointwise_weights")
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _gemm_tile(acc, a, x, i0, panel, bias):
+    """acc (R, NR) = bias + x[i0:i0 + R] @ panel, with a (R,) as the A column buffer.
+
+    x (M, Cin); panel (Cin, NR); bias (NR,).
+    """
+    tile_start(acc, bias)
+    for k in range(x.shape[1]):
+        for r in range(acc.shape[0]):
+            a[r] = x[i0 + r, k]
+        tile_update(acc, a, panel[k])
+
+
+pwconv_nhwc_clamp = pwconv_nhwc_clamp_kernel(TILE)
