@@ -75,8 +75,9 @@ class Conversion:
             assert size < complete_size  # the write is not finished
         else:
             self.wait_for(self.paused.exists, "pause with the temp file complete")
-            temp = self.directory / self.temp_files()[0]
-            assert mobinumba.load(temp).num_classes == 1000  # complete, not yet moved
+            temps = self.temp_files()
+            assert temps, "paused without a temp file: it was moved before the check"
+            assert mobinumba.load(self.directory / temps[0]).num_classes == 1000  # complete
         if window in ("self-check", "after the move"):
             self.hook.touch()  # release: the converter removes the marker, then checks
             self.wait_for(lambda: not self.paused.exists(), "release")
