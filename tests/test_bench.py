@@ -28,6 +28,8 @@ from mobinumba.bench.synthetic import conv_mobilenet_specs, random_model_file, r
 from mobinumba.bench.torch_model import RecordsNet
 from mobinumba.weights import write_model_file
 
+pytestmark = pytest.mark.slow  # the benchmark report, with its PyTorch and ONNX Runtime peers
+
 HEADINGS = ("## Headline", "## 1. Environment", "## 2. The paper's tables",
             "## 3. Depthwise-separable vs standard convolution",
             "## 4. End-to-end latency and throughput", "## 5. Per-layer profile", "## 6. Peers")
