@@ -36,9 +36,10 @@ INPUT = np.random.default_rng(0).standard_normal((2, 3, 24, 24)).astype(np.float
 # logit is within that bound of the float64 one. A real bug (a wrong weight, tap, stride or
 # channel) is an O(1) difference, far above it.
 UNIT_ROUNDOFF = 2.0 ** -24  # float32
-# The probabilistic bound's lambda: sqrt(n) * u per dot product holds with probability at
-# least 1 - 2 n exp(-lambda^2 / 2) per value (Higham & Mary 2019), and it is applied to
-# sum |w x|, which cancellations keep far above the real sum.
+# The probabilistic bound's lambda (Higham & Mary 2019: lambda sqrt(n) u per dot product,
+# with probability at least 1 - 2 n exp(-lambda^2 / 2), a weak guarantee alone for n in the
+# hundreds). The margin comes from applying it to sum |w x|, which cancellations keep far
+# above the real sum: on the weight fuzzer's seed the bound is 50 times the real error.
 ROUNDING_LAMBDA = 4.0
 # Where a sum of |weight * input| may exceed this, float32 may overflow: the runtime must
 # then raise NumericError or return finite logits, which cannot be compared ("uncompared").
