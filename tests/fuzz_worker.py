@@ -123,7 +123,7 @@ def read_state(path):
                 break
     if all(k.startswith("module.") for k in raw):  # DataParallel, in either format
         raw = {k[len("module."):]: v for k, v in raw.items()}
-    return {k: np.asarray(v.float().numpy() if torch.is_tensor(v) else v, np.float32)
+    return {k: np.asarray(v.detach().float().numpy() if torch.is_tensor(v) else v, np.float32)
             .astype(np.float64) for k, v in raw.items() if not k.endswith("num_batches_tracked")}
 
 

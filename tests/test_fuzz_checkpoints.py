@@ -257,7 +257,7 @@ def culprits(edits):
     names = ["unknown layout"]  # enough keys changed that no layout matches (it lists some)
     for kind, key, argument in edits:
         if kind in ("top-level", "wrap"):  # "wrap" puts the dict under a key of that name
-            names += ["does not hold a state dict", "state dict key", f"'{argument}'"]
+            names += ["does not hold a state dict", "state dict key", argument]
         elif kind == "key-type":
             names += ["state dict key", key]
         elif kind == "odd":  # torch's weights-only unpickler refuses what it cannot build
