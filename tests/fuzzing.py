@@ -35,9 +35,28 @@ def examples(count):
     and reproducible); no example database, no deadline (the worker's timeout is the hang
     detector), no shrinking (a crashing case restarts the worker, seconds per attempt).
     """
-    return settings(max_examples=max(1, int(count * SCALE)), derandomize=True, database=None,
+    return settings(max_examples=examples_count(count), derandomize=True, database=None,
                     deadline=None, phases=[Phase.explicit, Phase.generate],
                     suppress_health_check=list(HealthCheck))
+
+
+def examples_count(count):
+    """How many cases `examples(count)` runs."""
+    return max(1, int(count * SCALE))
+
+
+# Finite logits from weights whose sums may overflow float32 cannot be compared with the
+# reference, and those whose bound exceeds 1e-3 of the logit scale are compared loosely
+# (tests/fuzz_worker.py): at most this share of a fuzz test's cases may end either way.
+UNCOMPARED_SHARE = 0.02
+
+
+def assert_few_uncompared(seen, cases):
+    """Fail when more than UNCOMPARED_SHARE of the `cases` a watcher saw went uncompared or
+    were compared loosely."""
+    for target, judged in seen.comparisons.items():
+        weak = judged["uncompared"] + judged["loosely compared"]
+        assert weak <= UNCOMPARED_SHARE * cases, (target, dict(judged), cases)
 
 
 def at_least(count):
@@ -126,6 +145,12 @@ class FuzzStats:
         self.classes = defaultdict(Counter)  # target -> message template -> count
         self.details = defaultdict(Counter)  # target -> low-level cause (h5py, Pillow, ...)
         self.seconds = Counter()
+        # target -> how "ok" cases were judged: compared, overflow reported, uncompared
+        self.comparisons = defaultdict(Counter)
+        # target -> comparison -> largest allowed error, largest error found (/ logit scale)
+        self.allowed = defaultdict(Counter)
+        self.error = defaultdict(Counter)
+        self.skipped = Counter()  # target -> edits drawn that could not be made
         self.watchers = []
 
     @contextlib.contextmanager
@@ -143,11 +168,23 @@ class FuzzStats:
             watcher.record(target, answer)
         self.cases[target] += 1
         self.outcomes[target][answer["outcome"]] += 1
+        if "comparison" in answer:
+            self.comparisons[target][answer["comparison"]] += 1
+        if "allowed" in answer:
+            kind = answer["comparison"]
+            self.allowed[target][kind] = max(self.allowed[target][kind], answer["allowed"])
+            self.error[target][kind] = max(self.error[target][kind], answer["error"])
         if answer["outcome"] == "refused":
             template, detail = message_template(answer["message"])
             self.classes[target][f"{answer['type']}: {template}"] += 1
             if detail:
                 self.details[target][detail] += 1
+
+    def skip(self, target, count=1):
+        """Record `count` drawn edits that could not be made (the case ran without them)."""
+        for watcher in self.watchers:
+            watcher.skip(target, count)
+        self.skipped[target] += count
 
     def summary_lines(self):
         lines = []
@@ -156,13 +193,27 @@ class FuzzStats:
             lines.append(f"{target}: {self.cases[target]} cases in {self.seconds[target]:.1f} s "
                          f"({outcomes}); {len(self.classes[target])} distinct error messages, "
                          f"{len(self.details[target])} distinct low-level causes")
+            if self.comparisons[target]:
+                judged = ", ".join(f"{n} {name}"
+                                   for name, n in self.comparisons[target].most_common())
+                lines.append(f"  ok cases: {judged}")
+                for kind in sorted(self.allowed[target]):
+                    lines.append(f"  {kind}: largest allowed error "
+                                 f"{self.allowed[target][kind]:.2e} of the logit scale, "
+                                 f"largest error found {self.error[target][kind]:.2e}")
+            if self.skipped[target]:
+                lines.append(f"  {self.skipped[target]} drawn edits could not be made")
         return lines
 
     def as_json(self):
         return {target: {"cases": self.cases[target], "seconds": round(self.seconds[target], 1),
                          "outcomes": dict(self.outcomes[target]),
                          "error_classes": dict(self.classes[target].most_common()),
-                         "low_level_causes": dict(self.details[target].most_common())}
+                         "low_level_causes": dict(self.details[target].most_common()),
+                         "comparisons": dict(self.comparisons[target]),
+                         "largest_allowed_error": dict(self.allowed[target]),
+                         "largest_error": dict(self.error[target]),
+                         "edits_not_made": self.skipped[target]}
                 for target in self.cases}
 
 

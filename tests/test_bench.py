@@ -34,6 +34,8 @@ from mobinumba.reference import reference_logits
 from mobinumba.threads import get_threads, set_threads
 from mobinumba.weights import write_model_file
 
+pytestmark = pytest.mark.slow  # the benchmark report, with its PyTorch and ONNX Runtime peers
+
 HEADINGS = ("## Headline", "## 1. Environment", "## 2. The paper's tables",
             "## 3. Depthwise-separable vs standard convolution",
             "## 4. End-to-end latency and throughput", "## 5. Per-layer profile", "## 6. Peers")

@@ -98,12 +98,14 @@ def run_workqueue(weights, *flags):
                           text=True, env=env, timeout=600)
 
 
+@pytest.mark.slow  # a subprocess that compiles every kernel
 def test_threads_under_the_workqueue_layer(small_weights):
     result = run_workqueue(small_weights)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "identical"
 
 
+@pytest.mark.slow  # a subprocess that compiles every kernel
 def test_without_the_lock_workqueue_aborts(small_weights):
     """The control: the same threads with the lock removed kill the process, which is why
     the lock is there (and shows the test above would catch its absence)."""
@@ -112,6 +114,7 @@ def test_without_the_lock_workqueue_aborts(small_weights):
     assert "Concurrent access has been detected" in result.stderr
 
 
+@pytest.mark.slow  # a subprocess that compiles every kernel
 def test_two_processes_fill_an_empty_jit_cache_at_once(small_weights, tmp_path):
     cache = tmp_path / "numba-cache"
     cache.mkdir()

@@ -29,6 +29,8 @@ from mobinumba.dask import (THREADS_RESOURCE, ModelPlugin, _as_given, iter_resul
 from mobinumba.results import read_results, result_row
 from mobinumba.threads import available_cores
 
+pytestmark = pytest.mark.slow  # starts Dask clusters
+
 TOPK = 3
 WAIT_S = 60  # upper bound of any wait below; the waits normally end within seconds
 

@@ -13,10 +13,12 @@ with a one-line message that starts with the file and names the dataset, attribu
 from the same file by h5py (or report float32 overflow with NumericError when the weights
 are that large). A crash, hang, foreign exception or wrong result fails the test.
 """
+import math
 import os
 import random
 import shutil
 import warnings
+from collections import Counter
 
 import h5py
 import numpy as np
@@ -25,8 +27,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import build_reference, run_cli
-from fuzzing import (STATS, FuzzWorker, Timer, apply_byte_edits, at_least, check_answer,
-                     examples)
+from fuzzing import (STATS, FuzzWorker, Timer, apply_byte_edits, assert_few_uncompared,
+                     at_least, check_answer, examples, examples_count)
+
+pytestmark = pytest.mark.slow  # a fuzzer: ~1,300 cases in a worker process
 
 NAMING = (r"attribute '|layers?\b|labels|classifier|format_version|"
           r"not a readable HDF5 file|global heap")
@@ -146,6 +150,8 @@ def test_byte_mutations(seed, worker):
     assert len(classes) >= at_least(12) and len(seen.details["weights"]) >= at_least(30), \
         sorted(classes)
     assert seen.outcomes["weights"]["ok"] >= cases // 10
+    assert cases == examples_count(700)
+    assert_few_uncompared(seen, cases)
     for needle in ["unreadable", "not a readable HDF", "layers/<layer>"]:
         assert any(needle in template for template in classes), (needle, sorted(classes))
 
@@ -235,7 +241,10 @@ def structural_edits(draw, seed):
         elif kind == "retype":
             edits.append((kind, dataset, draw(st.sampled_from(DTYPES))))
         elif kind == "reshape":
+            # Written with real data: at most 70^3 values (huge shapes are the "unwritten"
+            # edit's, which costs no memory; 70^5 float32 would be 6.7 GB here).
             shape = draw(st.lists(st.integers(0, 70), max_size=5).map(tuple)
+                         .filter(lambda dims: math.prod(dims) <= 70 ** 3)
                          | st.sampled_from([(), (1,), (8, 3, 3, 3), (8, 1, 3, 3), (10, 256),
                                             (256, 10), (9,), (8, 8, 1, 1), (16, 8, 1, 1)]))
             edits.append((kind, dataset, shape))
@@ -275,15 +284,29 @@ def structural_edits(draw, seed):
     return edits
 
 
-def apply_structural_edits(path, edits, directory):
-    """Apply the edits with h5py; an edit h5py itself refuses (a name clash) is skipped."""
+class EditNotMade(Exception):
+    """A drawn edit that cannot be made on this file: it acts on a dataset that is not
+    floating point, is a scalar or is too large, or swaps a layer with itself."""
+
+
+def apply_structural_edits(path, edits, directory, strict=False):
+    """Apply the edits with h5py; returns how many could not be made.
+
+    A random draw may ask for what h5py refuses (a name clash) or what an earlier edit made
+    impossible (its target deleted): that edit is counted and skipped. With `strict` (the
+    listed corruptions, written by hand) any edit that cannot be made raises instead.
+    """
+    not_made = 0
     with h5py.File(path, "r+") as h5, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lossy casts are the point
         for edit in edits:
             try:
                 EDITS[edit[0]](h5, *edit[1:], directory=directory)
-            except (KeyError, ValueError, TypeError, OSError, RuntimeError):
-                pass
+            except (EditNotMade, KeyError, ValueError, TypeError, OSError, RuntimeError):
+                if strict:
+                    raise
+                not_made += 1
+    return not_made
 
 
 def _replace(h5, path, **kwargs):
@@ -363,7 +386,7 @@ def edit_vlen_attr(h5, obj, attr, directory):
 def edit_poison(h5, path, index, value, directory):
     dataset = h5[path]
     if not 0 < dataset.size <= 10 ** 6 or dataset.dtype.kind != "f":
-        return
+        raise EditNotMade(f"{path}: not a float dataset of 1..10**6 values")
     data = np.array(dataset[()])
     data.reshape(-1)[index % data.size] = value
     dataset[()] = data
@@ -407,7 +430,7 @@ def edit_external(h5, path, where, directory):
 def edit_chunked(h5, path, compression, directory):
     data = np.asarray(_values(h5, path))
     if data.ndim == 0:
-        return
+        raise EditNotMade(f"{path}: a scalar cannot be chunked")
     _replace(h5, path, data=data, chunks=True, compression=compression)
 
 
@@ -420,7 +443,7 @@ def edit_unwritten(h5, path, shape, directory):
 
 def edit_swap_layers(h5, first, second, directory):
     if first == second:
-        return
+        raise EditNotMade(f"layer {first} swapped with itself")
     h5.move(f"layers/{first}", "layers/__swap")
     h5.move(f"layers/{second}", f"layers/{first}")
     h5.move("layers/__swap", f"layers/{second}")
@@ -471,16 +494,25 @@ def test_structural_mutations(seed, worker):
     @given(edits=structural_edits(seed))
     def case(edits):
         shutil.copy(seed.path, path)
-        apply_structural_edits(path, edits, seed.directory)
+        not_made = apply_structural_edits(path, edits, seed.directory)
+        STATS.skip("weights", not_made)
+        drawn["edits"] += len(edits)
+        drawn["unchanged"] += not_made == len(edits)
         run_weights_case(worker, seed, path)
 
+    drawn = Counter()
     with STATS.watching() as seen:
         case()
     # Random edits reach many distinct refusals; edits that keep the file valid (chunked
     # storage, extra members, swapped twin layers, float64 data) must load and run right.
     classes, cases = seen.classes["weights"], seen.cases["weights"]
+    assert cases == examples_count(450)
     assert len(classes) >= at_least(60), sorted(classes)
     assert seen.outcomes["weights"]["ok"] >= cases // 25
+    # Most drawn edits are made: a case left as the seed tests nothing new.
+    assert seen.skipped["weights"] <= drawn["edits"] // 10, (seen.skipped, drawn)
+    assert drawn["unchanged"] <= cases // 20, (drawn, cases)
+    assert_few_uncompared(seen, cases)
 
 
 # ---------------------------------------------------------------- every listed corruption
@@ -504,7 +536,10 @@ def global_heap_hang(data):
     return bytes(data)
 
 
-# (structural edits, what the refusal must say; None: the file must load and run right)
+# What a listed case must end in instead of a refusal: NumericError naming the overflow.
+OVERFLOW = "overflow reported"
+# (structural edits, what the refusal must say; None: the file must load and run right;
+# OVERFLOW: it loads and running it reports the float32 overflow)
 LISTED = {
     "deleted dataset": ([("delete", "layers/05_block03_dw/var")],
                         "layers/05_block03_dw: missing dataset 'var'"),
@@ -571,7 +606,7 @@ LISTED = {
          ("poison", "layers/03_block02_dw/var", 0, 0.0)],
         "layers/03_block02_dw: folding batch norm overflows float32"),
     "huge finite weight: overflow is reported": (
-        [("poison", "layers/02_block01_pw/weight", 0, 3e38)], None),
+        [("poison", "layers/02_block01_pw/weight", 0, 3e38)], OVERFLOW),
     "soft link": ([("link", "layers/02_block01_pw/weight", "soft",
                     "layers/04_block02_pw/weight")], "is a SoftLink"),
     "external link": ([("link", "layers/02_block01_pw/gamma", "external",
@@ -614,10 +649,16 @@ def test_listed_corruptions(seed, worker, name):
     edits, expected = LISTED[name]
     path = os.path.join(seed.directory, "listed.h5")
     shutil.copy(seed.path, path)
-    apply_structural_edits(path, edits, seed.directory)
+    apply_structural_edits(path, edits, seed.directory, strict=True)
+    with open(path, "rb") as stream:
+        assert stream.read() != seed.data, "the edits left the seed file unchanged"
     answer = run_weights_case(worker, seed, path)
-    if expected is None:
-        assert answer["outcome"] == "ok", answer
+    if expected is None:  # a valid variation: it runs and matches the reference
+        assert answer["outcome"] == "ok" and answer["comparison"] == "compared", answer
+    elif expected is OVERFLOW:
+        assert answer["outcome"] == "ok" and answer["comparison"] == "overflow reported", \
+            answer
+        assert "overflowed float32" in answer["detail"], answer
     else:
         assert answer["outcome"] == "refused" and expected in answer["message"], answer
 

@@ -355,6 +355,7 @@ def image_edits(draw, size):
     return edits
 
 
+@pytest.mark.slow  # a fuzzer
 def test_image_byte_fuzz(directory):
     images = seed_images()
     worker = FuzzWorker({"target": "image", "path": str(directory / "warmup.png")})

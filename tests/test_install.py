@@ -22,6 +22,8 @@ import torch
 import mobinumba
 from conftest import build_reference, run_cli
 
+pytestmark = pytest.mark.slow  # builds wheels and installs them into fresh venvs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHILD = textwrap.dedent("""

@@ -27,8 +27,16 @@ def config_id(config):
     return f"{layout}-w{width}-{activation}{'-head' if head else ''}"
 
 
-@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
-@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+# The fast tier's subset (`pytest -m "not slow"`): both layouts, activations and formats, the
+# head conv, the smallest and the full width; the other 43 cases are marked slow.
+FAST = {"timm-w0.25-relu6-pth", "timm-w0.5-relu-head-safetensors", "timm-w1.0-relu6-safetensors",
+        "classic-w0.25-relu-safetensors", "classic-w0.75-relu6-pth"}
+CASES = [pytest.param(config, fmt, id=f"{config_id(config)}-{fmt}",
+                      marks=() if f"{config_id(config)}-{fmt}" in FAST else pytest.mark.slow)
+         for config in CONFIGS for fmt in ("pth", "safetensors")]
+
+
+@pytest.mark.parametrize("config,fmt", CASES)
 def test_logits_match_pytorch(config, fmt, workdir):
     layout, width, activation, head = config
     reference = build_reference(layout, width, activation, head, seed=CONFIGS.index(config))

@@ -10,6 +10,7 @@ the caller's option, what the source file states about itself (a graph's epsilon
 and conv padding), the layout's DEFAULTS.
 """
 import os
+import time
 from dataclasses import dataclass, field
 
 from ..padding import PADDINGS
@@ -27,6 +28,11 @@ from .plan import records_from_plan
 LAYOUTS = {module.NAME: module for module in (timm, classic, tfslim)}
 GRAPH_SUFFIX = ".pb"
 SAFETENSORS_SUFFIX = ".safetensors"
+# A test hook, not an option (tests/test_interrupts.py): when this environment variable
+# names a path, the converter, its temp file complete and not yet checked nor moved into
+# place, creates PATH.paused, waits until PATH exists, then removes PATH.paused and goes on
+# (to the self-check, if any), so that a test can signal it in exactly one of the windows.
+PAUSE_BEFORE_CHECK = "MOBINUMBA_TEST_PAUSE_BEFORE_CHECK"
 
 
 @dataclass
@@ -169,12 +175,29 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
     run_check = torch_available() if check is None else check
 
     def verify(temp_path):
+        _pause_for_tests()
         if run_check:
             report.check_difference, report.check_allowed = check_conversion(
                 temp_path, records, info, tolerance)
 
     write_model_file(output, model_file, overwrite=force, verify=verify)
     return report
+
+
+def _pause_for_tests():
+    """The PAUSE_BEFORE_CHECK test hook: nothing unless the variable is set."""
+    hook = os.environ.get(PAUSE_BEFORE_CHECK)
+    if not hook:
+        return
+    open(hook + ".paused", "w").close()
+    # A converter whose test was killed must not wait forever (six orphans once did): give up
+    # when the test's directory is gone or after 10 minutes, abandoning the conversion.
+    deadline = time.monotonic() + 600
+    while not os.path.exists(hook):
+        if time.monotonic() > deadline or not os.path.exists(hook + ".paused"):
+            raise CheckpointError(f"{PAUSE_BEFORE_CHECK}: nobody released {hook}")
+        time.sleep(0.005)
+    os.unlink(hook + ".paused")
 
 
 def _printable(name):
