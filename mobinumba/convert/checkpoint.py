@@ -6,9 +6,11 @@ pickles that would run code. Wrappers such as {"state_dict": ...} and the DataPa
 "module." prefix are removed.
 """
 import hashlib
+import json
 import os
 import re
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -45,15 +47,41 @@ def read_state_dict(path):
 
 def _read_safetensors(path):
     try:
-        from safetensors.numpy import load_file
+        from safetensors import safe_open
     except ImportError:
         raise CheckpointError(f"{path}: reading .safetensors needs the safetensors package "
                               f"(pip install 'mobinumba[convert]')") from None
     try:
-        return load_file(path)
+        handle = safe_open(path, framework="numpy")  # checks the header and data offsets
     except Exception as error:  # safetensors raises its own SafetensorError and others
         raise CheckpointError(f"{path}: not a readable safetensors file "
                               f"({_first_line(error)})") from None
+    tensors = {}
+    with handle:
+        for key in handle.keys():
+            try:
+                if handle.get_slice(key).get_dtype() == "BF16":
+                    tensors[key] = _read_bfloat16(path, key)
+                else:
+                    tensors[key] = handle.get_tensor(key)
+            except Exception as error:
+                raise CheckpointError(f"{path}: {key}: unreadable tensor "
+                                      f"({_first_line(error)})") from None
+    return tensors
+
+
+def _read_bfloat16(path, key):
+    """A bfloat16 tensor of a safetensors file (numpy has no bfloat16, so safetensors.numpy
+    cannot give it) as float32: its raw 16-bit values are the top half of a float32's bits.
+    The header was already validated by safe_open (offsets inside the file, sizes matching
+    the shapes)."""
+    with open(path, "rb") as stream:
+        header_size = int.from_bytes(stream.read(8), "little")
+        entry = json.loads(stream.read(header_size))[key]
+        begin, end = entry["data_offsets"]
+        stream.seek(8 + header_size + begin)
+        raw = np.frombuffer(stream.read(end - begin), dtype="<u2")
+    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
 
 
 def _read_torch(path):
@@ -72,7 +100,47 @@ def _read_torch(path):
     except Exception as error:  # pickle.UnpicklingError, weights_only refusals, ...
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
                               f"({type(error).__name__}: {_torch_reason(error)})") from None
+    if zipfile.is_zipfile(path):
+        _check_storages_match_records(loaded, path)
     return loaded
+
+
+def _check_storages_match_records(loaded, path):
+    """Refuse a torch.save zip whose loaded storages are not exactly its data records.
+
+    torch.load reads records through its own zip reader without checking their CRC-32, and
+    trusts the central directory: one flipped bit there (found by fuzzing) made it fill a
+    64 KiB storage with uninitialised memory, so the converted model computed garbage that
+    changed from run to run. A file torch.save wrote has one record per storage holding
+    exactly the storage's bytes, so the (size, CRC-32) pairs of the storages torch.load
+    built must be those the zip directory lists. Costs one CRC pass over the weights.
+    """
+    import torch
+
+    storages = {}  # data_ptr -> (nbytes, crc32), each storage once (views share one)
+    pending = [loaded]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif isinstance(item, torch.Tensor) and item.layout == torch.strided:
+            storage = item.untyped_storage()
+            if storage.nbytes() and storage.data_ptr() not in storages:
+                raw = torch.empty(0, dtype=torch.uint8).set_(storage).numpy()
+                storages[storage.data_ptr()] = (storage.nbytes(), zlib.crc32(raw))
+    with zipfile.ZipFile(path) as archive:
+        records = [(info.file_size, info.CRC) for info in archive.infolist()
+                   if _DATA_RECORD.fullmatch(info.filename) and info.file_size]
+    if sorted(storages.values()) != sorted(records):
+        raise CheckpointError(f"{path}: corrupt PyTorch checkpoint: the tensor data torch "
+                              f"read ({len(storages)} storages) differs from the data records "
+                              f"and checksums in the file ({len(records)} records)")
+
+
+# The zip members holding storages: "<archive name>/data/<storage key>".
+_DATA_RECORD = re.compile(r"[^/]+/data/[0-9]+")
 
 
 # Sentences of torch.load's weights-only refusal that are advice or preamble, not the reason:
