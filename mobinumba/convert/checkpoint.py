@@ -11,6 +11,7 @@ import os
 import re
 import zipfile
 import zlib
+from collections import Counter
 
 import numpy as np
 
@@ -117,26 +118,30 @@ def _check_storages_match_records(loaded, path):
     """
     import torch
 
-    storages = {}  # data_ptr -> (nbytes, crc32), each storage once (views share one)
-    pending = [loaded]
+    storages = {}  # data_ptr -> ((nbytes, crc32), key of a tensor using it), each once
+    pending = [("", loaded)]
     while pending:
-        item = pending.pop()
+        key, item = pending.pop()
         if isinstance(item, dict):
-            pending.extend(item.values())
+            pending.extend((f"{key}.{name}".lstrip("."), value) for name, value in item.items())
         elif isinstance(item, (list, tuple)):
-            pending.extend(item)
+            pending.extend((f"{key}.{index}".lstrip("."), value)
+                           for index, value in enumerate(item))
         elif isinstance(item, torch.Tensor) and item.layout == torch.strided:
             storage = item.untyped_storage()
             if storage.nbytes() and storage.data_ptr() not in storages:
                 raw = torch.empty(0, dtype=torch.uint8).set_(storage).numpy()
-                storages[storage.data_ptr()] = (storage.nbytes(), zlib.crc32(raw))
+                storages[storage.data_ptr()] = ((storage.nbytes(), zlib.crc32(raw)), key)
     with zipfile.ZipFile(path) as archive:
-        records = [(info.file_size, info.CRC) for info in archive.infolist()
-                   if _DATA_RECORD.fullmatch(info.filename) and info.file_size]
-    if sorted(storages.values()) != sorted(records):
-        raise CheckpointError(f"{path}: corrupt PyTorch checkpoint: the tensor data torch "
-                              f"read ({len(storages)} storages) differs from the data records "
-                              f"and checksums in the file ({len(records)} records)")
+        records = Counter((info.file_size, info.CRC) for info in archive.infolist()
+                          if _DATA_RECORD.fullmatch(info.filename) and info.file_size)
+    loaded_data = Counter(pair for pair, _ in storages.values())
+    if loaded_data != records:
+        unmatched = loaded_data - records
+        culprit = next((key for pair, key in storages.values() if pair in unmatched), None)
+        what = (f"the data torch read for {culprit!r} matches no record's size and CRC-32"
+                if culprit is not None else "a data record is not used by any tensor")
+        raise CheckpointError(f"{path}: corrupt PyTorch checkpoint: {what}")
 
 
 # The zip members holding storages: "<archive name>/data/<storage key>".
