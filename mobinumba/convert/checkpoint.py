@@ -133,14 +133,18 @@ def _check_storages_match_records(loaded, path):
                 raw = torch.empty(0, dtype=torch.uint8).set_(storage).numpy()
                 storages[storage.data_ptr()] = ((storage.nbytes(), zlib.crc32(raw)), key)
     with zipfile.ZipFile(path) as archive:
-        records = Counter((info.file_size, info.CRC) for info in archive.infolist()
-                          if _DATA_RECORD.fullmatch(info.filename) and info.file_size)
+        records = {info.filename: (info.file_size, info.CRC) for info in archive.infolist()
+                   if _DATA_RECORD.fullmatch(info.filename) and info.file_size}
     loaded_data = Counter(pair for pair, _ in storages.values())
-    if loaded_data != records:
-        unmatched = loaded_data - records
-        culprit = next((key for pair, key in storages.values() if pair in unmatched), None)
-        what = (f"the data torch read for {culprit!r} matches no record's size and CRC-32"
-                if culprit is not None else "a data record is not used by any tensor")
+    in_file = Counter(records.values())
+    if loaded_data != in_file:
+        unread, unused = loaded_data - in_file, in_file - loaded_data
+        culprit = next((key for pair, key in storages.values() if pair in unread), None)
+        if culprit is not None:
+            what = f"the data torch read for {culprit!r} matches no record's size and CRC-32"
+        else:  # e.g. a damaged storage key: two tensors read one record, another is unused
+            record = next(name for name, pair in records.items() if pair in unused)
+            what = f"no tensor holds the data of record {record!r}"
         raise CheckpointError(f"{path}: corrupt PyTorch checkpoint: {what}")
 
 
