@@ -127,7 +127,10 @@ def _check_storages_match_records(loaded, path):
         elif isinstance(item, (list, tuple)):
             pending.extend((f"{key}.{index}".lstrip("."), value)
                            for index, value in enumerate(item))
-        elif isinstance(item, torch.Tensor) and item.layout == torch.strided:
+        elif isinstance(item, torch.Tensor):
+            if (item.device.type != "cpu" or item.layout != torch.strided or item.is_quantized
+                    or item.is_nested):
+                return  # not a plain tensor: _clean refuses it, naming its key
             storage = item.untyped_storage()
             if storage.nbytes() and storage.data_ptr() not in storages:
                 raw = torch.empty(0, dtype=torch.uint8).set_(storage).numpy()
