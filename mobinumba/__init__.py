@@ -11,6 +11,10 @@ from .errors import CheckpointError, FormatError, InputError, MobinumbaError, Nu
 from .model import Model, Prediction, load
 from .stream import FileResult, predict_files
 from .threads import get_threads, set_threads
+from . import threads
+
+# Before any kernel runs (none does at import): libgomp reads its environment once.
+threads.start_threading_layer()
 
 __version__ = "0.1.0"
 

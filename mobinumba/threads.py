@@ -4,6 +4,9 @@ Numba's default `workqueue` threading layer aborts the process if two Python thr
 parallel code at once, and numba.set_num_threads() only affects the calling thread. Every
 forward pass therefore runs inside `kernel_section()`, which takes a process-wide lock and
 applies the thread count chosen with set_threads() to whichever thread is calling.
+
+It also sets how long GNU OpenMP's idle threads spin before they sleep (start_threading_layer,
+called once when mobinumba is imported).
 """
 import contextlib
 import os
@@ -12,6 +15,19 @@ import threading
 import numba
 
 from .errors import check_integer
+
+# Spins (PAUSE loops, ~20 ns each here) an idle OpenMP thread makes before it sleeps.
+# Why: every prange is a parallel region ending in a barrier, 29 of them per forward pass.
+# libgomp's default (300000 spins, some milliseconds) keeps a waiting thread on its core; when
+# other processes compete for the cores, that spinning takes the time slice the descheduled
+# thread (or the Python thread between kernels) needs, and calls stall for whole slices.
+# bench/busy_machine.py, 2-core EPYC, 2 threads, batch 1, machine shared (load ~3.3),
+# p50 / p90 ms, 0 and 2 busy loops (see docs/performance.md):
+#   default 300000: 4.47 / 220.0 and 13.2 / 232.1    30000: 4.07 / 55.3 and 12.0 / 66.5
+#   3000: 4.16 / 12.2 and 12.2 / 31.8                 1000: 4.31 / 9.2 and 13.0 / 24.0
+#   OMP_WAIT_POLICY=PASSIVE (0 spins): 6.77 / 7.6 and 11.4 / 16.0 (each region wakes a sleeper)
+# 1000 spins (~20 us) still bridge the gap between two kernel calls on a quiet machine.
+GOMP_SPINCOUNT = "1000"
 
 _lock = threading.RLock()
 _threads = None  # None: Numba's default (NUMBA_NUM_THREADS, all cores)
@@ -36,6 +52,25 @@ def available_cores():
 def get_threads():
     """The number of threads kernels use."""
     return numba.config.NUMBA_NUM_THREADS if _threads is None else _threads
+
+
+def start_threading_layer():
+    """Load Numba's threading layer now, with GOMP_SPINCOUNT set to GOMP_SPINCOUNT while
+    libgomp reads its environment, unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT
+    (theirs wins). os.environ is restored afterwards, so child processes (other OpenMP
+    programs, PyTorch in the bench) see the user's environment, not ours.
+
+    Has no effect when libgomp was loaded before (it reads its environment once) or when the
+    layer is not `omp`.
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        numba.get_num_threads()  # loads the layer; the same moment for every environment
+        return
+    os.environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
+    try:
+        numba.get_num_threads()  # loads the threading layer, and libgomp with it
+    finally:
+        del os.environ["GOMP_SPINCOUNT"]
 
 
 @contextlib.contextmanager

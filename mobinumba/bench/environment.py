@@ -85,10 +85,7 @@ def _llvm_cpu_name():
 
 
 def _threading_layer():
-    try:
-        return numba.threading_layer()
-    except ValueError:  # no parallel kernel has run in this process yet
-        return "not initialised"
+    return numba.threading_layer()  # loaded when mobinumba is imported (threads.py)
 
 
 def _version(name):
