@@ -18,6 +18,7 @@ from mobinumba.kernels.conv import (TILE as STEM_TILE, conv3x3_nchw_to_nhwc_clam
                                     conv3x3_nchw_to_nhwc_clamp_kernel, pack_conv3x3_weights)
 from mobinumba.kernels.pointwise import (TILE as POINTWISE_TILE, pack_pointwise_weights,
                                          pwconv_nhwc_clamp, pwconv_nhwc_clamp_kernel)
+from mobinumba.kernels.targets import target_tiles
 from test_kernels import ACTIVATIONS, assert_close, clamp, naive_conv3x3, random
 
 # mr over {1, 3, 5, 8} and nr over {16, 32, 48}: four compiles of each kernel.
@@ -75,13 +76,17 @@ def test_conv3x3_stem_tile(tile):
                      f"stem tile {tile} {c_in}->{c_out} Wo={out_w} s{stride}")
 
 
-def test_default_tiles_are_todays():
-    """The module-level kernels are the default-tile builds: stem 6x32, pointwise 6x64."""
-    assert STEM_TILE == Tile(6, 32) and POINTWISE_TILE == Tile(6, 64)
-    assert conv3x3_nchw_to_nhwc_clamp is conv3x3_nchw_to_nhwc_clamp_kernel(Tile(6, 32))
-    assert pwconv_nhwc_clamp is pwconv_nhwc_clamp_kernel(Tile(6, 64))
-    assert pack_pointwise_weights(np.ones((5, 3, 1, 1)), np.ones(5))[0].shape == (1, 3, 64)
-    assert pack_conv3x3_weights(np.ones((5, 3, 3, 3)), np.ones(5))[0].shape == (1, 27, 32)
+def test_default_tiles_are_the_targets():
+    """The module-level kernels are the compile target's tile builds (kernels/targets.py;
+    stem 6x32, pointwise 6x64 with AVX-512)."""
+    tiles = target_tiles()
+    assert STEM_TILE == tiles.stem and POINTWISE_TILE == tiles.pointwise
+    assert conv3x3_nchw_to_nhwc_clamp is conv3x3_nchw_to_nhwc_clamp_kernel(tiles.stem)
+    assert pwconv_nhwc_clamp is pwconv_nhwc_clamp_kernel(tiles.pointwise)
+    assert pack_pointwise_weights(np.ones((5, 3, 1, 1)), np.ones(5))[0].shape == (
+        1, 3, tiles.pointwise.nr)
+    assert pack_conv3x3_weights(np.ones((5, 3, 3, 3)), np.ones(5))[0].shape == (
+        1, 27, tiles.stem.nr)
 
 
 def test_mismatched_panel_width_is_refused():

@@ -10,10 +10,7 @@ Numba's on-disk cache keys every entry by the codegen's (triple, CPU name, featu
 so a cache filled for one target is never served to another (tests/test_targets.py checks
 it across processes).
 
-Why each tile (measurements in docs/performance.md): per step over the reduction a tile of
-MR x NR floats needs MR * NR / lanes accumulators, NR / lanes weight vectors and one
-broadcast register, and all of them must fit the register file or LLVM spills accumulators
-to the stack inside the hot loop.
+Why each tile: see TILES below and docs/performance.md ("Tiles per target").
 """
 import platform
 from dataclasses import dataclass
@@ -76,25 +73,34 @@ class TargetTiles:
     reason: str
 
 
-# Keyed by (vector bits, vector registers). A tile costs MR*NR/lanes accumulators + NR/lanes
-# weight vectors + 1 broadcast; the budget is the register file (measured in
-# docs/performance.md, bench/tile_candidates.py).
+# Keyed by (vector bits, vector registers). tile_update loads each weight vector once and
+# uses it for the tile's MR rows, so the hot loop keeps MR * NR / lanes accumulators, MR
+# broadcast A values and one weight vector live: that must fit the register file or LLVM
+# spills inside the loop. A second constraint is LLVM's: the tile is vectorised along NR by
+# the loop vectoriser only when NR spans enough vectors (Numba leaves the SLP vectoriser off);
+# with NR = 1-2 vectors (SSE 6x8, 4x8, 3x16; AVX2 8x8) the loop was fully unrolled into scalar
+# code, 10-20x slower. Each entry is the fastest candidate of bench/tile_candidates.py
+# (docs/performance.md, "Tiles per target").
 TILES = {
-    # AVX-512, 32 zmm, 16 lanes: 24 acc + 4 w + 1 = 29 (pointwise); stem 12 acc + 2 w + 1.
+    # AVX-512 (Zen 4/5), 32 zmm, 16 lanes: 24 acc + 6 A + 1 w = 31; stem 12 + 6 + 1 = 19
+    # (its 32 output channels are one 2-zmm panel).
     (512, 32): TargetTiles(Tile(6, 64), Tile(6, 32),
-                           "24 zmm accumulators + 4 weight vectors + 1 broadcast of 32"),
-    # Intel AVX-512 with prefer-256-bit: 32 ymm, 8 lanes: 24 acc + 4 w + 1 = 29.
-    (256, 32): TargetTiles(Tile(6, 32), Tile(6, 32),
-                           "24 ymm accumulators + 4 weight vectors + 1 broadcast of 32"),
-    # AVX2, 16 ymm, 8 lanes: 12 acc + 2 w + 1 = 15 of 16.
-    (256, 16): TargetTiles(Tile(6, 16), Tile(6, 16),
-                           "12 ymm accumulators + 2 weight vectors + 1 broadcast of 16"),
-    # SSE, 16 xmm, 4 lanes: 12 acc + 2 w + 1 = 15 of 16.
-    (128, 16): TargetTiles(Tile(6, 8), Tile(6, 8),
-                           "12 xmm accumulators + 2 weight vectors + 1 broadcast of 16"),
-    # NEON (aarch64), 32 q registers, 4 lanes: 24 acc + 4 w + 2 (6 A values by lane) = 30.
+                           "24 zmm accumulators + 6 broadcasts + 1 weight vector of 32"),
+    # Intel AVX-512 with prefer-256-bit: 32 ymm, 8 lanes. Pointwise 4x48: 24 acc + 4 + 1 = 29
+    # (0.94 ms on 14x14x512 vs 6x32's 1.34, 31 registers); stem 6x32: 24 + 6 + 1 = 31.
+    (256, 32): TargetTiles(Tile(4, 48), Tile(6, 32),
+                           "24 ymm accumulators + 4 broadcasts + 1 weight vector of 32"),
+    # AVX2, 16 ymm, 8 lanes. Pointwise 3x32: 12 acc + 3 + 1 = 16 (0.91 ms; 6x16 needs 19 and
+    # took 2.0, 6x64 1.2); stem 2x32: 8 + 2 + 1 = 11 (0.25 ms; 4x16 0.33, 6x32 0.68).
+    (256, 16): TargetTiles(Tile(3, 32), Tile(2, 32),
+                           "12 ymm accumulators + 3 broadcasts + 1 weight vector of 16"),
+    # SSE, 16 xmm, 4 lanes: see the SSE row of docs/performance.md.
+    (128, 16): TargetTiles(Tile(2, 32), Tile(2, 32),
+                           "16 xmm accumulators: the smallest tile LLVM still vectorises"),
+    # NEON (aarch64), 32 q registers, 4 lanes: 24 acc + 6 A + 1 w = 31 (argued, not run:
+    # docs/performance.md).
     (128, 32): TargetTiles(Tile(6, 16), Tile(6, 16),
-                           "24 q accumulators + 4 weight vectors + 2 A-operand vectors of 32"),
+                           "24 q accumulators + 6 A values + 1 weight vector of 32"),
 }
 
 
