@@ -26,15 +26,19 @@ ROOT = os.path.dirname(TESTS)
 
 @pytest.mark.parametrize("key", sorted(TILES), ids=lambda key: f"{key[0]}x{key[1]}")
 def test_each_tile_fits_its_register_file(key):
-    """The hot loop keeps mr * nr / lanes accumulators, the mr broadcast A values and one
-    weight vector live (tile_update loads each weight vector once for the mr rows); they
-    must fit the register file, and nr must be whole vectors."""
+    """The pointwise hot loop keeps mr * nr / lanes accumulators, the mr broadcast A values
+    and one weight vector live (tile_update loads each weight vector once for the mr rows),
+    plus a product register without FMA (SSE): they must fit the register file. Both tiles
+    are whole vectors wide. (The stem's reduction is only 27 long: its tile is the fastest
+    measured, which may spill, e.g. SSE's 6x32.)"""
     bits, registers = key
     lanes = bits // 32
-    for tile in (TILES[key].pointwise, TILES[key].stem):
-        assert tile.nr % lanes == 0, (key, tile)
-        accumulators = tile.mr * tile.nr // lanes
-        assert accumulators + tile.mr + 1 <= registers, (key, tile)
+    without_fma = 1 if key == (128, 16) else 0
+    entry = TILES[key]
+    assert entry.pointwise.nr % lanes == 0 and entry.stem.nr % lanes == 0, key
+    pointwise = entry.pointwise
+    live = pointwise.mr * pointwise.nr // lanes + pointwise.mr + 1 + without_fma
+    assert live <= registers, (key, pointwise, live)
 
 
 def test_avx512_entry_is_the_tuned_default():

@@ -94,13 +94,16 @@ TILES = {
     # took 2.0, 6x64 1.2); stem 2x32: 8 + 2 + 1 = 11 (0.25 ms; 4x16 0.33, 6x32 0.68).
     (256, 16): TargetTiles(Tile(3, 32), Tile(2, 32),
                            "12 ymm accumulators + 3 broadcasts + 1 weight vector of 16"),
-    # SSE, 16 xmm, 4 lanes: see the SSE row of docs/performance.md.
-    (128, 16): TargetTiles(Tile(2, 32), Tile(2, 32),
-                           "16 xmm accumulators: the smallest tile LLVM still vectorises"),
-    # NEON (aarch64), 32 q registers, 4 lanes: 24 acc + 6 A + 1 w = 31 (argued, not run:
-    # docs/performance.md).
-    (128, 32): TargetTiles(Tile(6, 16), Tile(6, 16),
-                           "24 q accumulators + 6 A values + 1 weight vector of 32"),
+    # SSE (x86-64 baseline: no FMA, so a multiply and an add), 16 xmm, 4 lanes. Pointwise
+    # 1x48: 12 acc + 1 + 1 (+1 product) = 15 (2.22 ms; 2x32 3.16, 6x64 4.25; 1x32, 2x24, 3x16,
+    # 4x8, 6x8 not vectorised: 12-20 ms). Stem 6x32 (0.63 ms; 4x32 0.66, 2x32 0.83): its
+    # reduction is 27 long and its time goes to gathering the image and storing; it spills.
+    (128, 16): TargetTiles(Tile(1, 48), Tile(6, 32),
+                           "12 xmm accumulators + 1 broadcast + 1 weight + 1 product of 16"),
+    # NEON (aarch64), 32 q registers, 4 lanes, not run here (docs/performance.md): 3x32 =
+    # 24 acc + 3 A + 1 w = 28, an NR that LLVM vectorised at 4 lanes on SSE (3.19 ms there).
+    (128, 32): TargetTiles(Tile(3, 32), Tile(3, 32),
+                           "24 q accumulators + 3 A values + 1 weight vector of 32"),
 }
 
 
