@@ -73,12 +73,19 @@ def test_aarch64_is_neon_with_32_registers(cpu):
 
 
 def test_explicit_features_win_over_the_name():
-    assert parse_features("+avx2,-avx512f,+fma,+sse2") == {"avx2", "fma", "sse2"}
+    assert parse_features("+avx2,-avx512f,+fma,+sse2") == ({"avx2", "fma", "sse2"},
+                                                            {"avx512f"})
     znver4_without_avx512 = isa_from_features("x86_64", "znver4",
-                                              parse_features("-avx512f,+avx2,+fma"))
+                                              *parse_features("-avx512f,+avx2,+fma"))
     assert (znver4_without_avx512.vector_bits, znver4_without_avx512.registers) == (256, 16)
     assert isa_from_features("x86_64", "haswell", {"sse2"}).vector_bits == 128
     assert isa_from_features("x86_64", "znver4", {"avx512f", "avx2"}).vector_bits == 512
+    # The prefer-256-bit tuning flag, either way (LLVM then uses ymm / zmm).
+    assert isa_from_features("x86_64", "znver5",
+                             *parse_features("+avx512f,+prefer-256-bit")).vector_bits == 256
+    assert isa_from_features("x86_64", "skylake-avx512",
+                             *parse_features("+avx512f,-prefer-256-bit")).vector_bits == 512
+    assert isa_from_features("x86_64", "skylake-avx512", {"avx512f"}).vector_bits == 256
 
 
 def test_unknown_architecture_falls_back_to_128_bits():

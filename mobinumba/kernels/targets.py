@@ -108,14 +108,18 @@ TILES = {
 
 
 def parse_features(text):
-    """'+avx2,-avx512f,+fma' -> {'avx2', 'fma'}: the enabled features of an LLVM feature
-    string."""
-    return {item[1:] for item in text.split(",") if item.startswith("+")}
+    """'+avx2,-avx512f,+fma' -> ({'avx2', 'fma'}, {'avx512f'}): the enabled and the disabled
+    features of an LLVM feature string."""
+    items = [item.strip() for item in text.split(",")]
+    return ({item[1:] for item in items if item.startswith("+")},
+            {item[1:] for item in items if item.startswith("-")})
 
 
-def isa_from_features(arch, cpu, features):
+def isa_from_features(arch, cpu, features, disabled=frozenset()):
     """The TargetISA for `arch` ('x86_64', 'aarch64', ...), LLVM CPU name `cpu` and the
-    enabled feature set `features` (None: take them from the CPU name)."""
+    enabled feature set `features` (None: take them from the CPU name). `disabled` matters
+    for one tuning flag: '-prefer-256-bit' lets an Intel AVX-512 core use zmm, as
+    '+prefer-256-bit' keeps any core to ymm (docs/performance.md, "512-bit vectors")."""
     if arch in ("aarch64", "arm64"):
         # NEON is mandatory on AArch64: 32 x 128-bit registers (SVE is not used by Numba's
         # loop vectoriser at fixed width beyond 128 bits here).
@@ -139,7 +143,9 @@ def isa_from_features(arch, cpu, features):
                             "btver1", "k8", "opteron", "athlon64", "pentium4", "nocona"):
                 note = f"CPU name {cpu!r} not in the table: assuming SSE (the 128-bit entry)"
     if "avx512f" in features:
-        if cpu.lower() in _PREFER_256_NAMES:
+        prefers_256 = "prefer-256-bit" in features or (
+            cpu.lower() in _PREFER_256_NAMES and "prefer-256-bit" not in disabled)
+        if prefers_256:
             return TargetISA("x86_64", cpu, 256, 32, "AVX-512 (256-bit vectors preferred)",
                              note)
         return TargetISA("x86_64", cpu, 512, 32, "AVX-512", note)
@@ -156,11 +162,12 @@ def compile_target():
     cpu = numba.config.CPU_NAME or llvm.get_host_cpu_name()
     if numba.config.CPU_FEATURES is not None:
         text = numba.config.CPU_FEATURES
-        features = parse_features(text) if text.strip() else None
+        features, disabled = parse_features(text) if text.strip() else (None, frozenset())
     else:
         features = {name for name, on in llvm.get_host_cpu_features().items() if on}
+        disabled = frozenset()
     arch = llvm.get_process_triple().split("-")[0] or platform.machine()
-    return isa_from_features(arch.lower(), cpu, features)
+    return isa_from_features(arch.lower(), cpu, features, disabled)
 
 
 def tiles_for(target):
