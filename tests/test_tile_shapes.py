@@ -91,23 +91,27 @@ def test_default_tiles_are_the_targets():
 
 def test_mismatched_panel_width_is_refused():
     """Weights packed for another NR never reach the kernel: it would index past them."""
+    pointwise, stem = POINTWISE_TILE, STEM_TILE  # the compile target's tiles
+    other_pw, other_stem = pointwise.nr + 16, stem.nr + 16  # any other panel width
     rng = np.random.default_rng(0)
     x = random(rng, 7, 5)
     weight, bias = random(rng, 9, 5, 1, 1), random(rng, 9)
     out = np.full((7, 9), np.nan, np.float32)
-    with pytest.raises(ValueError, match=r"pwconv_nhwc_clamp for tile 6x64 got weights packed "
-                                         r"in panels of 32 .*nr=64"):
-        pwconv_nhwc_clamp(x, *pack_pointwise_weights(weight, bias, 32), np.float32(6), out)
+    with pytest.raises(ValueError, match=rf"pwconv_nhwc_clamp for tile {pointwise} got weights "
+                                         rf"packed in panels of {other_pw} .*nr={pointwise.nr}"):
+        pwconv_nhwc_clamp(x, *pack_pointwise_weights(weight, bias, other_pw), np.float32(6),
+                          out)
     packed, packed_bias = pack_pointwise_weights(weight, bias)
-    with pytest.raises(ValueError, match=r"\(bias 16\)"):
-        pwconv_nhwc_clamp(x, packed, pack_pointwise_weights(weight, bias, 16)[1],
+    with pytest.raises(ValueError, match=rf"\(bias {other_pw}\)"):
+        pwconv_nhwc_clamp(x, packed, pack_pointwise_weights(weight, bias, other_pw)[1],
                           np.float32(6), out)
     image = random(rng, 1, 3, 9, 9)
     stem_out = np.full((1, 7, 7, 9), np.nan, np.float32)
-    with pytest.raises(ValueError, match=r"conv3x3_nchw_to_nhwc_clamp for tile 6x32 .* "
-                                         r"pack_conv3x3_weights\(\.\.\., nr=32\)"):
+    with pytest.raises(ValueError, match=rf"conv3x3_nchw_to_nhwc_clamp for tile {stem} .* "
+                                         rf"pack_conv3x3_weights\(\.\.\., nr={stem.nr}\)"):
         conv3x3_nchw_to_nhwc_clamp(image, *pack_conv3x3_weights(random(rng, 9, 3, 3, 3), bias,
-                                                                16), 1, np.float32(6), stem_out)
+                                                                other_stem), 1, np.float32(6),
+                                   stem_out)
     assert np.isnan(out).all() and np.isnan(stem_out).all()  # nothing ran
 
 
