@@ -29,6 +29,7 @@ from mobinumba.bench.markdown import render_markdown
 from mobinumba.bench.peers import PEERS, measure_peers
 from mobinumba.bench.synthetic import conv_mobilenet_specs, random_model_file, random_records
 from mobinumba.cli import build_parser
+from mobinumba.kernels.targets import compile_target, tiles_for
 from mobinumba.progress import Progress
 from mobinumba.reference import reference_logits
 from mobinumba.threads import get_threads, set_threads
@@ -173,6 +174,24 @@ def test_detected_cpu_flags_are_the_machines(quick):
     assert set(flags) == {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                           "avx512_bf16"}
     assert flags == machine_cpu_flags(flags)
+
+
+def test_report_names_the_kernel_target_and_tiles(quick):
+    report, markdown, _ = quick
+    environment = report["environment"]
+    target = compile_target()  # the same environment as the bench's process
+    tiles = tiles_for(target)
+    assert environment["kernel_tiles"] == {"pointwise": str(tiles.pointwise),
+                                           "stem": str(tiles.stem)}
+    assert environment["kernel_target"] == str(target)
+    assert environment["kernel_target"].startswith(environment["llvm_cpu_name"] + " (")
+    assert (f"{environment['kernel_target']}: tiles pointwise {tiles.pointwise}, "
+            f"stem {tiles.stem}") in markdown
+    # The vectors the kernels use are never wider than the machine's own.
+    flags = machine_cpu_flags(("avx512f", "avx2", "avx"))
+    if any(flags.values()) and "NUMBA_CPU_NAME" not in environment["environment_variables"]:
+        widest = 512 if flags["avx512f"] else 256 if flags["avx2"] or flags["avx"] else 128
+        assert target.vector_bits <= widest
 
 
 def test_options_reach_the_report(quick, quick_weights):

@@ -18,6 +18,7 @@ from mobinumba.kernels.conv import (TILE as STEM_TILE, conv3x3_nchw_to_nhwc_clam
                                     conv3x3_nchw_to_nhwc_clamp_kernel, pack_conv3x3_weights)
 from mobinumba.kernels.pointwise import (TILE as POINTWISE_TILE, pack_pointwise_weights,
                                          pwconv_nhwc_clamp, pwconv_nhwc_clamp_kernel)
+from mobinumba.kernels.targets import target_tiles
 from test_kernels import ACTIVATIONS, assert_close, clamp, naive_conv3x3, random
 
 # mr over {1, 3, 5, 8} and nr over {16, 32, 48}: four compiles of each kernel.
@@ -75,34 +76,42 @@ def test_conv3x3_stem_tile(tile):
                      f"stem tile {tile} {c_in}->{c_out} Wo={out_w} s{stride}")
 
 
-def test_default_tiles_are_todays():
-    """The module-level kernels are the default-tile builds: stem 6x32, pointwise 6x64."""
-    assert STEM_TILE == Tile(6, 32) and POINTWISE_TILE == Tile(6, 64)
-    assert conv3x3_nchw_to_nhwc_clamp is conv3x3_nchw_to_nhwc_clamp_kernel(Tile(6, 32))
-    assert pwconv_nhwc_clamp is pwconv_nhwc_clamp_kernel(Tile(6, 64))
-    assert pack_pointwise_weights(np.ones((5, 3, 1, 1)), np.ones(5))[0].shape == (1, 3, 64)
-    assert pack_conv3x3_weights(np.ones((5, 3, 3, 3)), np.ones(5))[0].shape == (1, 27, 32)
+def test_default_tiles_are_the_targets():
+    """The module-level kernels are the compile target's tile builds (kernels/targets.py;
+    stem 6x32, pointwise 6x64 with AVX-512)."""
+    tiles = target_tiles()
+    assert STEM_TILE == tiles.stem and POINTWISE_TILE == tiles.pointwise
+    assert conv3x3_nchw_to_nhwc_clamp is conv3x3_nchw_to_nhwc_clamp_kernel(tiles.stem)
+    assert pwconv_nhwc_clamp is pwconv_nhwc_clamp_kernel(tiles.pointwise)
+    assert pack_pointwise_weights(np.ones((5, 3, 1, 1)), np.ones(5))[0].shape == (
+        1, 3, tiles.pointwise.nr)
+    assert pack_conv3x3_weights(np.ones((5, 3, 3, 3)), np.ones(5))[0].shape == (
+        1, 27, tiles.stem.nr)
 
 
 def test_mismatched_panel_width_is_refused():
     """Weights packed for another NR never reach the kernel: it would index past them."""
+    pointwise, stem = POINTWISE_TILE, STEM_TILE  # the compile target's tiles
+    other_pw, other_stem = pointwise.nr + 16, stem.nr + 16  # any other panel width
     rng = np.random.default_rng(0)
     x = random(rng, 7, 5)
     weight, bias = random(rng, 9, 5, 1, 1), random(rng, 9)
     out = np.full((7, 9), np.nan, np.float32)
-    with pytest.raises(ValueError, match=r"pwconv_nhwc_clamp for tile 6x64 got weights packed "
-                                         r"in panels of 32 .*nr=64"):
-        pwconv_nhwc_clamp(x, *pack_pointwise_weights(weight, bias, 32), np.float32(6), out)
+    with pytest.raises(ValueError, match=rf"pwconv_nhwc_clamp for tile {pointwise} got weights "
+                                         rf"packed in panels of {other_pw} .*nr={pointwise.nr}"):
+        pwconv_nhwc_clamp(x, *pack_pointwise_weights(weight, bias, other_pw), np.float32(6),
+                          out)
     packed, packed_bias = pack_pointwise_weights(weight, bias)
-    with pytest.raises(ValueError, match=r"\(bias 16\)"):
-        pwconv_nhwc_clamp(x, packed, pack_pointwise_weights(weight, bias, 16)[1],
+    with pytest.raises(ValueError, match=rf"\(bias {other_pw}\)"):
+        pwconv_nhwc_clamp(x, packed, pack_pointwise_weights(weight, bias, other_pw)[1],
                           np.float32(6), out)
     image = random(rng, 1, 3, 9, 9)
     stem_out = np.full((1, 7, 7, 9), np.nan, np.float32)
-    with pytest.raises(ValueError, match=r"conv3x3_nchw_to_nhwc_clamp for tile 6x32 .* "
-                                         r"pack_conv3x3_weights\(\.\.\., nr=32\)"):
+    with pytest.raises(ValueError, match=rf"conv3x3_nchw_to_nhwc_clamp for tile {stem} .* "
+                                         rf"pack_conv3x3_weights\(\.\.\., nr={stem.nr}\)"):
         conv3x3_nchw_to_nhwc_clamp(image, *pack_conv3x3_weights(random(rng, 9, 3, 3, 3), bias,
-                                                                16), 1, np.float32(6), stem_out)
+                                                                other_stem), 1, np.float32(6),
+                                   stem_out)
     assert np.isnan(out).all() and np.isnan(stem_out).all()  # nothing ran
 
 

@@ -9,6 +9,7 @@ import numba
 import numpy as np
 
 from .. import __version__
+from ..kernels.targets import compile_target, tiles_for
 
 # CPU flags that decide which vector instructions the kernels and the peers can use.
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16")
@@ -32,6 +33,8 @@ def collect_environment(threads, load_at_start):
     parallel call.
     """
     cpu_model, flags = _cpu_info()
+    target = compile_target()
+    tiles = tiles_for(target)
     return {
         "load_average_start": load_at_start,
         "load_average_end": load_average(),
@@ -39,7 +42,12 @@ def collect_environment(threads, load_at_start):
         "platform": platform.platform(),
         "cpu_model": cpu_model,
         "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS},
-        "llvm_cpu_name": _llvm_cpu_name(),
+        "llvm_cpu_name": target.cpu,
+        # What the kernels were compiled for and the register tiles chosen for it
+        # (kernels/targets.py), e.g. "znver4 (x86_64, AVX-512: 512-bit x 32)", "6x64".
+        "kernel_target": str(target),
+        "kernel_target_note": target.note,
+        "kernel_tiles": {"pointwise": str(tiles.pointwise), "stem": str(tiles.stem)},
         "logical_cpus": os.cpu_count() or 0,
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
         else (os.cpu_count() or 0),
@@ -74,14 +82,6 @@ def _cpu_info():
     except OSError:
         pass
     return model, flags
-
-
-def _llvm_cpu_name():
-    """The CPU name LLVM (and so Numba) compiles for, e.g. 'skylake-avx512' or 'znver4'."""
-    if numba.config.CPU_NAME:
-        return numba.config.CPU_NAME
-    import llvmlite.binding as llvm
-    return llvm.get_host_cpu_name()
 
 
 def _threading_layer():

@@ -78,6 +78,11 @@ def _environment(report):
     variables = ", ".join(f"`{k}={v}`" for k, v in env["environment_variables"].items())
     rows = [["date", env["date_utc"]], ["CPU", env["cpu_model"]], ["CPU flags", flags],
             ["LLVM target CPU", env["llvm_cpu_name"]],
+            ["kernel target", f"{env['kernel_target']}: tiles pointwise "
+                              f"{env['kernel_tiles']['pointwise']}, stem "
+                              f"{env['kernel_tiles']['stem']}"
+                              + (f" ({env['kernel_target_note']})"
+                                 if env["kernel_target_note"] else "")],
             ["cores", f"{env['logical_cpus']} logical, {env['usable_cpus']} usable by this "
                       f"process"],
             ["threads used", f"{env['threads_used']} (NUMBA_NUM_THREADS "

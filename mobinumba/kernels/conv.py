@@ -7,7 +7,8 @@ from the image. The input arrives already padded (the runner keeps a zero-border
 buffer), so no tap needs a bounds test.
 
 The kernel is built per Tile by conv3x3_nchw_to_nhwc_clamp_kernel; the module-level
-conv3x3_nchw_to_nhwc_clamp and pack_conv3x3_weights use the default TILE.
+conv3x3_nchw_to_nhwc_clamp and pack_conv3x3_weights use TILE, the compile target's stem tile
+(targets.py: 6x32 with AVX-512).
 """
 import functools
 
@@ -15,12 +16,13 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import CACHE, FASTMATH, ZERO, stack_buffer_f32, stack_matrix_f32
-from ._tile import Tile, checked_kernel, pack_gemm_weights, tile_start, tile_store_clamped, \
-    tile_update
+from ._tile import checked_kernel, pack_gemm_weights, tile_start, tile_store_clamped, tile_update
 from .pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
+from .targets import target_tiles
 
-# The stem has 32 output channels at width 1.0: one 32-wide panel (2 zmm per row).
-TILE = Tile(mr=6, nr=32)
+# The compile target's tile (targets.TILES). The stem has 32 output channels at width 1.0:
+# with AVX-512 one 32-wide panel (2 zmm per row).
+TILE = target_tiles().stem
 
 
 def pack_conv3x3_weights(weight, bias, nr=TILE.nr):

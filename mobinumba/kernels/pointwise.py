@@ -7,18 +7,20 @@ at the bias; the epilogue clamps and stores a whole NR-wide row with vector inst
 the panel is full.
 
 The kernel is built per Tile by pwconv_nhwc_clamp_kernel; the module-level
-pwconv_nhwc_clamp and pack_pointwise_weights use the default TILE.
+pwconv_nhwc_clamp and pack_pointwise_weights use TILE, the compile target's pointwise tile
+(targets.py: 6x64 with AVX-512).
 """
 import functools
 
 from numba import njit, prange
 
 from ._common import CACHE, FASTMATH, stack_buffer_f32, stack_matrix_f32
-from ._tile import Tile, checked_kernel, pack_gemm_weights, tile_start, tile_store_clamped, \
-    tile_update
+from ._tile import checked_kernel, pack_gemm_weights, tile_start, tile_store_clamped, tile_update
+from .targets import target_tiles
 
-# 24 zmm accumulators + 4 for a weight row of the 32 AVX-512 registers (measured in _tile.py).
-TILE = Tile(mr=6, nr=64)
+# The compile target's tile (targets.TILES): with AVX-512, 24 zmm accumulators + 4 for a
+# weight row of the 32 registers (measured in _tile.py).
+TILE = target_tiles().pointwise
 
 
 def pack_pointwise_weights(weight, bias, nr=TILE.nr):

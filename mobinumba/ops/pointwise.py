@@ -4,17 +4,22 @@ second half, and timm's optional head conv.
 Runtime: (N, H, W, Cin) -> (N, H, W, Cout) as one GEMM over the N*H*W pixels
 (kernels/pointwise.py). Stride 1 only: the runtime has no strided 1x1 kernel.
 """
-from ..kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
+from ..kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp_kernel
+from ..kernels.targets import target_tiles
 from .base import ACT_MAX, LayerKind, fold_batch_norm
 
 
 class PointwiseConv:
-    """The pointwise runtime op: folded weights packed into GEMM panels, its kernel."""
+    """The pointwise runtime op: folded weights packed into GEMM panels, its kernel built for
+    the compile target's pointwise tile (kernels/targets.py)."""
 
     def __init__(self, record, activation, padding):
         self.spec = record.spec
         weight, bias = fold_batch_norm(record)
-        self.weight, self.bias = pack_pointwise_weights(weight, bias)  # (P, Cin, NR), (P, NR)
+        tile = target_tiles().pointwise
+        self.kernel = pwconv_nhwc_clamp_kernel(tile)
+        # (P, Cin, NR), (P, NR)
+        self.weight, self.bias = pack_pointwise_weights(weight, bias, tile.nr)
         self.act_max = ACT_MAX[activation]
 
     def output_shape(self, shape):
@@ -24,7 +29,7 @@ class PointwiseConv:
     def bind(self, src, dst):
         """(kernel, args): the GEMM over src and dst flattened to (N*H*W, C)."""
         rows = src.shape[0] * src.shape[1] * src.shape[2]
-        return pwconv_nhwc_clamp, (src.reshape(rows, src.shape[3]), self.weight, self.bias,
+        return self.kernel, (src.reshape(rows, src.shape[3]), self.weight, self.bias,
                                    self.act_max, dst.reshape(rows, dst.shape[3]))
 
 

@@ -3,17 +3,22 @@
 Runtime: (N, 3, H, W) NCHW -> (N, Ho, Wo, C) NHWC by the register-tiled GEMM kernel of
 kernels/conv.py, which reads a zero-padded copy of the input that the Workspace provides.
 """
-from ..kernels.conv import conv3x3_nchw_to_nhwc_clamp, pack_conv3x3_weights
+from ..kernels.conv import conv3x3_nchw_to_nhwc_clamp_kernel, pack_conv3x3_weights
+from ..kernels.targets import target_tiles
 from .base import ACT_MAX, LayerKind, fold_batch_norm
 
 
 class StemConv:
-    """The stem's runtime op: folded weights packed into GEMM panels, bound to its kernel."""
+    """The stem's runtime op: folded weights packed into GEMM panels, bound to its kernel
+    built for the compile target's stem tile (kernels/targets.py)."""
 
     def __init__(self, record, activation, padding):
         self.spec = record.spec
         weight, bias = fold_batch_norm(record)
-        self.weight, self.bias = pack_conv3x3_weights(weight, bias)  # (P, Cin*9, NR), (P, NR)
+        tile = target_tiles().stem
+        self.kernel = conv3x3_nchw_to_nhwc_clamp_kernel(tile)
+        # (P, Cin*9, NR), (P, NR)
+        self.weight, self.bias = pack_conv3x3_weights(weight, bias, tile.nr)
         self.act_max = ACT_MAX[activation]
         self.padding = padding
 
@@ -34,7 +39,7 @@ class StemConv:
 
     def bind(self, src, dst):
         """(kernel, args) computing dst (N, Ho, Wo, C) from the padded input src."""
-        return conv3x3_nchw_to_nhwc_clamp, (src, self.weight, self.bias, self.spec.stride,
+        return self.kernel, (src, self.weight, self.bias, self.spec.stride,
                                             self.act_max, dst)
 
 
