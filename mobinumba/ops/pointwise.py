@@ -30,7 +30,7 @@ class PointwiseConv:
         """(kernel, args): the GEMM over src and dst flattened to (N*H*W, C)."""
         rows = src.shape[0] * src.shape[1] * src.shape[2]
         return self.kernel, (src.reshape(rows, src.shape[3]), self.weight, self.bias,
-                                   self.act_max, dst.reshape(rows, dst.shape[3]))
+                             self.act_max, dst.reshape(rows, dst.shape[3]))
 
 
 class Pointwise(LayerKind):
