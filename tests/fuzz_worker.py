@@ -116,7 +116,7 @@ def checkpoint_case(request):
 def read_state(path):
     """The checkpoint's tensors as float64 arrays (of their float32 values), unwrapped."""
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
+        from safetensors.torch import load_file  # torch: numpy has no bfloat16
         raw = load_file(path)
     else:
         raw = torch.load(path, map_location="cpu", weights_only=True)

@@ -258,8 +258,8 @@ def culprits(edits):
     for kind, key, argument in edits:
         if kind in ("top-level", "wrap"):  # "wrap" puts the dict under a key of that name
             names += ["does not hold a state dict", "state dict key", argument]
-        elif kind == "key-type":
-            names += ["state dict key", key]
+        elif kind == "key-type":  # a "module." wrap then turns the new key into text
+            names += ["state dict key", key, str(argument)]
         elif kind == "odd":  # torch's weights-only unpickler refuses what it cannot build
             names += [key, key.rsplit(".", 1)[0], "not a readable PyTorch checkpoint"]
         else:

@@ -135,9 +135,14 @@ def _check_storages_match_records(loaded, path):
             if storage.nbytes() and storage.data_ptr() not in storages:
                 raw = torch.empty(0, dtype=torch.uint8).set_(storage).numpy()
                 storages[storage.data_ptr()] = ((storage.nbytes(), zlib.crc32(raw)), key)
-    with zipfile.ZipFile(path) as archive:
-        records = {info.filename: (info.file_size, info.CRC) for info in archive.infolist()
-                   if _DATA_RECORD.fullmatch(info.filename) and info.file_size}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = {info.filename: (info.file_size, info.CRC)
+                       for info in archive.infolist()
+                       if _DATA_RECORD.fullmatch(info.filename) and info.file_size}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (its zip directory: "
+                              f"{_first_line(error)})") from None
     loaded_data = Counter(pair for pair, _ in storages.values())
     in_file = Counter(records.values())
     if loaded_data != in_file:
