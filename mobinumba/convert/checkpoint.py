@@ -140,7 +140,7 @@ def _check_storages_match_records(loaded, path):
             records = {info.filename: (info.file_size, info.CRC)
                        for info in archive.infolist()
                        if _DATA_RECORD.fullmatch(info.filename) and info.file_size}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+    except Exception as error:  # BadZipFile, NotImplementedError ("zip file version"), ...
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (its zip directory: "
                               f"{_first_line(error)})") from None
     loaded_data = Counter(pair for pair, _ in storages.values())
