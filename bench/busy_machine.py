@@ -46,12 +46,20 @@ def main():
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     results = {"machine": _machine(), "threads": args.threads, "calls": args.calls,
                "rounds": args.rounds, "levels": []}
+    # Imported here, not at the top: each engine process re-imports this module, and must set
+    # its variant's environment before mobinumba (and its OpenMP runtime) is loaded.
+    from mobinumba.bench.peers import EngineProcess, PeerUnavailable
+
     with tempfile.TemporaryDirectory() as workdir:
         engines = {}
         try:
             for spec in args.engines:
-                engines[spec] = Engine(spec, os.path.abspath(args.model), x, args.threads,
-                                       workdir)
+                try:
+                    engines[spec] = EngineProcess(spec, os.path.abspath(args.model), x,
+                                                  args.threads, workdir, serve=_serve)
+                except PeerUnavailable as error:
+                    raise SystemExit(f"busy_machine.py: engine {spec!r} did not start: "
+                                     f"{error}") from None
             per_block = max(1, -(-args.calls // args.rounds))
             for busy in args.busy:
                 results["levels"].append(_level(engines, busy, per_block, args))
@@ -101,48 +109,6 @@ def _stats(seconds):
             "max": float(ms.max())}
 
 
-class Engine:
-    """One engine (or variant) built in a spawned process; block() times calls there."""
-
-    def __init__(self, spec, weights_path, x, threads, workdir):
-        context = multiprocessing.get_context("spawn")
-        self.connection, child = context.Pipe()
-        self.process = context.Process(target=_serve, daemon=True,
-                                       args=(child, spec, weights_path, x, threads, workdir))
-        self.process.start()
-        child.close()
-        status, detail = self._receive()
-        if status != "ready":
-            self.close()
-            raise SystemExit(f"busy_machine.py: engine {spec!r} did not start: {detail}")
-        self.version = detail
-
-    def block(self, calls, warmup):
-        """Seconds of `calls` timed calls after `warmup` untimed ones."""
-        self.connection.send(("block", (calls, warmup)))
-        return self._receive()[1]
-
-    def close(self):
-        """Stop the process (politely, then by force)."""
-        try:
-            self.connection.send(("stop", None))
-        except (BrokenPipeError, OSError):
-            pass
-        self.process.join(timeout=10)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-        self.connection.close()
-
-    def _receive(self):
-        if not self.connection.poll(ENGINE_TIMEOUT_S):
-            raise RuntimeError(f"engine process gave no answer in {ENGINE_TIMEOUT_S} s")
-        try:
-            return self.connection.recv()
-        except EOFError:
-            return ("failed", f"the engine process exited with {self.process.exitcode}")
-
-
 def _serve(connection, spec, weights_path, x, threads, workdir):
     """The engine process: apply the variant's options, build the engine, answer requests."""
     name, _, options = spec.partition(":")
@@ -155,6 +121,7 @@ def _serve(connection, spec, weights_path, x, threads, workdir):
             os.environ[key] = value  # before numba or onnxruntime is imported
     try:
         from mobinumba.bench.peers import BUILDERS
+        from mobinumba.bench.timing import time_calls
         call, version = BUILDERS[name](weights_path, x, threads, workdir)
     except Exception as error:  # noqa: BLE001 - reported to the parent
         connection.send(("failed", f"{type(error).__name__}: {error}"))
@@ -168,14 +135,7 @@ def _serve(connection, spec, weights_path, x, threads, workdir):
         if command != "block":
             return
         calls, warmup = argument
-        for _ in range(warmup):
-            call()
-        seconds = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            call()
-            seconds.append(time.perf_counter() - start)
-        connection.send(("ok", seconds))
+        connection.send(("ok", time_calls(call, calls, warmup)))
 
 
 def _machine():

@@ -78,17 +78,22 @@ def main():
             for tree in trees.values():
                 subprocess.run(["git", "-C", top, "worktree", "remove", "--force", tree],
                                check=False)
-    first = statistics.median(r["median"] for r in rounds[args.revisions[0]])
     print(f"batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, "
           f"{args.rounds} rounds x {args.runs} runs")
-    print(f"{'revision':<14}{'p50 ms':>9}{'best ms':>9}{'vs first':>10}"
+    print_table("revision", rounds)
+
+def print_table(what, rounds):
+    """Print the summary of {name: [child result per round]}: median p50, best, the ratio to
+    the first name, and the median time per layer kind (also used by compare_targets.py)."""
+    first = statistics.median(r["median"] for r in next(iter(rounds.values())))
+    print(f"{what:<14}{'p50 ms':>9}{'best ms':>9}{'vs first':>10}"
           + "".join(f"{kind + ' ms':>14}" for kind in KINDS))
-    for revision, results in rounds.items():
+    for name, results in rounds.items():
         median = statistics.median(r["median"] for r in results)
         best = min(r["min"] for r in results)
         by_kind = "".join(f"{statistics.median(r[kind] for r in results) * 1e3:14.3f}"
                           for kind in KINDS)
-        print(f"{revision:<14}{median * 1e3:9.3f}{best * 1e3:9.3f}{median / first:10.2f}"
+        print(f"{name:<14}{median * 1e3:9.3f}{best * 1e3:9.3f}{median / first:10.2f}"
               + by_kind)
 
 

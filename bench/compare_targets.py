@@ -14,12 +14,11 @@ Model.profile (the child is compare_revisions.py's). docs/performance.md quotes 
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 
-from compare_revisions import CHILD, KINDS
+from compare_revisions import CHILD, KINDS, print_table
 
 TARGET_CHILD = CHILD.replace(
     "print(json.dumps({", "from mobinumba.kernels.targets import compile_target, target_tiles\n"
@@ -55,17 +54,7 @@ def main():
                       f"{result['median'] * 1e3:7.3f} ms  "
                       + "  ".join(f"{kind} {result[kind] * 1e3:.3f}" for kind in KINDS)
                       + f"  [{result['target']}; {result['tiles']}]", flush=True)
-    first = statistics.median(r["median"] for r in rounds[args.targets[0]])
-    print(f"{'target':<12}{'p50 ms':>9}{'best ms':>9}{'vs first':>10}"
-          + "".join(f"{kind + ' ms':>14}" for kind in KINDS))
-    for target, results in rounds.items():
-        median = statistics.median(r["median"] for r in results)
-        best = min(r["min"] for r in results)
-        by_kind = "".join(f"{statistics.median(r[kind] for r in results) * 1e3:14.3f}"
-                          for kind in KINDS)
-        print(f"{target:<12}{median * 1e3:9.3f}{best * 1e3:9.3f}{median / first:10.2f}"
-              + by_kind)
-
+    print_table("target", rounds)
 
 def _time(top, model, target, cache_dir, args):
     """One child process's timings for `target` ('native' or an LLVM CPU name)."""

@@ -11,7 +11,6 @@ the steadier number.
 """
 import argparse
 import json
-import time
 
 import numpy as np
 
@@ -22,18 +21,7 @@ from mobinumba.kernels.conv import conv3x3_nchw_to_nhwc_clamp_kernel, pack_conv3
 from mobinumba.kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp_kernel
 from mobinumba.kernels.targets import compile_target
 from mobinumba.threads import kernel_section
-
-
-def median_and_min_ms(call, runs):
-    """[median, min] of `runs` timed calls in ms, after 5 warm-up calls."""
-    for _ in range(5):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return [round(float(np.median(times)) * 1e3, 4), round(float(np.min(times)) * 1e3, 4)]
+from time_gemm_kernels import median_and_min_ms  # bench/, beside this script
 
 
 def parse_tile(text):

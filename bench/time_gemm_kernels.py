@@ -9,11 +9,11 @@ spread machine drift. The minimum is the steadier number on a shared machine.
 """
 import argparse
 import json
-import time
 
 import numpy as np
 
 import mobinumba
+from mobinumba.bench.timing import time_calls
 from mobinumba.kernels._common import aligned_copy, aligned_zeros
 from mobinumba.kernels.conv import conv3x3_nchw_to_nhwc_clamp, pack_conv3x3_weights
 from mobinumba.kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
@@ -21,14 +21,9 @@ from mobinumba.threads import kernel_section
 
 
 def median_and_min_ms(call, runs):
-    for _ in range(5):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return [round(float(np.median(times)) * 1e3, 4), round(float(np.min(times)) * 1e3, 4)]
+    """[median, min] of `runs` timed calls in ms, after 5 warm-up calls."""
+    seconds = time_calls(call, runs, warmup=5)
+    return [round(float(np.median(seconds)) * 1e3, 4), round(float(np.min(seconds)) * 1e3, 4)]
 
 
 def main():

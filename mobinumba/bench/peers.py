@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .timing import latency_stats
+from .timing import latency_stats, time_calls
 
 PEERS = ("torch", "onnxruntime")
 LABELS = {"mobinumba": "mobinumba", "torch": "PyTorch eager (CPU)",
@@ -96,10 +96,12 @@ class EngineProcess:
     failure, with the reason).
     """
 
-    def __init__(self, name, weights_path, x, threads, workdir):
+    def __init__(self, name, weights_path, x, threads, workdir, serve=None):
+        # serve(connection, name, ...): the process's loop; bench/busy_machine.py passes one
+        # that applies its variants' options first.
         context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_serve, daemon=True,
+        self.process = context.Process(target=serve or _serve, daemon=True,
                                        args=(child, name, weights_path, x, threads, workdir))
         self.process.start()
         child.close()
@@ -156,14 +158,7 @@ def _serve(connection, name, weights_path, x, threads, workdir):
         command, argument = connection.recv()
         if command == "block":
             calls, warmup = argument
-            for _ in range(warmup):
-                call()
-            seconds = []
-            for _ in range(calls):
-                start = time.perf_counter()
-                call()
-                seconds.append(time.perf_counter() - start)
-            connection.send(("ok", seconds))
+            connection.send(("ok", time_calls(call, calls, warmup)))
         elif command == "logits":
             connection.send(("ok", _numpy(call())))
         else:
