@@ -1,0 +1,225 @@
+"""A retrain.py ("TensorFlow for Poets") head on a TF-slim MobileNetV1 graph: find, check, fold.
+
+TensorFlow's image_retraining/retrain.py (and tensorflow/hub's) trains one affine layer on a
+frozen MobileNetV1 and freezes both into one graph. For MobileNet its "bottleneck" is
+`MobilenetV1/Predictions/Reshape:0`, the 1001 ImageNet logits before the softmax, and the
+frozen head is, as written by retrain.py (node names of a real one, nudity 0.2.3's):
+
+    MobilenetV1/Predictions/Reshape        Reshape of Logits/SpatialSqueeze to (-1, 1001)
+    input_1/BottleneckInputPlaceholder     PlaceholderWithDefault(Reshape)
+    final_training_ops/weights/final_weights (1001, n) Const (+ an Identity `/read`)
+    final_training_ops/biases/final_biases   (n,) Const (+ `/read`)
+    final_training_ops/Wx_plus_b/MatMul    MatMul(placeholder, final_weights)
+    final_training_ops/Wx_plus_b/add       Add(MatMul, final_biases)
+    final_result                           Softmax(add)
+
+The head is found by the graph's edges, not by names: the one MatMul outside `MobilenetV1/`
+is followed back through pass-through ops (Identity, PlaceholderWithDefault, Reshape,
+Squeeze) to the BiasAdd of the ImageNet classifier `MobilenetV1/Logits/Conv2d_1c_1x1`; its
+weights and bias back to constants; its output forward through the bias add to a Softmax (or
+to nothing). Anything else (a head on the probabilities, on another tensor, two heads, more
+layers after it, shapes that disagree) is refused with one line naming the node.
+
+Two affine maps in a row are one: `fold` turns classifier (K, C) then head (K, n) into one
+(n, C) dense layer, computed in float64 and rounded once to float32.
+"""
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import CheckpointError
+
+HEADS = ("retrained", "imagenet")
+CLASSIFIER = "MobilenetV1/Logits/Conv2d_1c_1x1"
+# Ops that hand their first input on unchanged (for the (N, K) logits tensor).
+PASS_THROUGH = ("Identity", "PlaceholderWithDefault", "Reshape", "Squeeze", "StopGradient")
+BIAS_ADDS = ("BiasAdd", "Add", "AddV2")
+SOFTMAXES = ("Softmax",)
+# A real chain is 4 ops long (placeholder, Reshape, Squeeze, BiasAdd); a longer one is not it.
+MAX_CHAIN = 16
+# retrain.py's preprocessing for MobileNet: input_mean = input_std = 127.5 on 0..255 pixels,
+# i.e. (x / 255 - 0.5) / 0.5; the whole image resized (no crop, aspect ratio not kept) to
+# input_size x input_size by tf.image.resize_bilinear (TF 1.x: no half-pixel centers).
+PREPROCESSING = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear_tf",
+                     crop_pct=1.0, resize="whole_image")
+
+
+@dataclass(frozen=True)
+class RetrainedHead:
+    """A checked retrain.py head: weights (K, n) and bias (n,) float32 as the graph stores
+    them, the names of its MatMul and of its output (the Softmax, else the bias add)."""
+
+    weights: np.ndarray
+    bias: np.ndarray
+    matmul: str
+    output: str
+    constants: tuple  # the names of the two constants it uses
+
+    @property
+    def num_classes(self):
+        return self.weights.shape[1]
+
+
+def find_head(nodes, found, path):
+    """The graph's RetrainedHead, or None when no op outside `MobilenetV1/` is a MatMul.
+
+    `found` maps constant names to arrays (graphdef.constants). Raises CheckpointError naming
+    the node when the head is not an affine map of the ImageNet logits.
+    """
+    matmuls = [node for node in nodes
+               if node.op == "MatMul" and not node.name.startswith("MobilenetV1/")]
+    if not matmuls:
+        return None
+    if len(matmuls) > 1:
+        names = ", ".join(node.name for node in matmuls[:3])
+        raise CheckpointError(f"{path}: {len(matmuls)} MatMul ops outside MobilenetV1/ "
+                              f"({names}); mobinumba converts one retrained head (or use "
+                              f"--head imagenet)")
+    matmul = matmuls[0]
+    by_name = {node.name: node for node in nodes}
+    inputs = _data_inputs(matmul)
+    if len(inputs) != 2:
+        raise CheckpointError(f"{path}: head {matmul.name} has {len(inputs)} inputs, expected 2")
+    if matmul.attrs.get("transpose_a") or matmul.attrs.get("transpose_b"):
+        raise CheckpointError(f"{path}: head {matmul.name} transposes an operand; retrain.py's "
+                              f"heads do not (use --head imagenet for the ImageNet logits)")
+    _check_reaches_logits(inputs[0], by_name, matmul.name, path)
+    weights_name = _constant_behind(inputs[1], by_name, found, matmul.name, path)
+    weights = found[weights_name]
+    bias_add, output = _bias_add_and_output(matmul, nodes, path)
+    bias_name = next((_constant_behind(name, by_name, found, bias_add.name, path)
+                      for name in _data_inputs(bias_add) if _strip(name) != matmul.name), None)
+    if bias_name is None:
+        raise CheckpointError(f"{path}: head {bias_add.name} adds nothing to {matmul.name}")
+    bias = found[bias_name]
+    classes = found.get(f"{CLASSIFIER}/biases")
+    logits = classes.shape[0] if classes is not None and classes.ndim == 1 else None
+    if weights.ndim != 2 or weights.shape[0] != logits or weights.shape[1] < 1:
+        raise CheckpointError(f"{path}: head weights {weights_name} have shape {weights.shape}, "
+                              f"expected ({logits}, n) on the {logits} ImageNet logits")
+    if bias.shape != (weights.shape[1],):
+        raise CheckpointError(f"{path}: head bias {bias_name} has shape {bias.shape}, expected "
+                              f"({weights.shape[1]},) for weights {weights.shape}")
+    for name, value in ((weights_name, weights), (bias_name, bias)):
+        if value.dtype.kind != "f":
+            raise CheckpointError(f"{path}: head constant {name} has dtype {value.dtype}, "
+                                  f"expected floating point")
+        if not np.isfinite(value).all():
+            raise CheckpointError(f"{path}: head constant {name} contains NaN or Inf")
+    return RetrainedHead(weights=weights.astype(np.float32), bias=bias.astype(np.float32),
+                         matmul=matmul.name, output=output,
+                         constants=(weights_name, bias_name))
+
+
+def fold(classifier, head):
+    """The dense LayerRecord computing head(classifier(x)): weight (n, C), bias (n,).
+
+    classifier: the ImageNet dense record, weight (K, C), bias (K,). In float64, rounded once:
+    (x W1^T + b1) W2 + b2 = x (W2^T W1)^T + (b1 W2 + b2).
+    """
+    w1 = classifier.weight.astype(np.float64)  # (K, C)
+    b1 = classifier.bias.astype(np.float64)  # (K,)
+    w2 = head.weights.astype(np.float64)  # (K, n)
+    weight = w2.T @ w1  # (n, C)
+    bias = b1 @ w2 + head.bias  # (n,)
+    if not (np.isfinite(weight).all() and np.abs(weight).max() < np.finfo(np.float32).max and
+            np.abs(bias).max() < np.finfo(np.float32).max):
+        raise CheckpointError(f"folding {head.matmul} into {CLASSIFIER} overflows float32")
+    return replace(classifier, weight=weight.astype(np.float32), bias=bias.astype(np.float32),
+                   source_name=f"{classifier.source_name}+{head.matmul}")
+
+
+def apply_head(logits, head):
+    """(N, n) float64: the unfolded head on (N, K) ImageNet logits, as the graph computes it
+    before its softmax (the converter's self-check reference)."""
+    return np.asarray(logits, np.float64) @ head.weights.astype(np.float64) + head.bias
+
+
+# ------------------------------------------------------------------------- walking the graph
+
+def _strip(name):
+    """The node name of an input reference: `node`, `node:0` -> `node`."""
+    return name.split(":", 1)[0]
+
+
+def _data_inputs(node):
+    """A node's data inputs (control inputs `^name` left out)."""
+    return [name for name in node.inputs if not name.startswith("^")]
+
+
+def _output_index(name):
+    _, _, index = name.partition(":")
+    return int(index) if index.isdigit() else (0 if not index else -1)
+
+
+def _check_reaches_logits(name, by_name, head, path):
+    """CheckpointError unless `name` leads, through pass-through ops, to the classifier's
+    BiasAdd output: the (N, K) ImageNet logits."""
+    for _ in range(MAX_CHAIN):
+        node = by_name.get(_strip(name))
+        if node is None or _output_index(name) != 0:
+            break
+        if node.op in BIAS_ADDS and _weights_of_classifier(node, by_name):
+            return
+        if node.op not in PASS_THROUGH or not _data_inputs(node):
+            break
+        name = _data_inputs(node)[0]
+    shown = _strip(name) + (f" ({by_name[_strip(name)].op})" if _strip(name) in by_name else "")
+    raise CheckpointError(f"{path}: head {head} reads {shown}, not the ImageNet logits of "
+                          f"{CLASSIFIER}; mobinumba converts retrain.py heads on "
+                          f"MobilenetV1/Predictions/Reshape (use --head imagenet for the "
+                          f"ImageNet logits)")
+
+
+def _weights_of_classifier(bias_add, by_name):
+    """True when `bias_add` adds the classifier's bias to its 1x1 conv."""
+    names = [_resolve(name, by_name) for name in _data_inputs(bias_add)]
+    if f"{CLASSIFIER}/biases" not in names:
+        return False
+    conv = next((by_name.get(_strip(name)) for name in _data_inputs(bias_add)
+                 if _resolve(name, by_name) != f"{CLASSIFIER}/biases"), None)
+    return conv is not None and conv.op == "Conv2D" and any(
+        _resolve(name, by_name) == f"{CLASSIFIER}/weights" for name in _data_inputs(conv))
+
+
+def _resolve(name, by_name):
+    """The node behind `name` through Identity ops (a frozen variable's `/read`)."""
+    for _ in range(MAX_CHAIN):
+        node = by_name.get(_strip(name))
+        if node is None or node.op != "Identity" or not _data_inputs(node):
+            break
+        name = _data_inputs(node)[0]
+    return _strip(name)
+
+
+def _constant_behind(name, by_name, found, head, path):
+    """The name of the constant `name` reads through Identity ops, else CheckpointError."""
+    constant = _resolve(name, by_name)
+    if constant not in found:
+        op = by_name[constant].op if constant in by_name else "missing"
+        raise CheckpointError(f"{path}: head {head} reads {constant} ({op}), expected a "
+                              f"constant (a frozen variable)")
+    return constant
+
+
+def _bias_add_and_output(matmul, nodes, path):
+    """(the bias add consuming the MatMul, the head's output name), checking that nothing
+    but a Softmax comes after it."""
+    consumers = _consumers(nodes, matmul.name)
+    if len(consumers) != 1 or consumers[0].op not in BIAS_ADDS:
+        shown = ", ".join(f"{node.name} ({node.op})" for node in consumers[:3]) or "nothing"
+        raise CheckpointError(f"{path}: head {matmul.name} feeds {shown}; expected one bias "
+                              f"add (retrain.py's Wx_plus_b/add)")
+    bias_add = consumers[0]
+    after = _consumers(nodes, bias_add.name)
+    others = [node for node in after if node.op not in SOFTMAXES]
+    if others:
+        shown = ", ".join(f"{node.name} ({node.op})" for node in others[:3])
+        raise CheckpointError(f"{path}: head {bias_add.name} feeds {shown}; mobinumba converts "
+                              f"one affine layer and its softmax (use --head imagenet for the "
+                              f"ImageNet logits)")
+    return bias_add, after[0].name if len(after) == 1 else bias_add.name
+
+
+def _consumers(nodes, name):
+    return [node for node in nodes if any(_strip(i) == name for i in _data_inputs(node))]
