@@ -35,6 +35,9 @@ CLASSIFIER = "MobilenetV1/Logits/Conv2d_1c_1x1"
 PASS_THROUGH = ("Identity", "PlaceholderWithDefault", "Reshape", "Squeeze", "StopGradient")
 BIAS_ADDS = ("BiasAdd", "Add", "AddV2")
 SOFTMAXES = ("Softmax",)
+# Data inputs each op of a head takes (TensorFlow refuses any other count).
+ARITY = {"Identity": 1, "PlaceholderWithDefault": 1, "Squeeze": 1, "StopGradient": 1,
+         "Reshape": 2, "BiasAdd": 2, "Add": 2, "AddV2": 2, "Softmax": 1, "MatMul": 2}
 # A real chain is 4 ops long (placeholder, Reshape, Squeeze, BiasAdd); a longer one is not it.
 MAX_CHAIN = 16
 # retrain.py's preprocessing for MobileNet: input_mean = input_std = 127.5 on 0..255 pixels,
@@ -78,12 +81,14 @@ def find_head(nodes, found, path):
     matmul = matmuls[0]
     by_name = {node.name: node for node in nodes}
     inputs = _data_inputs(matmul)
-    if len(inputs) != 2:
+    if not _well_formed(matmul):
         raise CheckpointError(f"{path}: head {matmul.name} has {len(inputs)} inputs, expected 2")
     if matmul.attrs.get("transpose_a") or matmul.attrs.get("transpose_b"):
         raise CheckpointError(f"{path}: head {matmul.name} transposes an operand; retrain.py's "
                               f"heads do not (use --head imagenet for the ImageNet logits)")
-    _check_reaches_logits(inputs[0], by_name, matmul.name, path)
+    classes = found.get(f"{CLASSIFIER}/biases")
+    logits = classes.shape[0] if classes is not None and classes.ndim == 1 else None
+    _check_reaches_logits(inputs[0], by_name, found, logits, matmul.name, path)
     weights_name = _constant_behind(inputs[1], by_name, found, matmul.name, path)
     weights = found[weights_name]
     bias_add, output = _bias_add_and_output(matmul, nodes, path)
@@ -92,8 +97,6 @@ def find_head(nodes, found, path):
     if bias_name is None:
         raise CheckpointError(f"{path}: head {bias_add.name} adds nothing to {matmul.name}")
     bias = found[bias_name]
-    classes = found.get(f"{CLASSIFIER}/biases")
-    logits = classes.shape[0] if classes is not None and classes.ndim == 1 else None
     if weights.ndim != 2 or weights.shape[0] != logits or weights.shape[1] < 1:
         raise CheckpointError(f"{path}: head weights {weights_name} have shape {weights.shape}, "
                               f"expected ({logits}, n) on the {logits} ImageNet logits")
@@ -142,6 +145,11 @@ def _strip(name):
     return name.split(":", 1)[0]
 
 
+def _well_formed(node):
+    """True when the node has as many data inputs as its op takes."""
+    return len(_data_inputs(node)) == ARITY.get(node.op, -1)
+
+
 def _data_inputs(node):
     """A node's data inputs (control inputs `^name` left out)."""
     return [name for name in node.inputs if not name.startswith("^")]
@@ -152,23 +160,37 @@ def _output_index(name):
     return int(index) if index.isdigit() else (0 if not index else -1)
 
 
-def _check_reaches_logits(name, by_name, head, path):
+def _check_reaches_logits(name, by_name, found, logits, head, path):
     """CheckpointError unless `name` leads, through pass-through ops, to the classifier's
-    BiasAdd output: the (N, K) ImageNet logits."""
+    BiasAdd output: the (N, K) ImageNet logits, K = `logits`."""
     for _ in range(MAX_CHAIN):
         node = by_name.get(_strip(name))
         if node is None or _output_index(name) != 0:
             break
-        if node.op in BIAS_ADDS and _weights_of_classifier(node, by_name):
+        if node.op in BIAS_ADDS and _well_formed(node) and \
+                _weights_of_classifier(node, by_name):
             return
-        if node.op not in PASS_THROUGH or not _data_inputs(node):
+        if node.op not in PASS_THROUGH or not _well_formed(node):
             break
+        if node.op == "Reshape":
+            _check_reshape(node, by_name, found, logits, path)
         name = _data_inputs(node)[0]
     shown = _strip(name) + (f" ({by_name[_strip(name)].op})" if _strip(name) in by_name else "")
     raise CheckpointError(f"{path}: head {head} reads {shown}, not the ImageNet logits of "
                           f"{CLASSIFIER}; mobinumba converts retrain.py heads on "
                           f"MobilenetV1/Predictions/Reshape (use --head imagenet for the "
                           f"ImageNet logits)")
+
+
+def _check_reshape(node, by_name, found, logits, path):
+    """A Reshape on the way to the logits must keep them (N, K): shape (-1, K) or (1, K)."""
+    inputs = _data_inputs(node)
+    shape = found.get(_resolve(inputs[1], by_name)) if len(inputs) == 2 else None
+    if shape is None or shape.dtype.kind not in "iu" or \
+            shape.reshape(-1).tolist() not in ([-1, logits], [1, logits]):
+        shown = "no constant shape" if shape is None else f"shape {shape.reshape(-1)[:4].tolist()}"
+        raise CheckpointError(f"{path}: {node.name} reshapes the logits with {shown}, "
+                              f"expected [-1, {logits}]")
 
 
 def _weights_of_classifier(bias_add, by_name):
@@ -186,7 +208,7 @@ def _resolve(name, by_name):
     """The node behind `name` through Identity ops (a frozen variable's `/read`)."""
     for _ in range(MAX_CHAIN):
         node = by_name.get(_strip(name))
-        if node is None or node.op != "Identity" or not _data_inputs(node):
+        if node is None or node.op != "Identity" or not _well_formed(node):
             break
         name = _data_inputs(node)[0]
     return _strip(name)
@@ -206,13 +228,14 @@ def _bias_add_and_output(matmul, nodes, path):
     """(the bias add consuming the MatMul, the head's output name), checking that nothing
     but a Softmax comes after it."""
     consumers = _consumers(nodes, matmul.name)
-    if len(consumers) != 1 or consumers[0].op not in BIAS_ADDS:
+    if len(consumers) != 1 or consumers[0].op not in BIAS_ADDS or \
+            not _well_formed(consumers[0]):
         shown = ", ".join(f"{node.name} ({node.op})" for node in consumers[:3]) or "nothing"
         raise CheckpointError(f"{path}: head {matmul.name} feeds {shown}; expected one bias "
                               f"add (retrain.py's Wx_plus_b/add)")
     bias_add = consumers[0]
     after = _consumers(nodes, bias_add.name)
-    others = [node for node in after if node.op not in SOFTMAXES]
+    others = [node for node in after if node.op not in SOFTMAXES or not _well_formed(node)]
     if others:
         shown = ", ".join(f"{node.name} ({node.op})" for node in others[:3])
         raise CheckpointError(f"{path}: head {bias_add.name} feeds {shown}; mobinumba converts "
