@@ -89,7 +89,9 @@ def build_parser():
                               "size (TF-slim); whole_image: resize the whole image to size "
                               "(retrain.py)")
     convert.add_argument("--crop-pct", type=_bounded(float, 0.0, 1.0, low_open=True))
-    convert.add_argument("--input-size", type=_bounded(int, 1, 8192), default=224)
+    convert.add_argument("--input-size", type=_bounded(int, 1, 8192), default=None,
+                         help="the input side (default: a graph's resize op states it, else "
+                              "224)")
     convert.add_argument("--bn-eps", type=_bounded(float, 0.0, 1.0, low_open=True),
                          default=None,
                          help="batch-norm epsilon (default: the graph's for tf-slim, else "

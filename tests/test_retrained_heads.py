@@ -22,7 +22,7 @@ from mobinumba.convert.retrained import apply_head, find_head
 from mobinumba.errors import CheckpointError
 from mobinumba.preprocess import preprocess_image
 from tensorboardX.proto import graph_pb2
-from tfslim_graphs import (const_node, mobilenet_graph, op_node, random_variables,
+from tfslim_graphs import (DT_INT32, const_node, mobilenet_graph, op_node, random_variables,
                            retrain_head, tf_reference_logits)
 
 TOLERANCE = 1e-4
@@ -374,3 +374,45 @@ def test_fuzz_head_reading(variables, head):
         same = np.array_equal(found.weights, head[0]) and np.array_equal(found.bias, head[1])
         outcomes["found unchanged" if same else "found"] += 1
     assert outcomes["refused"] > 100 and outcomes["found unchanged"] > 20, outcomes
+
+
+def _with_preprocessing_ops(variables, head, size=160, align_corners=False):
+    """A retrained graph whose stem conv reads label_image.py's chain: DecodeJpeg -> Cast ->
+    ExpandDims -> ResizeBilinear(size) -> Sub(128) -> Mul(1 / 128)."""
+    def edit(graph):
+        graph.node.extend([
+            op_node("DecodeJpeg", "DecodeJpeg", ["DecodeJpeg/contents"]),
+            op_node("Cast", "Cast", ["DecodeJpeg"]),
+            op_node("ExpandDims", "ExpandDims", ["Cast", "ExpandDims/dim"]),
+            const_node("ResizeBilinear/size", np.array([size, size], np.int32), DT_INT32),
+            op_node("ResizeBilinear", "ResizeBilinear", ["ExpandDims", "ResizeBilinear/size"],
+                    align_corners=align_corners),
+            const_node("Sub/y", np.float32(128.0)),
+            op_node("Sub", "Sub", ["ResizeBilinear", "Sub/y"]),
+            const_node("Mul/y", np.float32(1 / 128)),
+            op_node("Mul", "Mul", ["Sub", "Mul/y"]),
+        ])
+        stem = next(node for node in graph.node if node.op == "Conv2D")
+        stem.input[0] = "Mul"
+    return _edited(variables, head, edit)
+
+
+def test_preprocessing_ops_in_the_graph_are_read(variables, head, tmp_path, capsys):
+    path = tmp_path / "with_preprocessing.pb"
+    path.write_bytes(_with_preprocessing_ops(variables, head))
+    assert run_cli("convert", path, "-o", tmp_path / "m.h5", "--no-check") == 0
+    info = mobinumba.load(tmp_path / "m.h5").info
+    assert (info.input_size, info.resize, info.interpolation, info.crop_pct) == (
+        160, "whole_image", "bilinear_tf", 1.0)
+    np.testing.assert_allclose(info.mean, [128 / 255] * 3)
+    np.testing.assert_allclose(info.std, [128 / 255] * 3)
+    # Options still win over what the graph states.
+    assert run_cli("convert", path, "-o", tmp_path / "o.h5", "--no-check", "--input-size", "224",
+                   "--mean", "0.5", "0.5", "0.5") == 0
+    info = mobinumba.load(tmp_path / "o.h5").info
+    assert info.input_size == 224 and info.mean == (0.5,) * 3
+    path.write_bytes(_with_preprocessing_ops(variables, head, align_corners=True))
+    capsys.readouterr()
+    assert run_cli("convert", path, "-o", tmp_path / "a.h5", "--no-check") == 1
+    assert "ResizeBilinear resizes with align_corners or half_pixel_centers" in \
+        capsys.readouterr().err

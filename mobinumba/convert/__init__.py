@@ -121,14 +121,15 @@ def refuse_other_formats(source, reader):
 
 
 def convert_checkpoint(source, output, *, layout=None, activation=None, padding=None, mean=None,
-                       std=None, interpolation=None, crop_pct=None, resize=None, input_size=224,
+                       std=None, interpolation=None, crop_pct=None, resize=None, input_size=None,
                        bn_eps=None, head=None,
                        labels="auto", check=None, tolerance=1e-4, force=False):
     """Convert `source` to the HDF5 file `output`; returns a ConversionReport.
 
     Options left as None take what the source states, else the layout's defaults. head (for
     graphs): None or "retrained" converts a retrain.py head when there is one, "imagenet"
-    the ImageNet logits under it. check=None runs the self-check when torch is importable;
+    the ImageNet logits under it. input_size None: the graph's (its resize op), else 224.
+    check=None runs the self-check when torch is importable;
     check=True requires torch. The output is written atomically; when the check fails
     nothing is left at `output`.
     """
@@ -170,7 +171,7 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         format_version=FORMAT_VERSION,
         width_multiplier=round(last_block.weight.shape[0] / 1024, 4),
         num_classes=num_classes,
-        input_size=input_size,
+        input_size=input_size if input_size is not None else stated.get("input_size", 224),
         activation=setting("activation", activation),
         padding=setting("padding", padding),
         mean=tuple(setting("mean", mean)),

@@ -246,3 +246,81 @@ def _bias_add_and_output(matmul, nodes, path):
 
 def _consumers(nodes, name):
     return [node for node in nodes if any(_strip(i) == name for i in _data_inputs(node))]
+
+
+# ----------------------------------------------------------- preprocessing inside the graph
+
+# Ops between a decoded image and the stem conv that preprocessing_in_graph reads or steps over.
+IMAGE_SOURCES = ("DecodeJpeg", "DecodePng", "DecodeBmp", "DecodeImage", "Cast")
+STEP_OVER = ("Identity", "ExpandDims", "Pad", "PadV2")
+
+
+def preprocessing_in_graph(nodes, found, stem_weights, path):
+    """The settings a graph's own preprocessing ops state, {} when it has none.
+
+    Follows the stem conv's input back from the conv: `Mul`/`RealDiv` by a constant (1/std
+    or std), `Sub` of a constant (mean), `ResizeBilinear` to a constant size, down to a
+    decoder or `Cast` (pixels 0..255). This is the chain retrain.py's add_jpeg_decoding and
+    label_image.py build (decode, cast, expand_dims, resize_bilinear, subtract input_mean,
+    multiply by 1 / input_std), when a graph was frozen with it. Mean and std are stated only
+    when the chain starts at decoded pixels, so their scale is known.
+    """
+    by_name = {node.name: node for node in nodes}
+    stem = next((node for node in nodes if node.op == "Conv2D" and len(node.inputs) >= 2 and
+                 _resolve(node.inputs[1], by_name) == stem_weights), None)
+    if stem is None:
+        return {}
+    scale, mean, resize, pixels = None, None, None, False
+    name = _data_inputs(stem)[0] if _data_inputs(stem) else ""
+    for _ in range(MAX_CHAIN):
+        node = by_name.get(_strip(name))
+        if node is None or not _data_inputs(node):
+            break
+        inputs = _data_inputs(node)
+        if node.op in ("Mul", "RealDiv") and len(inputs) == 2 and scale is None and \
+                mean is None and resize is None:
+            value = _scalar(found.get(_resolve(inputs[1], by_name)))
+            if value is None or value == 0:
+                break
+            scale = value if node.op == "Mul" else 1.0 / value
+        elif node.op == "Sub" and len(inputs) == 2 and mean is None and resize is None:
+            mean = _scalar(found.get(_resolve(inputs[1], by_name)))
+            if mean is None:
+                break
+        elif node.op == "ResizeBilinear" and len(inputs) == 2 and resize is None:
+            resize = node, found.get(_resolve(inputs[1], by_name))
+        elif node.op in IMAGE_SOURCES:
+            pixels = True
+            break
+        elif node.op not in STEP_OVER:
+            break
+        name = inputs[0]
+    settings = {}
+    if resize is not None:
+        settings.update(_resize_settings(*resize, path))
+    if pixels and scale is not None:
+        std = 1.0 / (255.0 * scale)
+        settings.update(mean=((mean or 0.0) / 255.0,) * 3, std=(std,) * 3)
+    return settings
+
+
+def _scalar(value):
+    """A constant's single value (a scalar, or the same value per channel), else None."""
+    if value is None or value.dtype.kind not in "fiu" or value.size < 1 or value.size > 3:
+        return None
+    flat = value.reshape(-1).astype(np.float64)
+    return float(flat[0]) if np.isfinite(flat).all() and (flat == flat[0]).all() else None
+
+
+def _resize_settings(node, size, path):
+    """`resize`, `interpolation`, `crop_pct` and `input_size` of a ResizeBilinear node."""
+    if node.attrs.get("align_corners") or node.attrs.get("half_pixel_centers"):
+        raise CheckpointError(f"{path}: {node.name} resizes with align_corners or "
+                              f"half_pixel_centers, which mobinumba's bilinear_tf (TF 1.x "
+                              f"defaults) does not; choose one with --interpolation and "
+                              f"--resize")
+    settings = dict(resize="whole_image", crop_pct=1.0, interpolation="bilinear_tf")
+    if size is not None and size.shape == (2,) and size.dtype.kind in "iu" and \
+            size[0] == size[1] and 0 < size[0] <= 8192:
+        settings["input_size"] = int(size[0])
+    return settings

@@ -21,7 +21,7 @@ from ..architecture import NUM_BLOCKS
 from ..errors import CheckpointError
 from .graphdef import constants, read_graphdef
 from .plan import mobilenet_v1_plan
-from .retrained import HEADS, PREPROCESSING, find_head
+from .retrained import HEADS, PREPROCESSING, find_head, preprocessing_in_graph
 
 NAME = "tf-slim"
 # TF-slim's defaults: mobilenet_v1_arg_scope (ReLU6, batch_norm_epsilon 0.001, SAME padding)
@@ -68,7 +68,8 @@ def read_graph(path, padding=None, head=None):
 
     The state dict maps PyTorch-style keys to float32 arrays in PyTorch layouts. The settings
     hold `bn_eps` and `padding` when the graph says what they are; `padding` given here (a
-    user's override) skips reading the graph's. With a retrain.py head (head None or
+    user's override) skips reading the graph's. Preprocessing ops in the graph (a
+    ResizeBilinear, Sub, Mul chain before the stem conv) state theirs. With a retrain.py head (head None or
     "retrained"; "imagenet" leaves it unread, its constants ignored) they hold
     `retrained_head` (a retrained.RetrainedHead) and retrain.py's preprocessing. Raises
     CheckpointError for a file that is not a GraphDef, a graph without MobileNetV1
@@ -114,6 +115,7 @@ def read_graph(path, padding=None, head=None):
         if retrained is not None:
             settings.update(PREPROCESSING, retrained_head=retrained)
             ignored = [name for name in ignored if name not in retrained.constants]
+    settings.update(preprocessing_in_graph(nodes, found, f"{STEM}/weights", path))
     return state, settings, sorted(ignored)
 
 
