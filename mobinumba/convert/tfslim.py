@@ -68,10 +68,11 @@ def read_graph(path, padding=None, head=None):
 
     The state dict maps PyTorch-style keys to float32 arrays in PyTorch layouts. The settings
     hold `bn_eps` and `padding` when the graph says what they are; `padding` given here (a
-    user's override) skips reading the graph's. Preprocessing ops in the graph (a
-    ResizeBilinear, Sub, Mul chain before the stem conv) state theirs. With a retrain.py head (head None or
+    user's override) skips reading the graph's. With a retrain.py head (head None or
     "retrained"; "imagenet" leaves it unread, its constants ignored) they hold
-    `retrained_head` (a retrained.RetrainedHead) and retrain.py's preprocessing. Raises
+    `retrained_head` (a retrained.RetrainedHead) and retrain.py's preprocessing; preprocessing
+    ops in the graph (a ResizeBilinear, Sub, Mul chain before the stem conv) state theirs,
+    which win. Raises
     CheckpointError for a file that is not a GraphDef, a graph without MobileNetV1
     variables, one whose padding is unknown, or a head that is not an affine map of the
     logits (or missing when head="retrained").
