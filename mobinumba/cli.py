@@ -86,17 +86,25 @@ def build_parser():
     convert.add_argument("--resize", choices=RESIZE_MODES,
                          help="shorter_side: resize the shorter side to size/crop_pct, center "
                               "crop (timm); central_crop: crop the central crop_pct, resize to "
-                              "size (TF-slim)")
+                              "size (TF-slim); whole_image: resize the whole image to size "
+                              "(retrain.py)")
     convert.add_argument("--crop-pct", type=_bounded(float, 0.0, 1.0, low_open=True))
-    convert.add_argument("--input-size", type=_bounded(int, 1, 8192), default=224)
+    convert.add_argument("--input-size", type=_bounded(int, 1, 8192), default=None,
+                         help="the input side (default: a graph's resize op states it, else "
+                              "224)")
     convert.add_argument("--bn-eps", type=_bounded(float, 0.0, 1.0, low_open=True),
                          default=None,
                          help="batch-norm epsilon (default: the graph's for tf-slim, else "
                               "1e-5)")
+    convert.add_argument("--head", choices=_head_names(), default=None,
+                         help="for a TensorFlow graph with a retrain.py head: retrained (its "
+                              "classes, the default when it has one) or imagenet (the 1001 "
+                              "ImageNet logits under it)")
     convert.add_argument("--labels", default="auto",
-                         help="FILE (one label per line), 'imagenet', or 'none' "
-                              "(default: imagenet for 1000 classes, background + imagenet "
-                              "for 1001)")
+                         help="FILE (one label per line, e.g. retrain.py's "
+                              "retrained_labels.txt), 'imagenet', or 'none' (default: "
+                              "imagenet for 1000 classes, background + imagenet for 1001; "
+                              "none for a retrained head)")
     convert.add_argument("--check", action=argparse.BooleanOptionalAction, default=None,
                          help="compare the written file with PyTorch (default: on when torch "
                               "is installed)")
@@ -200,6 +208,11 @@ def _layout_names():
     return tuple(LAYOUTS)
 
 
+def _head_names():
+    from .convert.retrained import HEADS
+    return HEADS
+
+
 def run_convert(args):
     """`mobinumba convert`: write the .h5 and report the self-check."""
     from .convert import convert_checkpoint
@@ -208,12 +221,14 @@ def run_convert(args):
         args.checkpoint, args.output, layout=args.layout, activation=args.activation,
         padding=args.padding, mean=args.mean, std=args.std, interpolation=args.interpolation,
         crop_pct=args.crop_pct, resize=args.resize, input_size=args.input_size,
-        bn_eps=args.bn_eps, labels=args.labels, check=args.check, tolerance=args.tolerance,
-        force=args.force)
+        bn_eps=args.bn_eps, head=args.head, labels=args.labels, check=args.check,
+        tolerance=args.tolerance, force=args.force)
     print(f"wrote {report.output}: {report.layout} layout, width {report.width_multiplier:g}, "
           f"{report.num_classes} classes, {report.num_layers} weight layers"
           f"{' (with head conv)' if report.head_conv else ''}, {report.activation}, "
           f"padding {report.padding}, bn eps {report.bn_eps:g}")
+    if report.head is not None:
+        print(f"head: {report.head}")
     if report.ignored:
         shown = ", ".join(report.ignored[:3]) + (", ..." if len(report.ignored) > 3 else "")
         print(f"ignored {len(report.ignored)} constant(s) outside the MobileNetV1 scope: {shown}")

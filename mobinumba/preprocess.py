@@ -5,7 +5,9 @@ Two transforms, chosen by the weight file's `resize` attribute:
   floor(size / crop_pct) with the file's interpolation, then center-crop size x size;
 - `central_crop` (TF-slim's inception_preprocessing.preprocess_for_eval): crop the central
   crop_pct of each side (tf.image.central_crop), then resize that to size x size, aspect
-  ratio not kept.
+  ratio not kept;
+- `whole_image` (TensorFlow's retrain.py for MobileNet): resize the whole image to size x
+  size, aspect ratio not kept, no crop (crop_pct is not used).
 Then pixels are scaled to [0, 1], `mean` is subtracted and the result divided by `std`.
 
 Interpolations are Pillow's filters (antialiased when shrinking), plus `bilinear_tf`:
@@ -105,6 +107,8 @@ def preprocess_image(image, size, crop_pct, interpolation, mean, std, resize="sh
     """A (3, size, size) float32 array from an RGB PIL image, by the transform above."""
     if resize == "central_crop":
         pixels = _central_crop_then_resize(image, size, crop_pct, interpolation)
+    elif resize == "whole_image":
+        pixels = _central_crop_then_resize(image, size, 1.0, interpolation)  # crops nothing
     else:
         pixels = _resize_shorter_side_then_crop(image, size, crop_pct, interpolation)
     pixels = (pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)

@@ -32,7 +32,7 @@ FORMAT_NAME = "mobinumba"
 FORMAT_VERSION = 1
 ARCH = "mobilenet_v1"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming", "bilinear_tf")
-RESIZE_MODES = ("shorter_side", "central_crop")
+RESIZE_MODES = ("shorter_side", "central_crop", "whole_image")
 BN_FIELDS = ("gamma", "beta", "mean", "var")
 
 # Refuse datasets whose declared size is absurd before reading them: no real MobileNet layer

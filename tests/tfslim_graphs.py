@@ -90,25 +90,29 @@ def const_node(name, array, dtype=DT_FLOAT, as_values=False, proto=None):
 
 
 def op_node(name, op, inputs=(), **attrs):
-    """A NodeDef of `op`; string attrs as `s`, floats as `f`."""
+    """A NodeDef of `op`; string attrs as `s`, bools as `b`, floats as `f`."""
     node = node_def_pb2.NodeDef(name=name, op=op, input=list(inputs))
     node.attr["T"].CopyFrom(attr_value_pb2.AttrValue(type=DT_FLOAT))
     for key, value in attrs.items():
         if isinstance(value, str):
             node.attr[key].CopyFrom(attr_value_pb2.AttrValue(s=value.encode()))
+        elif isinstance(value, bool):
+            node.attr[key].CopyFrom(attr_value_pb2.AttrValue(b=value))
         else:
             node.attr[key].CopyFrom(attr_value_pb2.AttrValue(f=value))
     return node
 
 
 def mobilenet_graph(variables, eps=1e-3, padding="SAME", fused=False, retrained_head=True,
-                    extra_nodes=()):
+                    extra_nodes=(), head=None):
     """A serialized GraphDef holding `variables` the way a frozen TF-slim graph does.
 
     padding "SAME" writes SAME convolutions; "VALID" writes VALID convolutions after Pad
     nodes (slim's use_explicit_padding). fused=True states the epsilon as FusedBatchNorm
     attributes instead of `batchnorm/add/y` constants. Biases are stored as float_val
     lists, everything else as tensor_content: the reader must handle both.
+    retrained_head=True adds a retrained head's two constants without ops using them;
+    head=(weights (K, n), bias (n,)) instead writes a whole retrain.py head (retrain_nodes).
     """
     graph = graph_pb2.GraphDef()
     graph.node.append(node_def_pb2.NodeDef(name="input", op="Placeholder"))
@@ -137,7 +141,9 @@ def mobilenet_graph(variables, eps=1e-3, padding="SAME", fused=False, retrained_
         previous = f"{inner}/Relu6"
     graph.node.append(const_node("MobilenetV1/Logits/SpatialSqueeze/shape",
                                  np.array([-1, 1001], np.int32), DT_INT32))
-    if retrained_head:
+    if head is not None:
+        graph.node.extend(retrain_nodes(previous, *head))
+    elif retrained_head:
         rng = np.random.default_rng(1)
         graph.node.append(const_node("final_training_ops/weights/final_weights",
                                      rng.standard_normal((1001, 2)).astype(np.float32)))
@@ -145,6 +151,54 @@ def mobilenet_graph(variables, eps=1e-3, padding="SAME", fused=False, retrained_
                                      np.zeros(2, np.float32)))
     graph.node.extend(extra_nodes)
     return graph.SerializeToString()
+
+
+def retrain_head(num_classes, logits=1001, seed=3):
+    """(weights (logits, n), bias (n,)) float32 of a retrained head, both non-trivial."""
+    rng = np.random.default_rng(seed)
+    return ((rng.standard_normal((logits, num_classes)) * 0.05).astype(np.float32),
+            (0.3 * rng.standard_normal(num_classes)).astype(np.float32))
+
+
+def retrain_nodes(features, weights, bias, logits_size=1001):
+    """The frozen graph's nodes from the last block's output `features` to `final_result`:
+    TF-slim's logits ops, then retrain.py's head, with the names and edges of a real
+    retrained_graph.pb (nudity 0.2.3's; see mobinumba/convert/retrained.py)."""
+    logits = "MobilenetV1/Logits/Conv2d_1c_1x1"
+    return [
+        op_node("MobilenetV1/Logits/AvgPool_1a/AvgPool", "AvgPool", [features],
+                padding="VALID", data_format="NHWC"),
+        op_node("MobilenetV1/Logits/Dropout_1b/Identity", "Identity",
+                ["MobilenetV1/Logits/AvgPool_1a/AvgPool"]),
+        op_node(f"{logits}/weights/read", "Identity", [f"{logits}/weights"]),
+        op_node(f"{logits}/biases/read", "Identity", [f"{logits}/biases"]),
+        op_node(f"{logits}/convolution", "Conv2D",
+                ["MobilenetV1/Logits/Dropout_1b/Identity", f"{logits}/weights/read"],
+                padding="SAME", data_format="NHWC"),
+        op_node(f"{logits}/BiasAdd", "BiasAdd", [f"{logits}/convolution",
+                                                 f"{logits}/biases/read"], data_format="NHWC"),
+        op_node("MobilenetV1/Logits/SpatialSqueeze", "Squeeze", [f"{logits}/BiasAdd"]),
+        const_node("MobilenetV1/Predictions/Reshape/shape",
+                   np.array([-1, logits_size], np.int32), DT_INT32),
+        op_node("MobilenetV1/Predictions/Reshape", "Reshape",
+                ["MobilenetV1/Logits/SpatialSqueeze", "MobilenetV1/Predictions/Reshape/shape"]),
+        op_node("input_1/BottleneckInputPlaceholder", "PlaceholderWithDefault",
+                ["MobilenetV1/Predictions/Reshape"]),
+        const_node("final_training_ops/weights/final_weights", weights),
+        op_node("final_training_ops/weights/final_weights/read", "Identity",
+                ["final_training_ops/weights/final_weights"]),
+        const_node("final_training_ops/biases/final_biases", bias, as_values=True),
+        op_node("final_training_ops/biases/final_biases/read", "Identity",
+                ["final_training_ops/biases/final_biases"]),
+        op_node("final_training_ops/Wx_plus_b/MatMul", "MatMul",
+                ["input_1/BottleneckInputPlaceholder",
+                 "final_training_ops/weights/final_weights/read"],
+                transpose_a=False, transpose_b=False),
+        op_node("final_training_ops/Wx_plus_b/add", "Add",
+                ["final_training_ops/Wx_plus_b/MatMul",
+                 "final_training_ops/biases/final_biases/read"]),
+        op_node("final_result", "Softmax", ["final_training_ops/Wx_plus_b/add"]),
+    ]
 
 
 def _execution_order(scope):

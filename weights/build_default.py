@@ -5,8 +5,9 @@
     python weights/build_default.py /tmp/nudity/nudity-0.2.3/nudity/files/retrained_graph.pb
 
 The graph is checked against its known SHA-256, converted by `mobinumba convert`'s code with
-the tf-slim layout (SAME padding, batch-norm epsilon and ReLU6 from the graph; 1001 labels:
-"background" + ImageNet-1k; TF-slim's preprocessing), and compared with a PyTorch forward pass
+the tf-slim layout (SAME padding, batch-norm epsilon and ReLU6 from the graph; the ImageNet
+logits, not the package's retrained 2-class head: --head imagenet; 1001 labels: "background" +
+ImageNet-1k; TF-slim's preprocessing), and compared with a PyTorch forward pass
 over the graph's own constants with TensorFlow's padding before the file is written (needs
 torch). weights/README.md records where the graph comes from and its licences.
 """
@@ -33,8 +34,8 @@ def main(argv=None):
     digest = sha256_of(args.graph)
     if digest != SOURCE_SHA256:
         parser.error(f"{args.graph}: sha256 {digest}, expected {SOURCE_SHA256}")
-    report = convert_checkpoint(args.graph, args.output, layout="tf-slim", check=True,
-                                tolerance=1e-4, force=True)
+    report = convert_checkpoint(args.graph, args.output, layout="tf-slim", head="imagenet",
+                                check=True, tolerance=1e-4, force=True)
     print(f"wrote {report.output} ({os.path.getsize(report.output):,} bytes): "
           f"width {report.width_multiplier:g}, {report.num_classes} classes, "
           f"{report.num_layers} weight layers, {report.activation}, padding {report.padding}, "

@@ -7,7 +7,8 @@ adding it to LAYOUTS.
 
 Each setting (activation, padding, batch-norm epsilon, preprocessing) comes from the first of:
 the caller's option, what the source file states about itself (a graph's epsilon constants
-and conv padding), the layout's DEFAULTS.
+and conv padding, retrain.py's preprocessing when it has a retrained head), the layout's
+DEFAULTS. A graph's retrain.py head is folded into the classifier (retrained.py).
 """
 import os
 import time
@@ -24,6 +25,8 @@ from .checkpoint import read_state_dict, sha256_of
 from .known_nets import name_network
 from .labels import resolve_labels
 from .plan import records_from_plan
+from .retrained import CLASSIFIER as TF_CLASSIFIER
+from .retrained import fold
 
 LAYOUTS = {module.NAME: module for module in (timm, classic, tfslim)}
 GRAPH_SUFFIX = ".pb"
@@ -48,6 +51,7 @@ class ConversionReport:
     activation: str
     padding: str
     bn_eps: float
+    head: str | None = None  # which head a TensorFlow graph's conversion used, in words
     ignored: list = field(default_factory=list)
     check_difference: float | None = None
     check_allowed: float | None = None
@@ -69,11 +73,12 @@ def detect_layout(keys, source):
                           f"TF-slim graph (.pb); force one with --layout")
 
 
-def read_source(source, padding=None):
+def read_source(source, padding=None, head=None):
     """(state dict, settings the file states, names it ignored) of a checkpoint or graph.
 
     A `.pb` file is a frozen TensorFlow graph read by tfslim.read_graph (which takes the
-    user's `padding` override); anything else is a PyTorch state dict, which states nothing.
+    user's `padding` override and `head` choice); anything else is a PyTorch state dict,
+    which states nothing (and has no retrain.py head to choose).
     A file recognised as another kind (a Keras, TFLite or ONNX model, a mobinumba weight
     file, or a checkpoint whose name picks the wrong reader) is refused with what it is.
     """
@@ -83,7 +88,10 @@ def read_source(source, padding=None):
                        "a GraphDef" if reader is GRAPHDEF else "a checkpoint")
     refuse_other_formats(source, reader)
     if reader is GRAPHDEF:
-        return tfslim.read_graph(source, padding=padding)
+        return tfslim.read_graph(source, padding=padding, head=head)
+    if head is not None:
+        raise CheckpointError(f"--head {head}: only TensorFlow graphs (.pb) have retrain.py "
+                              f"heads; {source} is a checkpoint")
     return read_state_dict(source), {}, []
 
 
@@ -113,14 +121,17 @@ def refuse_other_formats(source, reader):
 
 
 def convert_checkpoint(source, output, *, layout=None, activation=None, padding=None, mean=None,
-                       std=None, interpolation=None, crop_pct=None, resize=None, input_size=224,
-                       bn_eps=None,
+                       std=None, interpolation=None, crop_pct=None, resize=None, input_size=None,
+                       bn_eps=None, head=None,
                        labels="auto", check=None, tolerance=1e-4, force=False):
     """Convert `source` to the HDF5 file `output`; returns a ConversionReport.
 
-    Options left as None take what the source states, else the layout's defaults. check=None
-    runs the self-check when torch is importable; check=True requires torch. The output is
-    written atomically; when the check fails nothing is left at `output`.
+    Options left as None take what the source states, else the layout's defaults. head (for
+    graphs): None or "retrained" converts a retrain.py head when there is one, "imagenet"
+    the ImageNet logits under it. input_size None: the graph's (its resize op), else 224.
+    check=None runs the self-check when torch is importable;
+    check=True requires torch. The output is written atomically; when the check fails
+    nothing is left at `output`.
     """
     source = os.fspath(source)
     output = os.fspath(output)
@@ -132,7 +143,12 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         raise CheckpointError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if padding is not None and padding not in PADDINGS:
         raise CheckpointError(f"unknown padding {padding!r}; known: {', '.join(PADDINGS)}")
-    state, stated, ignored = read_source(source, padding)
+    state, stated, ignored = read_source(source, padding, head)
+    retrained = stated.get("retrained_head")
+    if retrained is not None and labels == "imagenet":
+        raise CheckpointError(f"--labels imagenet: {source}'s retrained head has its own "
+                              f"{retrained.num_classes} classes; give its labels file "
+                              f"(retrained_labels.txt) or use --head imagenet")
     if layout is None:
         layout = detect_layout(set(state), source)
     module = LAYOUTS[layout]
@@ -145,6 +161,9 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
     bn_eps = setting("bn_eps", bn_eps)
     plan = module.plan(set(state))
     records = records_from_plan(plan, state, bn_eps, source)
+    source_records = records  # what the self-check's reference runs, the head unfolded
+    if retrained is not None:
+        records = records[:-1] + [fold(records[-1], retrained)]
     num_classes = records[-1].weight.shape[0]
     last_block = [r for r in records if r.name.startswith("block")][-1]
     info = ModelInfo(
@@ -152,7 +171,7 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         format_version=FORMAT_VERSION,
         width_multiplier=round(last_block.weight.shape[0] / 1024, 4),
         num_classes=num_classes,
-        input_size=input_size,
+        input_size=input_size if input_size is not None else stated.get("input_size", 224),
         activation=setting("activation", activation),
         padding=setting("padding", padding),
         mean=tuple(setting("mean", mean)),
@@ -166,11 +185,14 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         converter_version=_version(),
     )
     model_file = ModelFile(info=info, layers=records,
-                           labels=resolve_labels(labels, num_classes))
+                           labels=resolve_labels(
+                               "none" if retrained is not None and labels == "auto" else labels,
+                               num_classes))
     report = ConversionReport(output=output, layout=layout,
                               width_multiplier=info.width_multiplier, num_classes=num_classes,
                               num_layers=len(records), head_conv=plan[-2].name == "conv_head",
                               activation=info.activation, padding=info.padding, bn_eps=bn_eps,
+                              head=_head_used(retrained, head, source_records[-1]),
                               ignored=ignored)
     run_check = torch_available() if check is None else check
 
@@ -178,10 +200,21 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         _pause_for_tests()
         if run_check:
             report.check_difference, report.check_allowed = check_conversion(
-                temp_path, records, info, tolerance)
+                temp_path, source_records, info, tolerance, head=retrained)
 
     write_model_file(output, model_file, overwrite=force, verify=verify)
     return report
+
+
+def _head_used(retrained, option, classifier):
+    """The head a graph's conversion used, in words (None when there was no choice)."""
+    if retrained is not None:
+        return (f"retrained ({retrained.matmul} -> {retrained.output}, "
+                f"{retrained.num_classes} classes), folded into {TF_CLASSIFIER}; "
+                f"--head imagenet for the ImageNet logits")
+    if option is not None:
+        return f"ImageNet logits ({TF_CLASSIFIER}, {classifier.weight.shape[0]} classes)"
+    return None
 
 
 def _pause_for_tests():

@@ -2,11 +2,14 @@
 
 The reference is mobinumba.reference's PyTorch network in float64 over the records taken from
 the source (its own tensors, batch norm unfolded, PyTorch's grouped convolution for the
-depthwise layers): none of the runtime's folding, packing or kernels is involved.
+depthwise layers), then a graph's retrain.py head applied to its logits as the graph does
+(retrained.apply_head): none of the runtime's folding, packing or kernels is involved, nor
+the converter's folding of the head into the classifier.
 """
 import numpy as np
 
 from ..errors import CheckpointError, NumericError
+from .retrained import apply_head
 
 
 def torch_available():
@@ -18,8 +21,11 @@ def torch_available():
     return True
 
 
-def check_conversion(model_path, records, info, tolerance, batch=2, seed=0):
+def check_conversion(model_path, records, info, tolerance, batch=2, seed=0, head=None):
     """Max |logit difference| between the runtime on `model_path` and the torch reference.
+
+    records: the source's layers, unfolded; head: a retrained.RetrainedHead to apply to
+    their logits, or None.
 
     Raises CheckpointError when it exceeds tolerance * max(1, max |reference logit|).
     Returns (max difference, allowed difference).
@@ -31,6 +37,8 @@ def check_conversion(model_path, records, info, tolerance, batch=2, seed=0):
     size = info.input_size
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
     expected = reference_logits(records, info.activation, info.padding, x)
+    if head is not None:
+        expected = apply_head(expected, head)
     try:
         actual = load(model_path)(x)
     except NumericError as error:

@@ -13,14 +13,15 @@ names (`MobilenetV1/Conv2d_0.weight`, `.../BatchNorm.running_var`, ...), so plan
 like any checkpoint. It also reads what the graph states about itself: the batch-norm epsilon
 (the `.../batchnorm/add/y` constants, or a FusedBatchNorm's `epsilon`) and the convolutions'
 padding (`SAME`: TensorFlow's asymmetric padding; `VALID` after explicit `Pad` ops: slim's
-`use_explicit_padding`, which pads 1 on each side like PyTorch). Constants outside
-`MobilenetV1/` (for example a retrained head such as `final_training_ops/...`) are not part of
-the network and are ignored.
+`use_explicit_padding`, which pads 1 on each side like PyTorch), and a retrain.py head on
+the logits (retrained.py), which the converter folds into the classifier. Other constants
+outside `MobilenetV1/` are not part of the network and are reported as ignored.
 """
 from ..architecture import NUM_BLOCKS
 from ..errors import CheckpointError
 from .graphdef import constants, read_graphdef
 from .plan import mobilenet_v1_plan
+from .retrained import HEADS, PREPROCESSING, find_head, preprocessing_in_graph
 
 NAME = "tf-slim"
 # TF-slim's defaults: mobilenet_v1_arg_scope (ReLU6, batch_norm_epsilon 0.001, SAME padding)
@@ -62,14 +63,22 @@ def plan(keys):
                              classifier=CLASSIFIER)
 
 
-def read_graph(path, padding=None):
+def read_graph(path, padding=None, head=None):
     """(state dict, settings the graph states, names of ignored constants) of a frozen graph.
 
     The state dict maps PyTorch-style keys to float32 arrays in PyTorch layouts. The settings
     hold `bn_eps` and `padding` when the graph says what they are; `padding` given here (a
-    user's override) skips reading the graph's. Raises CheckpointError for a file that is not
-    a GraphDef, a graph without MobileNetV1 variables, or one whose padding is unknown.
+    user's override) skips reading the graph's. With a retrain.py head (head None or
+    "retrained"; "imagenet" leaves it unread, its constants ignored) they hold
+    `retrained_head` (a retrained.RetrainedHead) and retrain.py's preprocessing; preprocessing
+    ops in the graph (a ResizeBilinear, Sub, Mul chain before the stem conv) state theirs,
+    which win. Raises
+    CheckpointError for a file that is not a GraphDef, a graph without MobileNetV1
+    variables, one whose padding is unknown, or a head that is not an affine map of the
+    logits (or missing when head="retrained").
     """
+    if head is not None and head not in HEADS:
+        raise CheckpointError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
     nodes = read_graphdef(path)
     found = constants(nodes)
     state = {}
@@ -99,6 +108,15 @@ def read_graph(path, padding=None):
     stated_padding = _padding(nodes, path) if padding is None else None
     if stated_padding is not None:
         settings["padding"] = stated_padding
+    if head != "imagenet":
+        retrained = find_head(nodes, found, path)
+        if retrained is None and head == "retrained":
+            raise CheckpointError(f"{path}: --head retrained, but the graph has no retrain.py "
+                                  f"head (no MatMul outside MobilenetV1/)")
+        if retrained is not None:
+            settings.update(PREPROCESSING, retrained_head=retrained)
+            ignored = [name for name in ignored if name not in retrained.constants]
+    settings.update(preprocessing_in_graph(nodes, found, f"{STEM}/weights", path))
     return state, settings, sorted(ignored)
 
 
