@@ -2,7 +2,9 @@
 
 The reference is mobinumba.reference's PyTorch network in float64 over the records taken from
 the source (its own tensors, batch norm unfolded, PyTorch's grouped convolution for the
-depthwise layers): none of the runtime's folding, packing or kernels is involved.
+depthwise layers): none of the runtime's folding, packing or kernels is involved. Its
+activation and padding are the source's own where the source states them (a Keras model),
+so a file written with others fails instead of agreeing with itself.
 """
 import numpy as np
 
@@ -18,8 +20,10 @@ def torch_available():
     return True
 
 
-def check_conversion(model_path, records, info, tolerance, batch=2, seed=0):
-    """Max |logit difference| between the runtime on `model_path` and the torch reference.
+def check_conversion(model_path, records, info, tolerance, batch=2, seed=0, activation=None,
+                     padding=None):
+    """Max |logit difference| between the runtime on `model_path` and the torch reference
+    of `records` with `activation` and `padding` (default: the file's own, `info`'s).
 
     Raises CheckpointError when it exceeds tolerance * max(1, max |reference logit|).
     Returns (max difference, allowed difference).
@@ -30,7 +34,8 @@ def check_conversion(model_path, records, info, tolerance, batch=2, seed=0):
     rng = np.random.default_rng(seed)
     size = info.input_size
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
-    expected = reference_logits(records, info.activation, info.padding, x)
+    expected = reference_logits(records, activation or info.activation,
+                                padding or info.padding, x)
     try:
         actual = load(model_path)(x)
     except NumericError as error:
