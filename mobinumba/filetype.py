@@ -130,7 +130,10 @@ def _hdf5_type(path):
                 return MOBINUMBA
             if "model_config" in names or "model_weights" in h5:
                 return KERAS_H5
-            if "keras_version" in names or "layer_names" in names:
+            # Keras 2's save_weights: root attributes; Keras 3's (.weights.h5): the groups
+            # `layers` and `vars` of keras/src/saving/saving_lib.py, no attributes.
+            if "keras_version" in names or "layer_names" in names or (
+                    "layers" in h5 and "vars" in h5 and "format" not in names):
                 return KERAS_WEIGHTS
     # What h5py raises for a damaged file (as weights.py lists), and the heap check's refusal.
     except (FormatError, OSError, KeyError, ValueError, TypeError, RuntimeError, UnicodeError,
