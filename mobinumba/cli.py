@@ -65,10 +65,11 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser("convert", parents=[common],
-                                  help="convert a PyTorch checkpoint or a TF-slim frozen graph "
-                                       "to a mobinumba .h5 file")
-    convert.add_argument("checkpoint", help=".pth / .pt / .pth.tar / .safetensors, or a "
-                                            "frozen TensorFlow graph .pb")
+                                  help="convert a PyTorch checkpoint, a TF-slim frozen graph "
+                                       "or a Keras MobileNet to a mobinumba .h5 file")
+    convert.add_argument("checkpoint", help=".pth / .pt / .pth.tar / .safetensors, a "
+                                            "frozen TensorFlow graph .pb, or a Keras model "
+                                            ".h5 / .keras")
     convert.add_argument("-o", "--output", required=True, help="the .h5 file to write")
     convert.add_argument("--layout", choices=_layout_names(), default=None,
                          help="source layout (default: detected from the keys; .pb files are "
@@ -90,8 +91,8 @@ def build_parser():
                               "(retrain.py)")
     convert.add_argument("--crop-pct", type=_bounded(float, 0.0, 1.0, low_open=True))
     convert.add_argument("--input-size", type=_bounded(int, 1, 8192), default=None,
-                         help="the input side (default: a graph's resize op states it, else "
-                              "224)")
+                         help="the input side preprocessing resizes to (default: a Keras "
+                              "model's input size or a graph's resize op, else 224)")
     convert.add_argument("--bn-eps", type=_bounded(float, 0.0, 1.0, low_open=True),
                          default=None,
                          help="batch-norm epsilon (default: the graph's for tf-slim, else "

@@ -35,9 +35,9 @@ class FileType:
 
 
 MOBINUMBA = FileType("mobinumba", "a mobinumba weight file", False)
-KERAS_H5 = FileType("keras_h5", "a Keras HDF5 model", False)
+KERAS_H5 = FileType("keras_h5", "a Keras HDF5 model", True)
 KERAS_WEIGHTS = FileType("keras_weights", "a Keras HDF5 weights file (save_weights)", False)
-KERAS_V3 = FileType("keras_v3", "a Keras v3 model archive (.keras)", False)
+KERAS_V3 = FileType("keras_v3", "a Keras v3 model archive (.keras)", True)
 HDF5 = FileType("hdf5", "an HDF5 file", False)
 TFLITE = FileType("tflite", "a TensorFlow Lite model", False)
 ONNX = FileType("onnx", "an ONNX model", False)
@@ -130,7 +130,10 @@ def _hdf5_type(path):
                 return MOBINUMBA
             if "model_config" in names or "model_weights" in h5:
                 return KERAS_H5
-            if "keras_version" in names or "layer_names" in names:
+            # Keras 2's save_weights: root attributes; Keras 3's (.weights.h5): the groups
+            # `layers` and `vars` of keras/src/saving/saving_lib.py, no attributes.
+            if "keras_version" in names or "layer_names" in names or (
+                    "layers" in h5 and "vars" in h5 and "format" not in names):
                 return KERAS_WEIGHTS
     # What h5py raises for a damaged file (as weights.py lists), and the heap check's refusal.
     except (FormatError, OSError, KeyError, ValueError, TypeError, RuntimeError, UnicodeError,
@@ -261,7 +264,8 @@ def _is_onnx(stream, size):
 def convert_command(path):
     """The `mobinumba convert` command line that turns `path` into a weight file."""
     stem = path
-    for suffix in (".tar", ".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pb", ".pkl", ".h5"):
+    for suffix in (".tar", ".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pb", ".pkl", ".h5",
+                   ".keras"):
         if stem.lower().endswith(suffix) and len(stem) > len(suffix):
             stem = stem[:-len(suffix)]
     output = stem + ".h5" if stem + ".h5" != path else stem + ".mobinumba.h5"
@@ -275,7 +279,8 @@ def not_a_weight_file(path, filetype):
                 f"convert it first: {convert_command(path)}")
     return (f"{path}: this is {filetype.description}, not a mobinumba weight file; mobinumba "
             f"reads only its own .h5 files, made by `mobinumba convert` from PyTorch "
-            f"checkpoints (.pth/.safetensors) or TF-slim frozen graphs (.pb)"
+            f"checkpoints (.pth/.safetensors), TF-slim frozen graphs (.pb) or Keras models "
+            f"(.h5/.keras)"
             f"{_not_yet(filetype)}")
 
 
@@ -285,11 +290,13 @@ def not_a_checkpoint(path, filetype):
         return (f"{path}: is already a mobinumba weight file; use it as it is "
                 f"(mobinumba predict --weights {shlex.quote(path)} ...)")
     return (f"{path}: this is {filetype.description}; mobinumba convert reads PyTorch "
-            f"checkpoints (.pth/.safetensors) and TF-slim frozen graphs (.pb)"
-            f"{_not_yet(filetype)}")
+            f"checkpoints (.pth/.safetensors), TF-slim frozen graphs (.pb) and Keras models "
+            f"(.h5/.keras){_not_yet(filetype)}")
 
 
 def _not_yet(filetype):
-    family = {KERAS_H5: "Keras", KERAS_WEIGHTS: "Keras", KERAS_V3: "Keras",
-              TFLITE: "TensorFlow Lite", ONNX: "ONNX"}.get(filetype)
+    if filetype is KERAS_WEIGHTS:
+        return ("; Keras weights alone lack the model's config: save the whole model "
+                "(model.save('model.keras')) and convert that")
+    family = {TFLITE: "TensorFlow Lite", ONNX: "ONNX"}.get(filetype)
     return f"; {family} files are not supported yet" if family else ""

@@ -35,17 +35,21 @@ def check_global_heaps(path):
         if not _file_size(stream):
             return
         with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            length_size = _length_size(data)
-            if length_size is None:
-                return
-            start = data.find(HEAP_SIGNATURE)
-            while start >= 0:
-                problem = _walk_problem(data, start, length_size)
-                if problem:
-                    raise FormatError(f"{path}: the global heap at byte {start} (where "
-                                      f"variable-length strings are kept) is corrupt: "
-                                      f"{problem}")
-                start = data.find(HEAP_SIGNATURE, start + 1)
+            check_global_heaps_in(data, path)
+
+
+def check_global_heaps_in(data, where):
+    """check_global_heaps on an HDF5 file's bytes already in memory (`where` names it)."""
+    length_size = _length_size(data)
+    if length_size is None:
+        return
+    start = data.find(HEAP_SIGNATURE)
+    while start >= 0:
+        problem = _walk_problem(data, start, length_size)
+        if problem:
+            raise FormatError(f"{where}: the global heap at byte {start} (where "
+                              f"variable-length strings are kept) is corrupt: {problem}")
+        start = data.find(HEAP_SIGNATURE, start + 1)
 
 
 def _file_size(stream):

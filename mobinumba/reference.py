@@ -19,15 +19,16 @@ from .padding import pads
 
 
 class ExplicitPad(nn.Module):
-    """Zero padding of `rule` for a `kernel`-wide conv of `stride`, computed per input."""
+    """Zero padding of `rule` for a `kernel`-wide conv of `stride` (`stem`: on the RGB input),
+    computed per input."""
 
-    def __init__(self, kernel, stride, rule):
+    def __init__(self, kernel, stride, rule, stem=False):
         super().__init__()
-        self.kernel, self.stride, self.rule = kernel, stride, rule
+        self.kernel, self.stride, self.rule, self.stem = kernel, stride, rule, stem
 
     def forward(self, x):
-        top, bottom = pads(x.shape[2], self.kernel, self.stride, self.rule)
-        left, right = pads(x.shape[3], self.kernel, self.stride, self.rule)
+        top, bottom = pads(x.shape[2], self.kernel, self.stride, self.rule, self.stem)
+        left, right = pads(x.shape[3], self.kernel, self.stride, self.rule, self.stem)
         return F.pad(x, (left, right, top, bottom))
 
 

@@ -30,11 +30,13 @@ from mobinumba.convert.checkpoint import _torch_reason
 from mobinumba.convert.known_nets import name_network
 from mobinumba.model import default_weights_path
 
-CONVERT_READS = ("mobinumba convert reads PyTorch checkpoints (.pth/.safetensors) and TF-slim "
-                 "frozen graphs (.pb)")
+CONVERT_READS = ("mobinumba convert reads PyTorch checkpoints (.pth/.safetensors), TF-slim "
+                 "frozen graphs (.pb) and Keras models (.h5/.keras)")
 RUNTIME_READS = ("not a mobinumba weight file; mobinumba reads only its own .h5 files, made "
-                 "by `mobinumba convert` from PyTorch checkpoints (.pth/.safetensors) or "
-                 "TF-slim frozen graphs (.pb)")
+                 "by `mobinumba convert` from PyTorch checkpoints (.pth/.safetensors), "
+                 "TF-slim frozen graphs (.pb) or Keras models (.h5/.keras)")
+KERAS_WEIGHTS_ADVICE = ("; Keras weights alone lack the model's config: save the whole model "
+                        "(model.save('model.keras')) and convert that")
 
 # file name -> (writer, the FileType identify() must give)
 SAMPLES = {
@@ -121,19 +123,23 @@ def test_what_is_not_recognised(tmp_path):
 
 def expected_convert_message(path, name):
     kind = SAMPLES[name][1]
-    family = {"keras_h5": "Keras", "keras_weights": "Keras", "keras_v3": "Keras",
-              "tflite": "TensorFlow Lite", "onnx": "ONNX"}.get(kind.name)
+    if kind.name == "keras_weights":
+        return f"{path}: this is {kind.description}; {CONVERT_READS}{KERAS_WEIGHTS_ADVICE}"
+    family = {"tflite": "TensorFlow Lite", "onnx": "ONNX"}.get(kind.name)
     return (f"{path}: this is {kind.description}; {CONVERT_READS}"
             + (f"; {family} files are not supported yet" if family else ""))
 
 
 def test_convert_names_formats_it_does_not_read(samples, tmp_path, capsys):
     out = tmp_path / "out.h5"
+    # Keras models are read now (tests/test_keras.py); these samples have no layers.
+    for name in ("mobilenet.h5", "userblock.h5", "model.keras"):
+        message = cli_error(capsys, "convert", samples[name], "-o", out)
+        assert message == (f"{samples[name]}: Keras model 'mobilenet_1.00_224': ends where "
+                           f"MobileNetV1 has the stem conv"), message
+        assert not out.exists()
     expected = {
-        "mobilenet.h5": "this is a Keras HDF5 model; ",
-        "userblock.h5": "this is a Keras HDF5 model; ",
         "weights.h5": "this is a Keras HDF5 weights file (save_weights); ",
-        "model.keras": "this is a Keras v3 model archive (.keras); ",
         "model.tflite": "this is a TensorFlow Lite model; ",
         "model.onnx": "this is an ONNX model; ",
         "plain.h5": "this is an HDF5 file; ",
@@ -214,7 +220,8 @@ def test_torch_reason_drops_every_advice_sentence():
     ("model.safetensors", "mobinumba convert {path} -o {stem}.h5"),
     ("data.pkl", "mobinumba convert {path} -o {stem}.h5"),
     ("graph.pb", "mobinumba convert {path} -o {stem}.h5"),
-    ("mobilenet.h5", None), ("weights.h5", None), ("model.keras", None),
+    ("mobilenet.h5", "mobinumba convert {path} -o {stem}.mobinumba.h5"),
+    ("model.keras", "mobinumba convert {path} -o {stem}.h5"), ("weights.h5", None),
     ("model.tflite", None), ("model.onnx", None),
 ])
 def test_predict_inspect_and_load_say_what_the_file_is(samples, image, capsys, name, command):
@@ -225,10 +232,10 @@ def test_predict_inspect_and_load_say_what_the_file_is(samples, image, capsys, n
         expected = (f"{path}: this is {kind.description}, not a mobinumba weight file; "
                     f"convert it first: {command.format(path=path, stem=stem)}")
     else:
-        family = {"keras_h5": "Keras", "keras_weights": "Keras", "keras_v3": "Keras",
-                  "tflite": "TensorFlow Lite", "onnx": "ONNX"}[kind.name]
-        expected = (f"{path}: this is {kind.description}, {RUNTIME_READS}; {family} files "
-                    f"are not supported yet")
+        advice = {"keras_weights": KERAS_WEIGHTS_ADVICE,
+                  "tflite": "; TensorFlow Lite files are not supported yet",
+                  "onnx": "; ONNX files are not supported yet"}[kind.name]
+        expected = f"{path}: this is {kind.description}, {RUNTIME_READS}{advice}"
     assert cli_error(capsys, "predict", image, "--weights", path) == expected
     assert cli_error(capsys, "inspect", path) == expected
     with pytest.raises(mobinumba.FormatError) as error:

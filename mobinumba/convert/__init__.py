@@ -3,12 +3,15 @@
 read the state dict (a frozen TensorFlow graph's constants for `.pb`) -> detect (or take) the
 layout -> map keys to layer records, checking every shape -> write atomically -> optionally
 check the written file against PyTorch. One module per source layout; adding a layout means
-adding it to LAYOUTS.
+adding it to LAYOUTS. A Keras model (keras.py) brings its own plan, read from its config.
 
-Each setting (activation, padding, batch-norm epsilon, preprocessing) comes from the first of:
-the caller's option, what the source file states about itself (a graph's epsilon constants
-and conv padding, retrain.py's preprocessing when it has a retrained head), the layout's
-DEFAULTS. A graph's retrain.py head is folded into the classifier (retrained.py).
+Each setting (activation, padding, batch-norm epsilon, preprocessing, input size) comes from
+the first of: the caller's option, what the source file states about itself (a graph's
+epsilon constants and conv padding, retrain.py's preprocessing when it has a retrained head,
+a Keras model's config), the layout's DEFAULTS. A graph's retrain.py head is folded into the
+classifier (retrained.py). A source that states its semantics (Keras: padding, activation,
+epsilon) has the self-check's reference follow them, so a conversion overridden to compute
+something else fails the check.
 """
 import os
 import time
@@ -16,10 +19,10 @@ from dataclasses import dataclass, field
 
 from ..padding import PADDINGS
 from ..errors import CheckpointError, check_regular_file
-from ..filetype import (GRAPHDEF, PICKLE, SAFETENSORS, TORCH_LEGACY, TORCH_ZIP, identify,
-                        not_a_checkpoint)
+from ..filetype import (GRAPHDEF, KERAS_H5, KERAS_V3, PICKLE, SAFETENSORS, TORCH_LEGACY,
+                        TORCH_ZIP, identify, not_a_checkpoint)
 from ..weights import ARCH, FORMAT_VERSION, ModelFile, ModelInfo, write_model_file
-from . import classic, tfslim, timm
+from . import classic, keras, tfslim, timm
 from .check import check_conversion, torch_available
 from .checkpoint import read_state_dict, sha256_of
 from .known_nets import name_network
@@ -30,6 +33,7 @@ from .retrained import fold
 
 LAYOUTS = {module.NAME: module for module in (timm, classic, tfslim)}
 GRAPH_SUFFIX = ".pb"
+DEFAULT_INPUT_SIZE = 224
 SAFETENSORS_SUFFIX = ".safetensors"
 # A test hook, not an option (tests/test_interrupts.py): when this environment variable
 # names a path, the converter, its temp file complete and not yet checked nor moved into
@@ -74,19 +78,24 @@ def detect_layout(keys, source):
 
 
 def read_source(source, padding=None, head=None):
-    """(state dict, settings the file states, names it ignored) of a checkpoint or graph.
+    """(state dict, settings the file states, names it ignored) of a checkpoint or graph,
+    or a keras.KerasSource for a Keras model.
 
-    A `.pb` file is a frozen TensorFlow graph read by tfslim.read_graph (which takes the
-    user's `padding` override and `head` choice); anything else is a PyTorch state dict,
-    which states nothing (and has no retrain.py head to choose).
-    A file recognised as another kind (a Keras, TFLite or ONNX model, a mobinumba weight
-    file, or a checkpoint whose name picks the wrong reader) is refused with what it is.
+    A Keras model (.h5 or .keras, recognised by its bytes whatever its name) is read by
+    keras.read_keras. A `.pb` file is a frozen TensorFlow graph read by tfslim.read_graph
+    (which takes the user's `padding` override and `head` choice); anything else is a
+    PyTorch state dict, which states nothing (and has no retrain.py head to choose). A file
+    recognised as another kind (a TFLite or ONNX model, a mobinumba weight file, or a
+    checkpoint whose name picks the wrong reader) is refused with what it is.
     """
     reader = reader_for(source)
     # Before identify() opens it: a FIFO or a device would block or never end.
     check_regular_file(source, CheckpointError,
                        "a GraphDef" if reader is GRAPHDEF else "a checkpoint")
-    refuse_other_formats(source, reader)
+    found = identify(source)
+    if found in (KERAS_H5, KERAS_V3):
+        return keras.read_keras(source, archive=found is KERAS_V3)
+    refuse_other_formats(source, reader, found)
     if reader is GRAPHDEF:
         return tfslim.read_graph(source, padding=padding, head=head)
     if head is not None:
@@ -104,10 +113,10 @@ def reader_for(source):
     return SAFETENSORS if name.endswith(SAFETENSORS_SUFFIX) else TORCH_ZIP
 
 
-def refuse_other_formats(source, reader):
-    """CheckpointError saying what `source` is when its bytes show a kind that `reader`
-    (reader_for's choice) cannot read; unrecognised files are left to the reader."""
-    found = identify(source)
+def refuse_other_formats(source, reader, found):
+    """CheckpointError saying what `source` is when its bytes show a kind (`found`, from
+    filetype.identify) that `reader` (reader_for's choice) cannot read; unrecognised files
+    are left to the reader."""
     if found is None:
         return
     if not found.convertible:
@@ -128,8 +137,8 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
 
     Options left as None take what the source states, else the layout's defaults. head (for
     graphs): None or "retrained" converts a retrain.py head when there is one, "imagenet"
-    the ImageNet logits under it. input_size None: the graph's (its resize op), else 224.
-    check=None runs the self-check when torch is importable;
+    the ImageNet logits under it. input_size None: the source's (a Keras model's, a graph's
+    resize op), else 224. check=None runs the self-check when torch is importable;
     check=True requires torch. The output is written atomically; when the check fails
     nothing is left at `output`.
     """
@@ -143,25 +152,41 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         raise CheckpointError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if padding is not None and padding not in PADDINGS:
         raise CheckpointError(f"unknown padding {padding!r}; known: {', '.join(PADDINGS)}")
-    state, stated, ignored = read_source(source, padding, head)
+    read = read_source(source, padding, head)
+    semantics = {}
+    if isinstance(read, keras.KerasSource):
+        if layout is not None and layout != keras.NAME:
+            raise CheckpointError(f"{source}: a Keras model is read from its own config; "
+                                  f"--layout {layout} does not apply to it")
+        state, stated, ignored = read.state, read.stated, read.ignored
+        layout, defaults, plan, semantics = keras.NAME, {}, read.plan, read.semantics
+    else:
+        state, stated, ignored = read
+        if layout is None:
+            layout = detect_layout(set(state), source)
+        defaults = LAYOUTS[layout].DEFAULTS
+        plan = LAYOUTS[layout].plan(set(state))
     retrained = stated.get("retrained_head")
     if retrained is not None and labels == "imagenet":
         raise CheckpointError(f"--labels imagenet: {source}'s retrained head has its own "
                               f"{retrained.num_classes} classes; give its labels file "
                               f"(retrained_labels.txt) or use --head imagenet")
-    if layout is None:
-        layout = detect_layout(set(state), source)
-    module = LAYOUTS[layout]
 
     def setting(name, option):
         if option is not None:
             return option
-        return stated.get(name, module.DEFAULTS[name])
+        return stated.get(name, defaults.get(name))
 
     bn_eps = setting("bn_eps", bn_eps)
-    plan = module.plan(set(state))
     records = records_from_plan(plan, state, bn_eps, source)
-    source_records = records  # what the self-check's reference runs, the head unfolded
+    # The self-check's reference computes what the source computes where it says so: the
+    # source's activation/padding/epsilon (Keras), a retrained head unfolded.
+    reference = dict(activation=setting("activation", activation),
+                     padding=setting("padding", padding), records=records)
+    reference.update((k, v) for k, v in semantics.items() if k != "bn_eps")
+    if semantics.get("bn_eps", bn_eps) != bn_eps:
+        reference["records"] = records_from_plan(plan, state, semantics["bn_eps"], source)
+    source_records = records
     if retrained is not None:
         records = records[:-1] + [fold(records[-1], retrained)]
     num_classes = records[-1].weight.shape[0]
@@ -171,7 +196,7 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         format_version=FORMAT_VERSION,
         width_multiplier=round(last_block.weight.shape[0] / 1024, 4),
         num_classes=num_classes,
-        input_size=input_size if input_size is not None else stated.get("input_size", 224),
+        input_size=setting("input_size", input_size) or DEFAULT_INPUT_SIZE,
         activation=setting("activation", activation),
         padding=setting("padding", padding),
         mean=tuple(setting("mean", mean)),
@@ -200,7 +225,8 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         _pause_for_tests()
         if run_check:
             report.check_difference, report.check_allowed = check_conversion(
-                temp_path, source_records, info, tolerance, head=retrained)
+                temp_path, reference["records"], info, tolerance, head=retrained,
+                activation=reference["activation"], padding=reference["padding"])
 
     write_model_file(output, model_file, overwrite=force, verify=verify)
     return report

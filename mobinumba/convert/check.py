@@ -4,7 +4,9 @@ The reference is mobinumba.reference's PyTorch network in float64 over the recor
 the source (its own tensors, batch norm unfolded, PyTorch's grouped convolution for the
 depthwise layers), then a graph's retrain.py head applied to its logits as the graph does
 (retrained.apply_head): none of the runtime's folding, packing or kernels is involved, nor
-the converter's folding of the head into the classifier.
+the converter's folding of the head into the classifier. Its activation and padding are the
+source's own where the source states them (a Keras model), so a file written with others
+fails instead of agreeing with itself.
 """
 import numpy as np
 
@@ -21,8 +23,10 @@ def torch_available():
     return True
 
 
-def check_conversion(model_path, records, info, tolerance, batch=2, seed=0, head=None):
-    """Max |logit difference| between the runtime on `model_path` and the torch reference.
+def check_conversion(model_path, records, info, tolerance, batch=2, seed=0, head=None,
+                     activation=None, padding=None):
+    """Max |logit difference| between the runtime on `model_path` and the torch reference
+    of `records` with `activation` and `padding` (default: the file's own, `info`'s).
 
     records: the source's layers, unfolded; head: a retrained.RetrainedHead to apply to
     their logits, or None.
@@ -36,7 +40,8 @@ def check_conversion(model_path, records, info, tolerance, batch=2, seed=0, head
     rng = np.random.default_rng(seed)
     size = info.input_size
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
-    expected = reference_logits(records, info.activation, info.padding, x)
+    expected = reference_logits(records, activation or info.activation,
+                                padding or info.padding, x)
     if head is not None:
         expected = apply_head(expected, head)
     try:

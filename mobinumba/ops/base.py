@@ -36,7 +36,8 @@ class LayerKind:
     bias_required = False
     flat_input = False    # takes (N, C) features: global pooling comes before it
     flat_output = False   # gives (N, C) features, no spatial axes
-    first = False         # may be the network's first layer (takes the RGB input)
+    first = False         # may be the network's first layer (takes the RGB input; the
+                          # `keras` padding rule pads it as the stem)
     last = False          # may be the network's last layer (gives the logits)
     body = False          # may stand between the first and the last layer in a weight file
     op_class = None       # the runtime op: op_class(record, activation, padding)
@@ -76,8 +77,10 @@ class LayerKind:
         """(out_h, out_w, pad_top, pad_left) on an (height, width) input."""
         if self.flat_output:
             return 1, 1, 0, 0
-        out_h, pad_top = conv_output_size(height, self.kernel_size, spec.stride, padding)
-        out_w, pad_left = conv_output_size(width, self.kernel_size, spec.stride, padding)
+        out_h, pad_top = conv_output_size(height, self.kernel_size, spec.stride, padding,
+                                          self.first)
+        out_w, pad_left = conv_output_size(width, self.kernel_size, spec.stride, padding,
+                                           self.first)
         return out_h, out_w, pad_top, pad_left
 
     def build(self, record, activation, padding):
@@ -91,7 +94,8 @@ class LayerKind:
     def torch_layers(self, record, activation, padding):
         """[nn.Module] computing this layer from the record's own (unfolded) tensors: by
         default a convolution's [padding, Conv2d, BatchNorm2d, activation]."""
-        return torch_conv_layers(record, activation, padding, self.conv_groups(record))
+        return torch_conv_layers(record, activation, padding, self.conv_groups(record),
+                                 self.first)
 
     def __repr__(self):
         return f"<layer kind {self.name}>"
@@ -127,10 +131,11 @@ def fold_batch_norm(record):
     return weight, bias
 
 
-def torch_conv_layers(record, activation, padding, groups):
+def torch_conv_layers(record, activation, padding, groups, stem=False):
     """[padding, Conv2d, BatchNorm2d, activation] holding a conv record's own tensors, as
     PyTorch users run MobileNetV1 (eval mode). Symmetric padding goes into the Conv2d (what
-    an ONNX export should see); other rules get an explicit pad computed per input."""
+    an ONNX export should see); other rules get an explicit pad computed per input (`stem`:
+    the conv on the RGB input, see padding.py)."""
     import torch
     from torch import nn
 
@@ -150,7 +155,7 @@ def torch_conv_layers(record, activation, padding, groups):
         bn.bias.copy_(torch.from_numpy(record.bn.beta))
         bn.running_mean.copy_(torch.from_numpy(record.bn.mean))
         bn.running_var.copy_(torch.from_numpy(record.bn.var))
-    pad = [] if symmetric is not None else [ExplicitPad(kernel, record.stride, padding)]
+    pad = [] if symmetric is not None else [ExplicitPad(kernel, record.stride, padding, stem)]
     return pad + [conv, bn, torch_activation(activation)]
 
 
