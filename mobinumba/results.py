@@ -128,8 +128,10 @@ class EmbeddingRows:
         if schema.names != self.columns:
             return (f"it has columns {_shown(schema.names)}, an embeddings file has "
                     f"{_shown(self.columns)} (use a new file)")
-        found = schema.field("embedding").type
-        if found != self.schema().field("embedding").type:
+        pa, _ = _pyarrow("a .parquet file")
+        found = schema.field("embedding").type  # the list's item name may differ by writer
+        if not (pa.types.is_fixed_size_list(found) and found.list_size == self.channels
+                and found.value_type == pa.float32()):
             return (f"its embeddings are {found}, this model gives {self.channels} float32 "
                     f"values (embed with the same model, or a new file)")
         return None
@@ -169,7 +171,7 @@ def check_results_path(path, resume=False, force=False, formats=FORMATS):
         raise InputError(f"{path}: unknown results format {suffix or '(no suffix)'!r}; use "
                          f"{', '.join(formats)}")
     if suffix == ".parquet":
-        _pyarrow(path)
+        _pyarrow(path, " or ".join(name for name in formats if name != ".parquet"))
     if os.path.isdir(path):
         raise InputError(f"{path}: is a directory; --out takes a file name")
     directory = os.path.dirname(path) or "."
@@ -347,13 +349,14 @@ def parquet_schema(topk):
     return pa.schema(fields + [pa.field("error", pa.string())])
 
 
-def _pyarrow(what):
+def _pyarrow(what, instead=".csv or .jsonl"):
+    """pyarrow and pyarrow.parquet, or InputError naming the extra and the formats `instead`."""
     try:
         import pyarrow
         import pyarrow.parquet
     except ImportError:
         raise InputError(f"{what}: writing Parquet needs pyarrow (pip install "
-                         f"'mobinumba[stream]'); or use .csv or .jsonl") from None
+                         f"'mobinumba[stream]'); or use {instead}") from None
     return pyarrow, pyarrow.parquet
 
 

@@ -135,11 +135,12 @@ def read_npy_embeddings(path, channels=None, mmap=False):
         if not os.path.isfile(name):
             raise InputError(f"{name}: not found; an .npy embeddings file comes with its "
                              f"sidecar {os.path.basename(sidecar)} (use --force to start anew)")
-    try:
-        embeddings = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise InputError(f"{path}: not a readable .npy file ({' '.join(str(error).split())})"
-                         ) from None
+    try:  # mapped: a header claiming more rows than the file holds fails here, unallocated
+        embeddings = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as error:  # numpy's header parser raises ValueError, SyntaxError,
+        # tokenize.TokenError, ... on a damaged header (found by tests/test_embed.py's fuzzer)
+        raise InputError(f"{path}: not a readable .npy file ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())})") from None
     if embeddings.ndim != 2 or embeddings.dtype != np.float32:
         raise InputError(f"{path}: holds a {embeddings.dtype} array of shape "
                          f"{embeddings.shape}, not (N, C) float32 embeddings")
@@ -150,7 +151,7 @@ def read_npy_embeddings(path, channels=None, mmap=False):
     if len(paths) != len(embeddings):
         raise InputError(f"{path} has {len(embeddings)} rows but {sidecar} lists {len(paths)} "
                          f"images: they are not one pair (use --force to start anew)")
-    return paths, embeddings, errors
+    return paths, (embeddings if mmap else np.array(embeddings)), errors
 
 
 def _read_sidecar(sidecar):
