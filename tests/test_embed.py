@@ -306,18 +306,19 @@ def test_ctrl_c_keeps_whole_rows_and_resumes(small_model, model, slow_photos, tm
 
 
 @pytest.mark.slow
-def test_dask_local_run_equals_the_plain_run(small_model, photos, tmp_path):
-    """Partitions of 3 images on 2 local workers: the same rows, in the same (input) order."""
-    directory = photos[0]
+def test_dask_local_run_equals_the_plain_run(small_model, photos, slow_photos, tmp_path):
+    """Partitions of 3 images on 2 local workers: the same rows, in the same (input) order,
+    also though the first partition (3 large JPEGs) finishes after the next ones."""
+    images = slow_photos[0] + all_paths(photos)
     plain, on_dask = tmp_path / "plain.npy", tmp_path / "dask.npy"
-    assert run_cli("embed", directory, "--weights", small_model[1], "--out", plain) == 1
-    assert run_cli("embed", directory, "--weights", small_model[1], "--out", on_dask,
+    assert run_cli("embed", *images, "--weights", small_model[1], "--out", plain) == 1
+    assert run_cli("embed", *images, "--weights", small_model[1], "--out", on_dask,
                    "--dask-local", 2, "--partition-size", 3) == 1
     plain_rows, on_dask_rows = read_embeddings(plain), read_embeddings(on_dask)
     assert on_dask_rows[0] == plain_rows[0] and on_dask_rows[2] == plain_rows[2]
     np.testing.assert_allclose(on_dask_rows[1], plain_rows[1], rtol=1e-6, atol=1e-6)
     parquet = tmp_path / "dask.parquet"
-    assert run_cli("embed", directory, "--weights", small_model[1], "--out", parquet,
+    assert run_cli("embed", *images, "--weights", small_model[1], "--out", parquet,
                    "--dask-local", 2, "--partition-size", 4) == 1
     assert read_embeddings(parquet)[0] == plain_rows[0]
 
