@@ -379,3 +379,31 @@ def test_fuzz_the_npy_resume_reader(npy_pair, tmp_path_factory, which, edits):
     assert len(errors) == len(paths)
     assert all(isinstance(p, str) for p in paths)
     assert all(e is None or isinstance(e, str) for e in errors)
+
+
+@pytest.mark.slow
+def test_npy_needs_no_extra_and_parquet_dask_name_theirs(small_model, photos, tmp_path):
+    """In a process where pyarrow, pandas, Dask, tqdm and torch cannot be imported, .npy
+    embeds as here, and .parquet / --dask-local are one-line errors naming the extra."""
+    from test_without_extras import run_without
+
+    _, paths, _ = photos
+    weights = ("--weights", small_model[1])
+    npy, parquet = tmp_path / "plain.npy", tmp_path / "e.parquet"
+    written, refused, no_dask = run_without(
+        ["pyarrow", "pandas", "distributed", "dask", "tqdm", "torch"],
+        ["embed", *paths[:4], *weights, "--out", npy],
+        ["embed", *paths[:4], *weights, "--out", parquet],
+        ["embed", *paths[:4], *weights, "--out", tmp_path / "d.npy", "--dask-local", 1])
+    assert written["rc"] == 0 and "mobinumba embed: 4/4 images" in written["err"], written
+    assert run_cli("embed", *paths[:4], *weights, "--out", tmp_path / "here.npy") == 0
+    there, here = read_embeddings(npy), read_embeddings(tmp_path / "here.npy")
+    assert there[0] == here[0] == paths[:4] and there[2] == here[2] == [None] * 4
+    np.testing.assert_array_equal(there[1], here[1])
+    assert refused == {"rc": 1, "out": "", "err": (
+        f"mobinumba: error: {parquet}: writing Parquet needs pyarrow (pip install "
+        f"'mobinumba[stream]'); or use .npy\n")}
+    assert no_dask["rc"] == 1 and no_dask["err"].startswith(
+        "mobinumba: error: --dask-scheduler / --dask-local need Dask: pip install "
+        "'mobinumba[dask]'") and no_dask["err"].count("\n") == 1
+    assert not parquet.exists() and not (tmp_path / "d.npy").exists()
