@@ -7,14 +7,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
 
 import mobinumba
 from conftest import build_reference, make_photos, random_batch, run_cli, save_checkpoint
-from fuzzing import apply_byte_edits, examples
 from mobinumba.results import read_embeddings, read_results
-from mobinumba.results_npy import read_npy_embeddings, sidecar_path
+from mobinumba.results_npy import sidecar_path
 from test_stream import interrupted_run, slow_photos  # noqa: F401 (a fixture)
 
 
@@ -81,6 +78,16 @@ def test_features_equal_pytorchs_pooled_classifier_input(small_model, head_model
     logits = m(x)
     np.testing.assert_array_equal(m.features(x), features)
     np.testing.assert_array_equal(m(x), logits)
+
+
+def test_features_reuse_the_logits_workspace_and_allocate_only_the_result(model):
+    from test_memory import PYTHON_OBJECTS, peak_allocated
+
+    x = random_batch(5, 64, seed=3)
+    model(x)  # the workspace for (5, 64, 64) exists now
+    # The input's finiteness mask (1 byte a value) and the (N, C) result copy, nothing more.
+    allowed = x.size + 4 * 5 * model.feature_channels + PYTHON_OBJECTS // 4
+    assert peak_allocated(lambda: model.features(x)) <= allowed
 
 
 def test_features_check_inputs_like_the_logits(model):
@@ -321,64 +328,6 @@ def test_dask_local_run_equals_the_plain_run(small_model, photos, slow_photos, t
     assert run_cli("embed", *images, "--weights", small_model[1], "--out", parquet,
                    "--dask-local", 2, "--partition-size", 4) == 1
     assert read_embeddings(parquet)[0] == plain_rows[0]
-
-
-# ------------------------------------------------------------------ the .npy resume reader
-
-@pytest.fixture(scope="module")
-def npy_pair(tmp_path_factory):
-    """The bytes of a small valid (.npy, sidecar) pair: 3 rows of 4 values, one an error."""
-    directory = tmp_path_factory.mktemp("pair")
-    array = np.arange(12, dtype=np.float32).reshape(3, 4)
-    array[1] = np.nan
-    np.save(directory / "e.npy", array)
-    (directory / "e.paths.jsonl").write_text(
-        '{"path": "a.jpg", "error": null}\n{"path": "b.jpg", "error": "b.jpg: broken"}\n'
-        '{"path": "c.jpg", "error": null}\n', encoding="utf-8")
-    return (directory / "e.npy").read_bytes(), (directory / "e.paths.jsonl").read_bytes()
-
-
-EDITS = st.lists(st.tuples(st.sampled_from(["flip", "overwrite", "truncate", "delete",
-                                            "insert"]),
-                           st.integers(0, 200),
-                           st.one_of(st.integers(1, 255), st.binary(min_size=1, max_size=8))),
-                 min_size=1, max_size=3)
-
-
-def _usable(edits):
-    """Edits with arguments of the right type for each kind (flip: an int; delete: an int;
-    the others bytes)."""
-    fixed = []
-    for kind, offset, argument in edits:
-        wants_int = kind in ("flip", "delete")
-        if wants_int != isinstance(argument, int):
-            argument = 1 if wants_int else b"\x00"
-        fixed.append((kind, offset, argument))
-    return fixed
-
-
-@examples(300)
-@given(which=st.sampled_from(["npy", "sidecar"]), edits=EDITS)
-def test_fuzz_the_npy_resume_reader(npy_pair, tmp_path_factory, which, edits):
-    """A damaged pair is read consistently or refused with one line naming the file."""
-    directory = tmp_path_factory.mktemp("fuzzed", numbered=True)
-    array, sidecar = npy_pair
-    if which == "npy":
-        array = apply_byte_edits(array, _usable(edits))
-    else:
-        sidecar = apply_byte_edits(sidecar, _usable(edits))
-    (directory / "e.npy").write_bytes(array)
-    (directory / "e.paths.jsonl").write_bytes(sidecar)
-    try:
-        paths, embeddings, errors = read_npy_embeddings(directory / "e.npy", channels=4)
-    except mobinumba.InputError as error:
-        message = str(error)
-        assert "\n" not in message and str(directory / "e.") in message, message
-        return
-    assert embeddings.shape == (len(paths), 4) and embeddings.dtype == np.float32
-    assert len(errors) == len(paths)
-    assert all(isinstance(p, str) for p in paths)
-    assert all(e is None or isinstance(e, str) for e in errors)
 
 
 @pytest.mark.slow
