@@ -124,24 +124,7 @@ def build_parser():
     stream.add_argument("--out", default=None, metavar="FILE",
                         help="write one row per image to FILE (.csv, .jsonl, or .parquet "
                              "with pyarrow) instead of printing, with a progress bar")
-    stream.add_argument("--resume", action="store_true",
-                        help="continue FILE: skip images already in it")
-    stream.add_argument("--force", action="store_true", help="replace an existing FILE")
-    stream.add_argument("--decode-threads", type=_bounded(int, 0, MAX_DECODE_WORKERS),
-                        default=None,
-                        help="threads decoding images beside the model, on this machine "
-                             "(default: a third of the cores, at least 1; the kernels get the "
-                             "other cores unless --threads says otherwise; 0: decode between "
-                             "forward passes)")
-    cluster = stream.add_mutually_exclusive_group()
-    cluster.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
-                         help="run on this Dask cluster (tcp://host:8786); needs --out")
-    cluster.add_argument("--dask-local", type=_bounded(int, 1, 1024), default=None,
-                         metavar="N",
-                         help="run on a local Dask cluster of N worker processes; needs --out")
-    stream.add_argument("--partition-size", type=_bounded(int, 1, MAX_PARTITION_SIZE),
-                        default=None,
-                        help=f"images per Dask task (default {DEFAULT_PARTITION_SIZE})")
+    _add_stream_options(stream, needs="; needs --out")
     predict.set_defaults(handler=run_predict)
 
     embed = commands.add_parser("embed", parents=[common],
@@ -199,8 +182,9 @@ def build_parser():
     return parser
 
 
-def _add_stream_options(command):
-    """embed's --resume, --force, --decode-threads and Dask options, as predict --out has them."""
+def _add_stream_options(command, needs=""):
+    """The options of a run into a results file (predict --out, embed): --resume, --force,
+    --decode-threads, the Dask ones; `needs` ends the Dask options' help."""
     command.add_argument("--resume", action="store_true",
                          help="continue FILE: skip images already in it")
     command.add_argument("--force", action="store_true", help="replace an existing FILE")
@@ -212,9 +196,10 @@ def _add_stream_options(command):
                               "forward passes)")
     cluster = command.add_mutually_exclusive_group()
     cluster.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
-                         help="run on this Dask cluster (tcp://host:8786)")
+                         help=f"run on this Dask cluster (tcp://host:8786){needs}")
     cluster.add_argument("--dask-local", type=_bounded(int, 1, 1024), default=None,
-                         metavar="N", help="run on a local Dask cluster of N worker processes")
+                         metavar="N",
+                         help=f"run on a local Dask cluster of N worker processes{needs}")
     command.add_argument("--partition-size", type=_bounded(int, 1, MAX_PARTITION_SIZE),
                          default=None,
                          help=f"images per Dask task (default {DEFAULT_PARTITION_SIZE})")
