@@ -7,8 +7,9 @@ created, renamed or removed, SIGINT and SIGTERM are held back and delivered righ
 no interruption can leave it behind.
 
 Every file mobinumba writes whole goes through here: weight files (atomic_output), the bench
-report (AtomicFile, write_atomically), a model shipped to a Dask worker (write_atomically)
-and Parquet results files (AtomicFile kept also after an interruption, see results.py).
+report (AtomicFile, write_atomically), a model shipped to a Dask worker (write_atomically),
+Parquet results files (AtomicFile kept also after an interruption, see results.py) and .npy
+embeddings with their sidecar (one AtomicFile with a companion, see results_npy.py).
 """
 import contextlib
 import os
@@ -54,23 +55,34 @@ class AtomicFile:
     written over a whole run and kept also when the run is interrupted (a Parquet results
     file: commit(after_interruption=True) once it is closed). Raises MobinumbaError when
     `path` exists and not `overwrite`, or its directory does not exist.
+
+    companions: more paths in the same directory written with it (an .npy file's sidecar):
+    each gets its own temp file (companion_temp_paths, in order), and they move into place
+    together under one signal guard, companions first, `path` last.
     """
 
-    def __init__(self, path, overwrite=False):
+    def __init__(self, path, overwrite=False, companions=()):
         path = os.fspath(path)
-        if os.path.exists(path) and not overwrite:
-            raise MobinumbaError(f"{path}: file exists (use --force to overwrite)")
+        companions = [os.fspath(companion) for companion in companions]
+        for target in [path] + companions:
+            if os.path.exists(target) and not overwrite:
+                raise MobinumbaError(f"{target}: file exists (use --force to overwrite)")
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise MobinumbaError(f"{path}: directory {directory} does not exist")
         self.path = path
         self.overwrite = overwrite
         self.temp_path = None
+        self.companions = companions
+        self.companion_temp_paths = []
         self._finished = False
         self._guard = _SignalGuard()
         self._guard.install()
         try:
             with self._guard.held():
+                for companion in companions:
+                    self.companion_temp_paths.append(
+                        _create_temp_file(directory, os.path.basename(companion)))
                 self.temp_path = _create_temp_file(directory, os.path.basename(path))
         except BaseException:  # a signal held back while creating it: remove it again
             self.discard()
@@ -96,6 +108,8 @@ class AtomicFile:
             with self._guard.held(raise_pending_first=not after_interruption):
                 if not after_interruption and self._guard.received is not None:
                     self._guard.reraise()  # the block swallowed the interruption: no move
+                for temp_path, companion in zip(self.companion_temp_paths, self.companions):
+                    _move_into_place(temp_path, companion, self.overwrite)
                 _move_into_place(self.temp_path, self.path, self.overwrite)
                 self._finished = True
         except BaseException:
@@ -108,9 +122,10 @@ class AtomicFile:
         """Remove the temp file, leaving `path` as it was."""
         self._guard.interruptible = False  # this cleanup runs to the end
         try:
-            if not self._finished and self.temp_path is not None \
-                    and os.path.exists(self.temp_path):
-                os.unlink(self.temp_path)
+            if not self._finished:
+                for temp_path in self.companion_temp_paths + [self.temp_path]:
+                    if temp_path is not None and os.path.exists(temp_path):
+                        os.unlink(temp_path)
         finally:
             self._finished = True
             self._guard.restore()

@@ -1,4 +1,4 @@
-"""The `mobinumba` command: convert | predict | inspect | bench.
+"""The `mobinumba` command: convert | predict | embed | inspect | bench.
 
 User mistakes (bad paths, files, options) print one line `mobinumba: error: ...` on stderr
 and exit with status 1 (2 for malformed command lines, from argparse); never a traceback.
@@ -133,25 +133,28 @@ def build_parser():
     stream.add_argument("--out", default=None, metavar="FILE",
                         help="write one row per image to FILE (.csv, .jsonl, or .parquet "
                              "with pyarrow) instead of printing, with a progress bar")
-    stream.add_argument("--resume", action="store_true",
-                        help="continue FILE: skip images already in it")
-    stream.add_argument("--force", action="store_true", help="replace an existing FILE")
-    stream.add_argument("--decode-threads", type=_bounded(int, 0, MAX_DECODE_WORKERS),
-                        default=None,
-                        help="threads decoding images beside the model, on this machine "
-                             "(default: a third of the cores, at least 1; the kernels get the "
-                             "other cores unless --threads says otherwise; 0: decode between "
-                             "forward passes)")
-    cluster = stream.add_mutually_exclusive_group()
-    cluster.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
-                         help="run on this Dask cluster (tcp://host:8786); needs --out")
-    cluster.add_argument("--dask-local", type=_bounded(int, 1, 1024), default=None,
-                         metavar="N",
-                         help="run on a local Dask cluster of N worker processes; needs --out")
-    stream.add_argument("--partition-size", type=_bounded(int, 1, MAX_PARTITION_SIZE),
-                        default=None,
-                        help=f"images per Dask task (default {DEFAULT_PARTITION_SIZE})")
+    _add_stream_options(stream, needs="; needs --out")
     predict.set_defaults(handler=run_predict)
+
+    embed = commands.add_parser("embed", parents=[common],
+                                help="stream each image's pooled features (the classifier's "
+                                     "input) into a .parquet or .npy file")
+    embed.add_argument("images", nargs="+", metavar="IMAGE",
+                       help="image files, directories (searched recursively for image files) "
+                            "or glob patterns ('photos/**/*.jpg')")
+    embed.add_argument("--out", required=True, metavar="FILE",
+                       help="FILE.parquet (columns path, embedding, error; needs pyarrow) or "
+                            "FILE.npy, an (N, C) float32 array (NaN rows for unreadable "
+                            "images) with FILE.paths.jsonl listing each row's path and error")
+    embed.add_argument("--weights", default=None,
+                       help="a mobinumba .h5 file (default: the shipped ImageNet MobileNetV1)")
+    embed.add_argument("--batch-size", type=_bounded(int, 1, MAX_BATCH_SIZE),
+                       default=PREDICT_BATCH,
+                       help=f"images per forward pass (default {PREDICT_BATCH})")
+    embed.add_argument("--l2-normalize", action="store_true",
+                       help="scale each embedding to unit length (an all-zero one stays zero)")
+    _add_stream_options(embed)
+    embed.set_defaults(handler=run_embed)
 
     inspect = commands.add_parser("inspect", parents=[common],
                                   help="print a weight file's metadata and layer table")
@@ -186,6 +189,29 @@ def build_parser():
                        help="a tiny configuration (width 0.25, 64x64, 10 runs) for testing")
     bench.set_defaults(handler=run_bench)
     return parser
+
+
+def _add_stream_options(command, needs=""):
+    """The options of a run into a results file (predict --out, embed): --resume, --force,
+    --decode-threads, the Dask ones; `needs` ends the Dask options' help."""
+    command.add_argument("--resume", action="store_true",
+                         help="continue FILE: skip images already in it")
+    command.add_argument("--force", action="store_true", help="replace an existing FILE")
+    command.add_argument("--decode-threads", type=_bounded(int, 0, MAX_DECODE_WORKERS),
+                         default=None,
+                         help="threads decoding images beside the model, on this machine "
+                              "(default: a third of the cores, at least 1; the kernels get the "
+                              "other cores unless --threads says otherwise; 0: decode between "
+                              "forward passes)")
+    cluster = command.add_mutually_exclusive_group()
+    cluster.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                         help=f"run on this Dask cluster (tcp://host:8786){needs}")
+    cluster.add_argument("--dask-local", type=_bounded(int, 1, 1024), default=None,
+                         metavar="N",
+                         help=f"run on a local Dask cluster of N worker processes{needs}")
+    command.add_argument("--partition-size", type=_bounded(int, 1, MAX_PARTITION_SIZE),
+                         default=None,
+                         help=f"images per Dask task (default {DEFAULT_PARTITION_SIZE})")
 
 
 def _peer_list(text):
@@ -271,6 +297,26 @@ def run_predict(args):
                                dask_scheduler=args.dask_scheduler, dask_local=args.dask_local,
                                partition_size=args.partition_size)
     return _print_results(images, model, args.topk, args.batch_size, args.json)
+
+
+def run_embed(args):
+    """`mobinumba embed`: pooled features per image into --out FILE, streamed like predict
+    --out (input order, resume, error rows, Dask); exit status 1 when any image failed."""
+    from .batch import check_file_options, embed_to_file
+    from .inputs import expand_inputs
+    from .model import load
+    from .results import EMBEDDING_FORMATS
+
+    images = expand_inputs(args.images)
+    check_file_options(args.out, args.resume, args.force, args.decode_threads,
+                       args.dask_scheduler, args.dask_local, args.partition_size,
+                       EMBEDDING_FORMATS)
+    model = load(args.weights)
+    return embed_to_file(images, args.out, model, batch_size=args.batch_size,
+                         l2_normalize=args.l2_normalize, resume=args.resume, force=args.force,
+                         threads=args.threads, decode_threads=args.decode_threads,
+                         dask_scheduler=args.dask_scheduler, dask_local=args.dask_local,
+                         partition_size=args.partition_size)
 
 
 def _print_results(images, model, topk, batch_size, as_json):

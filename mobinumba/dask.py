@@ -1,4 +1,4 @@
-"""predict_files on a dask.distributed cluster (the `[dask]` extra).
+"""predict_files and embed_files on a dask.distributed cluster (the `[dask]` extra).
 
     from distributed import Client
     from mobinumba.dask import predict_dataframe, iter_results
@@ -8,7 +8,7 @@
     frame.to_parquet("results/")                                     # one file per partition
 
 The paths are cut into partitions of `partition_size`; one task classifies one partition with
-predict_files() and returns its rows. Nothing else travels with a task: the model reaches each
+predict_files() (or embeds it with embed_files(): iter_embeddings) and returns its rows. Nothing else travels with a task: the model reaches each
 worker once, through ModelPlugin, a worker plugin that carries the weight file's bytes, writes
 them into the worker's local directory, loads the model and runs one warm-up pass (which
 compiles or loads the Numba kernels) before the worker's first task; it also undoes a malloc
@@ -36,6 +36,7 @@ import ctypes
 import hashlib
 import os
 import threading
+from collections import deque
 from itertools import islice
 
 import numpy as np
@@ -52,8 +53,8 @@ from .atomic import write_atomically
 from .errors import InputError, check_integer
 from .model import PREDICT_BATCH, Model, load
 from .results import columns, result_row
-from .stream import (DEFAULT_PARTITION_SIZE, MAX_PARTITION_SIZE, check_options,
-                     predict_files)
+from .stream import (DEFAULT_PARTITION_SIZE, MAX_PARTITION_SIZE, Features, TopK,
+                     check_options, stream_files)
 from .threads import set_threads
 
 # iter_results() keeps at most this many partitions per worker thread submitted at once.
@@ -150,11 +151,17 @@ def predict_partition(paths, plugin_name, batch_size, topk, base_directory):
 
     Relative paths are opened under base_directory; the results carry the paths as given.
     """
+    return stream_partition(paths, plugin_name, TopK(topk), batch_size, base_directory)
+
+
+def stream_partition(paths, plugin_name, compute, batch_size, base_directory):
+    """stream_files() results (compute: stream.TopK or stream.Features) for one partition of
+    paths, on a worker holding the named ModelPlugin; paths as for predict_partition()."""
     plugin = get_worker().plugins.get(plugin_name)
     if plugin is None:
         raise RuntimeError(f"worker has no {plugin_name} plugin; register ModelPlugin first")
     opened = [os.path.join(base_directory, path) for path in paths]
-    results = predict_files(opened, batch_size, topk, weights=plugin.model(), workers=0)
+    results = stream_files(opened, compute, batch_size, weights=plugin.model(), workers=0)
     return [_as_given(result, path) for path, result in zip(paths, results)]
 
 
@@ -221,7 +228,7 @@ def predict_dataframe(client, paths, weights=None, batch_size=PREDICT_BATCH, top
     import dask.dataframe as dd
 
     plugin, _ = _registered(client, weights, threads)
-    _check(plugin, batch_size, topk, partition_size)
+    _check(plugin, TopK(topk), batch_size, partition_size)
     chunks = list(_chunks(paths, partition_size))
     if not chunks:
         raise InputError("no image paths given")
@@ -241,33 +248,63 @@ def iter_results(client, paths, weights=None, batch_size=PREDICT_BATCH, topk=5,
     yielded exactly once. Other arguments as for predict_dataframe(); a model that was not on
     the cluster before is removed from it when this finishes.
     """
+    return _iter_partitions(client, paths, weights, TopK(topk), batch_size, partition_size,
+                            threads, base_directory, in_order=False)
+
+
+def iter_embeddings(client, paths, weights=None, batch_size=PREDICT_BATCH, l2_normalize=False,
+                    partition_size=DEFAULT_PARTITION_SIZE, threads=None, base_directory=None):
+    """Yield a list of FileEmbeddings (embed_files() on the workers) per partition of paths,
+    in path order: a partition that finishes early waits, within the window of submitted
+    partitions, for those before it. Otherwise as iter_results()."""
+    return _iter_partitions(client, paths, weights, Features(l2_normalize), batch_size,
+                            partition_size, threads, base_directory, in_order=True)
+
+
+def _iter_partitions(client, paths, weights, compute, batch_size, partition_size, threads,
+                     base_directory, in_order):
+    """iter_results() and iter_embeddings(): stream_partition tasks in a bounded window,
+    yielded as they finish or, in_order, in path order."""
     plugin, registered_here = _registered(client, weights, threads)
-    _check(plugin, batch_size, topk, partition_size)
+    _check(plugin, compute, batch_size, partition_size)
     chunks = _chunks(paths, partition_size)
     window = PARTITIONS_PER_THREAD * max(1, sum(client.nthreads().values()))
     base_directory = _base(base_directory)
 
     def submit(chunk):
-        token = _token(chunk, plugin, batch_size, topk, base_directory)
-        return client.submit(predict_partition, chunk, plugin.name, batch_size, topk,
-                             base_directory, key=f"mobinumba-predict-{token}")
+        token = _token(chunk, plugin, compute, batch_size, base_directory)
+        return client.submit(stream_partition, chunk, plugin.name, compute, batch_size,
+                             base_directory, key=f"mobinumba-{compute.task_name}-{token}")
 
     try:
-        running = as_completed([submit(chunk) for chunk in islice(chunks, window)])
-        for future in running:
+        submitted = [submit(chunk) for chunk in islice(chunks, window)]
+        if in_order:
+            running = deque(submitted)
+            finished, add = _popped(running), running.append
+        else:  # as_completed also yields the futures added while it is iterated
+            running = as_completed(submitted)
+            finished, add = running, running.add
+        for future in finished:
             results = future.result()
             future.release()
             for chunk in islice(chunks, 1):
-                running.add(submit(chunk))
+                add(submit(chunk))
             yield results
     finally:
         if registered_here:
             client.unregister_worker_plugin(plugin.name)
 
 
-def _check(plugin, batch_size, topk, partition_size):
+def _check(plugin, compute, batch_size, partition_size):
     check_integer("partition_size", partition_size, 1, MAX_PARTITION_SIZE)
-    check_options(plugin.num_classes, batch_size, topk)
+    check_options(batch_size)
+    compute.check(plugin.num_classes)
+
+
+def _popped(queue):
+    """The items of a deque, popped from the left until it is empty (it may grow meanwhile)."""
+    while queue:
+        yield queue.popleft()
 
 
 def _chunks(paths, size):
@@ -281,9 +318,9 @@ def _base(base_directory):
     return os.getcwd() if base_directory is None else os.fspath(base_directory)
 
 
-def _token(chunk, plugin, batch_size, topk, base_directory):
+def _token(chunk, plugin, compute, batch_size, base_directory):
     """A task key suffix that is a pure function of everything the task computes from."""
-    digest = hashlib.sha256(f"{plugin.sha256}\0{batch_size}\0{topk}\0{base_directory}"
+    digest = hashlib.sha256(f"{plugin.sha256}\0{batch_size}\0{compute!r}\0{base_directory}"
                             .encode("utf-8", "surrogateescape"))
     for path in chunk:
         digest.update(b"\0" + path.encode("utf-8", "surrogateescape"))

@@ -26,6 +26,11 @@ def build_ops(layers, activation, padding):
     return ops
 
 
+def pooling_index(ops):
+    """The index of the global pooling op: its output (N, C) is the model's features."""
+    return next(index for index, op in enumerate(ops) if op.spec.op is POOL)
+
+
 def workspace_bytes(ops, n, height, width):
     """Bytes a Workspace for an (n, 3, height, width) input allocates."""
     padded_shape, _, _ = ops[0].padded_input((n, 3, height, width))
@@ -45,6 +50,8 @@ class Workspace:
     input (N, 3, H, W): the interior view of padded_input; the caller copies its batch here.
     two ping-pong buffers, each as large as the largest intermediate activation: op i writes
     into buffer i % 2 and reads the other one.
+    features (N, C) float32: the global pooling op's output (a view into a ping-pong buffer,
+    or `logits` itself when pooling is the last op); valid after run() or run_features().
     logits (N, num_classes) float32: the last op's output.
     """
 
@@ -61,6 +68,8 @@ class Workspace:
         ping_pong = [aligned_zeros(largest) for _ in range(2)]
         self.logits = aligned_zeros(shapes[-1])  # (N, num_classes)
         self.calls = []  # (op, kernel, args) in execution order
+        pooling = pooling_index(ops)
+        self._features_end = pooling + 1  # calls up to and including the pooling op
         src = self.padded_input
         for index, (op, shape) in enumerate(zip(ops, shapes)):
             if index == len(ops) - 1:
@@ -69,11 +78,19 @@ class Workspace:
                 dst = ping_pong[index % 2][:int(np.prod(shape))].reshape(shape)
             kernel, args = op.bind(src, dst)
             self.calls.append((op, kernel, args))
+            if index == pooling:
+                self.features = dst  # (N, C)
             src = dst
 
     def run(self):
         """Run every kernel in order; the result is in self.logits."""
         for _, kernel, args in self.calls:
+            kernel(*args)
+
+    def run_features(self):
+        """Run the kernels up to and including global pooling; the result is in self.features
+        (the ops after it, the classifier, are skipped)."""
+        for _, kernel, args in self.calls[:self._features_end]:
             kernel(*args)
 
     def run_profiled(self):

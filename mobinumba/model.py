@@ -8,7 +8,7 @@ import numpy as np
 
 from .architecture import count
 from .errors import FormatError, InputError, NumericError
-from .graph import Workspace, build_ops, workspace_bytes
+from .graph import Workspace, build_ops, pooling_index, workspace_bytes
 from .preprocess import load_image, preprocess_image
 from .threads import kernel_section
 from .weights import read_model_file
@@ -70,6 +70,12 @@ class Model:
         """Number of output classes."""
         return self.info.num_classes
 
+    @property
+    def feature_channels(self):
+        """C of features(x) (N, C): 1024 * width for MobileNetV1 (the head conv's channels
+        for files with one)."""
+        return self._ops[pooling_index(self._ops)].spec.out_channels
+
     def __repr__(self):
         return (f"<mobinumba.Model {os.path.basename(self.path) or 'in memory'}: "
                 f"width {self.info.width_multiplier:g}, {self.info.num_classes} classes, "
@@ -81,18 +87,35 @@ class Model:
         Raises InputError for an input it cannot take, and NumericError when the forward
         pass overflows float32 (logits with NaN or Inf are never returned).
         """
+        return self._forward(x, "logits")
+
+    def features(self, x):
+        """Pooled features (N, C) float32 for a float (N, 3, H, W) batch: the global average
+        of the last convolution's output, what the classifier reads (C = 1024 * width for
+        MobileNetV1; the head conv's channels for files with one).
+
+        Runs the network up to and including the pooling (the classifier is skipped), with
+        the same input checks, errors and thread lock as m(x).
+        """
+        return self._forward(x, "features")
+
+    def _forward(self, x, output):
+        """A copy of the workspace's `output` ("logits" or "features") for the batch x."""
         x = self._check_input(x)
         with kernel_section():
             workspace = self._workspace(*x.shape[:1], *x.shape[2:])
             np.copyto(workspace.input, x, casting="same_kind")
-            workspace.run()
-            logits = workspace.logits.copy()  # (N, num_classes)
-        if not np.isfinite(logits).all():
-            raise NumericError(f"the forward pass overflowed float32: logits of input "
-                               f"{int(np.argwhere(~np.isfinite(logits))[0][0])} contain NaN "
+            if output == "features":
+                workspace.run_features()
+            else:
+                workspace.run()
+            result = getattr(workspace, output).copy()  # (N, C) or (N, num_classes)
+        if not np.isfinite(result).all():
+            raise NumericError(f"the forward pass overflowed float32: {output} of input "
+                               f"{int(np.argwhere(~np.isfinite(result))[0][0])} contain NaN "
                                f"or Inf (weights in {self.path or 'the model'} or the input "
                                f"are too large)")
-        return logits
+        return result
 
     def profile(self, x):
         """Run like m(x) and return [(layer name, seconds)] for every op, in order."""
@@ -121,6 +144,25 @@ class Model:
                 raise InputError(result.error)
             results.append(result.predictions)
         return results
+
+    def embed(self, images, l2_normalize=False):
+        """Pooled features (N, C) float32 of images (paths or PIL images), in input order:
+        features() of each image preprocessed per the weight file, scaled to unit length with
+        l2_normalize. Raises InputError for the first image that cannot be read. For many
+        files, stream them with mobinumba.embed_files."""
+        from .stream import embed_files  # stream.py builds on this module
+
+        if isinstance(images, (str, os.PathLike)) or not hasattr(images, "__iter__"):
+            images = [images]
+        rows = []
+        for result in embed_files(images, PREDICT_BATCH, weights=self, workers=0,
+                                  l2_normalize=l2_normalize):
+            if result.error is not None:
+                raise InputError(result.error)
+            rows.append(result.embedding)
+        if not rows:
+            return np.empty((0, self.feature_channels), np.float32)
+        return np.stack(rows)
 
     def images_per_batch(self, wanted=PREDICT_BATCH):
         """How many images to preprocess and run together: `wanted`, or fewer when the

@@ -1,11 +1,15 @@
-"""Results files of `mobinumba predict --out`: one row per image, in CSV, JSON Lines or Parquet.
+"""Results files of `mobinumba predict --out` and `mobinumba embed --out`: one row per image.
 
-Every format has the same flat columns (columns(topk)):
+predict writes CSV, JSON Lines or Parquet, every format with the same flat columns
+(columns(topk), PredictionRows):
 
     path, label_1, probability_1, index_1, ..., label_k, probability_k, index_k, error
 
-`error` is empty (null) for a classified image; for an image that could not be read it holds
-the message and the prediction columns are empty.
+embed writes Parquet (EmbeddingRows: path, embedding as a fixed-size list<float32> of C
+values, error) or .npy with a sidecar (results_npy.py).
+
+`error` is empty (null) for a classified or embedded image; for an image that could not be
+read it holds the message and the other columns are empty.
 
 Never half-written:
 - .csv and .jsonl grow by whole rows: each batch is formatted in memory and appended with one
@@ -25,8 +29,10 @@ import os
 from .atomic import AtomicFile
 from .errors import InputError
 
-FORMATS = (".csv", ".jsonl", ".parquet")
-# Rows per Parquet row group (a row is ~100 bytes; the group is held in memory until written).
+FORMATS = (".csv", ".jsonl", ".parquet")  # predict --out
+EMBEDDING_FORMATS = (".parquet", ".npy")  # embed --out
+# Rows per Parquet row group, held in memory until written: a predict row is ~100 bytes, an
+# embedding row 4 * C bytes (16 MiB a group at C = 1024).
 PARQUET_ROW_GROUP = 4096
 
 
@@ -47,8 +53,88 @@ def result_row(result, topk):
         row[f"label_{rank}"] = prediction.label if prediction else None
         row[f"probability_{rank}"] = prediction.probability if prediction else None
         row[f"index_{rank}"] = prediction.index if prediction else None
-    row["error"] = " ".join(result.error.split()) if result.error is not None else None
+    row["error"] = one_line(result.error)
     return row
+
+
+def one_line(error):
+    """An error message with its whitespace runs made single spaces (None stays None)."""
+    return " ".join(error.split()) if error is not None else None
+
+
+class PredictionRows:
+    """The rows of a predict results file: columns(topk), one row per FileResult."""
+
+    formats = FORMATS
+
+    def __init__(self, topk):
+        self.topk = topk
+        self.columns = columns(topk)
+
+    def row(self, result):
+        """A FileResult as a dict over the columns."""
+        return result_row(result, self.topk)
+
+    def schema(self):
+        """The pyarrow schema of its Parquet file."""
+        return parquet_schema(self.topk)
+
+    def table(self, results, schema):
+        """A pyarrow Table of FileResults."""
+        pa, _ = _pyarrow("a .parquet file")
+        return pa.Table.from_pylist([self.row(result) for result in results], schema=schema)
+
+    def resume_problem(self, schema):
+        """Why a Parquet file of `schema` cannot be continued with these rows, or None."""
+        if schema.names != self.columns:
+            return (f"it has columns {_shown(schema.names)}, this run writes "
+                    f"{_shown(self.columns)} (use the same --topk, or a new file)")
+        return None
+
+
+class EmbeddingRows:
+    """The rows of an embed results file: path, embedding ((C,) float32, or None for an
+    image that could not be read), error; one row per FileEmbedding."""
+
+    formats = EMBEDDING_FORMATS
+    columns = ["path", "embedding", "error"]
+
+    def __init__(self, channels):
+        self.channels = channels
+
+    def row(self, result):
+        """A FileEmbedding as a dict over the columns (the embedding as a list of floats)."""
+        embedding = None if result.embedding is None else result.embedding.tolist()
+        return {"path": result.path, "embedding": embedding, "error": one_line(result.error)}
+
+    def schema(self):
+        """The pyarrow schema of its Parquet file: the embedding a fixed-size list<float32>."""
+        pa, _ = _pyarrow("a .parquet file")
+        return pa.schema([pa.field("path", pa.string()),
+                          pa.field("embedding", pa.list_(pa.float32(), self.channels)),
+                          pa.field("error", pa.string())])
+
+    def table(self, results, schema):
+        """A pyarrow Table of FileEmbeddings, the embeddings converted from their arrays."""
+        pa, _ = _pyarrow("a .parquet file")
+        return pa.Table.from_arrays(
+            [pa.array([result.path for result in results], pa.string()),
+             pa.array([result.embedding for result in results], schema.field("embedding").type),
+             pa.array([one_line(result.error) for result in results], pa.string())],
+            schema=schema)
+
+    def resume_problem(self, schema):
+        """Why a Parquet file of `schema` cannot be continued with these rows, or None."""
+        if schema.names != self.columns:
+            return (f"it has columns {_shown(schema.names)}, an embeddings file has "
+                    f"{_shown(self.columns)} (use a new file)")
+        pa, _ = _pyarrow("a .parquet file")
+        found = schema.field("embedding").type  # the list's item name may differ by writer
+        if not (pa.types.is_fixed_size_list(found) and found.list_size == self.channels
+                and found.value_type == pa.float32()):
+            return (f"its embeddings are {found}, this model gives {self.channels} float32 "
+                    f"values (embed with the same model, or a new file)")
+        return None
 
 
 def open_results(path, topk, resume=False, force=False):
@@ -60,36 +146,55 @@ def open_results(path, topk, resume=False, force=False):
     path = os.fspath(path)
     suffix = check_results_path(path, resume, force)
     writer = {".csv": CsvResults, ".jsonl": JsonlResults, ".parquet": ParquetResults}[suffix]
-    return writer(path, topk, resume and os.path.exists(path))
+    return writer(path, PredictionRows(topk), resume and os.path.exists(path))
 
 
-def check_results_path(path, resume=False, force=False):
-    """Raise InputError unless open_results(path, ...) can write there; returns the suffix."""
+def open_embeddings(path, channels, resume=False, force=False):
+    """An embeddings writer for `path` (.parquet, or .npy with its sidecar, see
+    results_npy.py) of (C,) = (channels,) vectors; resume and force as for open_results()."""
+    from .results_npy import NpyEmbeddings, sidecar_path
+
+    path = os.fspath(path)
+    suffix = check_results_path(path, resume, force, EMBEDDING_FORMATS)
+    if suffix == ".npy":
+        exists = os.path.exists(path) or os.path.exists(sidecar_path(path))
+        return NpyEmbeddings(path, channels, resume and exists)
+    return ParquetResults(path, EmbeddingRows(channels), resume and os.path.exists(path))
+
+
+def check_results_path(path, resume=False, force=False, formats=FORMATS):
+    """Raise InputError unless a results file of one of `formats` can be written at `path`;
+    returns the suffix."""
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
-    if suffix not in FORMATS:
+    if suffix not in formats:
         raise InputError(f"{path}: unknown results format {suffix or '(no suffix)'!r}; use "
-                         f"{', '.join(FORMATS)}")
+                         f"{', '.join(formats)}")
     if suffix == ".parquet":
-        _pyarrow(path)
+        _pyarrow(path, " or ".join(name for name in formats if name != ".parquet"))
     if os.path.isdir(path):
         raise InputError(f"{path}: is a directory; --out takes a file name")
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         raise InputError(f"{path}: directory {directory} does not exist")
-    if os.path.exists(path) and not (resume or force):
-        raise InputError(f"{path} exists; pass --resume to continue it or --force to "
-                         f"replace it")
+    existing = [path]
+    if suffix == ".npy":
+        from .results_npy import sidecar_path
+        existing.append(sidecar_path(path))
+    for name in existing:
+        if os.path.exists(name) and not (resume or force):
+            raise InputError(f"{name} exists; pass --resume to continue it or --force to "
+                             f"replace it")
     return suffix
 
 
 class _TextResults:
     """Common part of the CSV and JSON Lines writers: whole rows appended, then flushed."""
 
-    def __init__(self, path, topk, resume):
+    def __init__(self, path, rows, resume):
         self.path = path
-        self.columns = columns(topk)
-        self.topk = topk
+        self.rows = rows  # PredictionRows
+        self.columns = rows.columns
         self.done = set()
         if resume:
             _cut_torn_last_line(path)
@@ -110,7 +215,7 @@ class _TextResults:
         """Append FileResults as whole rows and flush them to the file."""
         if not results:
             return
-        self._file.write(self._format([result_row(result, self.topk) for result in results]))
+        self._file.write(self._format([self.rows.row(result) for result in results]))
         self._file.flush()
         self.rows_written += len(results)
 
@@ -176,29 +281,32 @@ class JsonlResults(_TextResults):
 
 
 class ParquetResults:
-    """A .parquet results file, written to a temporary file and renamed into place at the end."""
+    """A .parquet results file, written to a temporary file and renamed into place at the end.
 
-    def __init__(self, path, topk, resume):
-        pa, pq = _pyarrow(path)
+    rows: PredictionRows or EmbeddingRows, the columns and how results become them.
+    """
+
+    def __init__(self, path, rows, resume):
+        _, pq = _pyarrow(path)
         self.path = path
-        self.topk = topk
-        self.schema = parquet_schema(topk)
+        self.rows = rows
+        self.schema = rows.schema()
         self.done = set()
         self.rows_written = 0
-        self._pa = pa
-        self._pending = []  # rows not yet in a row group
-        previous = pq.read_table(path) if resume else None
-        if previous is not None and previous.schema.names != self.schema.names:
-            raise InputError(f"{path}: cannot resume: it has columns "
-                             f"{_shown(previous.schema.names)}, this run writes "
-                             f"{_shown(self.schema.names)} (use the same --topk, or a new file)")
+        self._pending = []  # results not yet in a row group
+        previous = pq.ParquetFile(path) if resume else None
+        if previous is not None:
+            problem = rows.resume_problem(previous.schema_arrow)
+            if problem:
+                raise InputError(f"{path}: cannot resume: {problem}")
         # Existing outputs were refused or allowed (--resume, --force) by check_results_path.
         self._output = AtomicFile(path, overwrite=True)
         try:
             self._writer = pq.ParquetWriter(self._output.temp_path, self.schema)
-            if previous is not None:
-                self.done = set(previous.column("path").to_pylist())
-                self._writer.write_table(previous.cast(self.schema))
+            if previous is not None:  # copied a row group at a time: embeddings can be large
+                self.done = set(previous.read(columns=["path"]).column("path").to_pylist())
+                for index in range(previous.num_row_groups):
+                    self._writer.write_table(previous.read_row_group(index).cast(self.schema))
         except BaseException:
             self._output.discard()
             raise
@@ -218,16 +326,15 @@ class ParquetResults:
         self._output.commit(after_interruption=True)
 
     def write(self, results):
-        """Add FileResults; they reach the file in row groups of PARQUET_ROW_GROUP rows."""
-        self._pending += [result_row(result, self.topk) for result in results]
+        """Add results; they reach the file in row groups of PARQUET_ROW_GROUP rows."""
+        self._pending += results
         self.rows_written += len(results)
         if len(self._pending) >= PARQUET_ROW_GROUP:
             self._flush_rows()
 
     def _flush_rows(self):
         if self._pending:
-            table = self._pa.Table.from_pylist(self._pending, schema=self.schema)
-            self._writer.write_table(table)
+            self._writer.write_table(self.rows.table(self._pending, self.schema))
             self._pending = []
 
 
@@ -242,14 +349,35 @@ def parquet_schema(topk):
     return pa.schema(fields + [pa.field("error", pa.string())])
 
 
-def _pyarrow(what):
+def _pyarrow(what, instead=".csv or .jsonl"):
+    """pyarrow and pyarrow.parquet, or InputError naming the extra and the formats `instead`."""
     try:
         import pyarrow
         import pyarrow.parquet
     except ImportError:
         raise InputError(f"{what}: writing Parquet needs pyarrow (pip install "
-                         f"'mobinumba[stream]'); or use .csv or .jsonl") from None
+                         f"'mobinumba[stream]'); or use {instead}") from None
     return pyarrow, pyarrow.parquet
+
+
+def read_embeddings(path):
+    """(paths, embeddings (N, C) float32, errors) of an embed results file (.parquet, or .npy
+    with its sidecar), in file order: errors[i] is None for an embedded image, and its row of
+    embeddings is all NaN otherwise."""
+    import numpy as np
+
+    path = os.fspath(path)
+    if os.path.splitext(path)[1].lower() == ".npy":
+        from .results_npy import read_npy_embeddings
+        return read_npy_embeddings(path)
+    _, pq = _pyarrow(path)
+    table = pq.read_table(path)
+    column = table.column("embedding").combine_chunks()  # fixed-size list<float32>[C]
+    size = column.type.list_size
+    values = column.values.slice(column.offset * size, len(column) * size)
+    embeddings = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, size)
+    embeddings[~column.is_valid().to_numpy(zero_copy_only=False)] = np.nan
+    return (table.column("path").to_pylist(), embeddings, table.column("error").to_pylist())
 
 
 def read_results(path):

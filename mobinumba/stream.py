@@ -1,15 +1,18 @@
-"""predict_files: classify any number of image files with bounded memory.
+"""predict_files and embed_files: classify or embed any number of image files with bounded
+memory.
 
-Every prediction goes through it: Model.predict (inline decoding, raising on a bad image),
-`mobinumba predict` (inline decoding, printed), `predict --out` (decode threads, into a
-results file, see batch.py) and each task of a Dask run (mobinumba.dask).
+Both are stream_files() with a different per-batch computation (TopK: the top-k classes;
+Features: the pooled features). Every prediction and embedding goes through it:
+Model.predict and Model.embed (inline decoding, raising on a bad image), `mobinumba predict`
+(inline decoding, printed), `predict --out` and `embed` (decode threads, into a results file,
+see batch.py) and each task of a Dask run (mobinumba.dask).
 
 The pipeline is a small pool of decoding threads feeding the model through a bounded window of
 futures, in input order:
 
     paths ──> decode pool (`workers` threads: open, resize, normalise) ──> window of at most
     2 * batch_size decoded images ──> batches of batch_size ──> Model (Numba, all its threads)
-    ──> FileResult per path, yielded in input order
+    ──> a result per path (FileResult, FileEmbedding), yielded in input order
 
 Threads, not processes: Pillow releases the GIL while it decodes and resizes, and NumPy while
 it normalises, so decoding threads run beside the forward pass, which holds no GIL either
@@ -47,6 +50,60 @@ class FileResult(NamedTuple):
     error: Optional[str]                       # one line naming the file; None on success
 
 
+class FileEmbedding(NamedTuple):
+    """The outcome for one image file: its pooled features, or why it could not be read."""
+
+    path: str
+    embedding: Optional[np.ndarray]  # (C,) float32; None when error is set
+    error: Optional[str]             # one line naming the file; None on success
+
+
+class TopK:
+    """What predict computes per batch: the top-k classes of each image (FileResults)."""
+
+    result_type = FileResult
+    task_name = "predict"  # in Dask task keys
+
+    def __init__(self, topk=5):
+        self.topk = topk
+
+    def check(self, num_classes):
+        """Raise InputError unless topk is in 1..num_classes."""
+        check_integer("topk", self.topk, 1, num_classes)
+
+    def __call__(self, model, images):
+        """Per image of images (N, 3, S, S): its list of topk Predictions."""
+        return model.top_k(model(images), self.topk)
+
+    def __repr__(self):  # part of a Dask task's key (mobinumba.dask)
+        return f"TopK({self.topk})"
+
+
+class Features:
+    """What embed computes per batch: each image's pooled features (FileEmbeddings), scaled to
+    unit L2 norm with l2_normalize (an all-zero vector, possible after ReLU, stays zero)."""
+
+    result_type = FileEmbedding
+    task_name = "embed"  # in Dask task keys
+
+    def __init__(self, l2_normalize=False):
+        self.l2_normalize = l2_normalize
+
+    def check(self, num_classes):
+        """Nothing to check: every model has pooled features."""
+
+    def __call__(self, model, images):
+        """Per image of images (N, 3, S, S): its (C,) float32 features."""
+        features = model.features(images)  # (N, C)
+        if self.l2_normalize:
+            norms = np.linalg.norm(features.astype(np.float64), axis=1, keepdims=True)
+            features = (features / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        return list(features)
+
+    def __repr__(self):  # part of a Dask task's key (mobinumba.dask)
+        return f"Features(l2_normalize={self.l2_normalize})"
+
+
 def predict_files(paths, batch_size=PREDICT_BATCH, topk=5, weights=None, workers=None):
     """Yield a FileResult for each path, in order, lazily and with bounded memory.
 
@@ -60,13 +117,31 @@ def predict_files(paths, batch_size=PREDICT_BATCH, topk=5, weights=None, workers
     An image that cannot be read gives a FileResult with `error` set and the run goes on;
     bad arguments raise InputError before anything is read.
     """
+    return stream_files(paths, TopK(topk), batch_size, weights, workers)
+
+
+def embed_files(paths, batch_size=PREDICT_BATCH, weights=None, workers=None,
+                l2_normalize=False):
+    """Yield a FileEmbedding for each path, in order, lazily and with bounded memory: the
+    image's pooled features (C,) float32, Model.features of its preprocessed image, scaled to
+    unit length with l2_normalize. Arguments and errors as for predict_files()."""
+    return stream_files(paths, Features(l2_normalize), batch_size, weights, workers)
+
+
+def stream_files(paths, compute, batch_size=PREDICT_BATCH, weights=None, workers=None):
+    """Yield compute.result_type(path, value, error) for each path, in order, where `compute`
+    (TopK or Features) turns a batch of preprocessed images into one value per image.
+    Other arguments as for predict_files()."""
     workers = default_decode_threads() if workers is None else workers
     model = weights if isinstance(weights, Model) else load(weights)
-    check_options(model.num_classes, batch_size, topk, workers)
+    check_options(batch_size, workers)
+    compute.check(model.num_classes)
     batch_size = model.images_per_batch(batch_size)  # fewer when one image is very large
     if workers == 0:
-        return _predict_inline(model, iter(paths), batch_size, topk)
-    return _predict_pipelined(model, iter(paths), batch_size, topk, workers)
+        batches = _decode_inline(model, iter(paths), batch_size)
+    else:
+        batches = _decode_pipelined(model, iter(paths), batch_size, workers)
+    return _run_batches(model, batches, compute)
 
 
 def default_decode_threads():
@@ -76,10 +151,9 @@ def default_decode_threads():
     return max(1, available_cores() // 3)
 
 
-def check_options(num_classes, batch_size, topk, workers=0):
-    """Raise InputError unless batch_size, topk and workers are usable (topk <= num_classes)."""
+def check_options(batch_size, workers=0):
+    """Raise InputError unless batch_size and workers are usable."""
     check_integer("batch_size", batch_size, 1, MAX_BATCH_SIZE)
-    check_integer("topk", topk, 1, num_classes)
     check_integer("workers", workers, 0, MAX_DECODE_WORKERS)
 
 
@@ -94,17 +168,19 @@ def _decode(model, path):
         return path, None, str(error)
 
 
-def _predict_inline(model, paths, batch_size, topk):
-    """The pipeline without threads: decode a batch, run it, repeat."""
+def _decode_inline(model, paths, batch_size):
+    """Lists of decoded triples, batch_size at a time, without threads: decode a batch, let
+    the consumer run it, repeat."""
     while True:
         decoded = [_decode(model, path) for _, path in zip(range(batch_size), paths)]
         if not decoded:
             return
-        yield from _run_batch(model, decoded, topk)
+        yield decoded
 
 
-def _predict_pipelined(model, paths, batch_size, topk, workers):
-    """Decode in `workers` threads at most 2 * batch_size images ahead of the model."""
+def _decode_pipelined(model, paths, batch_size, workers):
+    """Lists of decoded triples, decoded in `workers` threads at most 2 * batch_size images
+    ahead of the consumer."""
     window = deque()  # futures of _decode results, in input order
     with ThreadPoolExecutor(workers, thread_name_prefix="mobinumba-decode") as pool:
         try:
@@ -116,19 +192,23 @@ def _predict_pipelined(model, paths, batch_size, topk, workers):
                 if not window:
                     return
                 count = min(batch_size, len(window))
-                decoded = [window.popleft().result() for _ in range(count)]
-                yield from _run_batch(model, decoded, topk)
+                yield [window.popleft().result() for _ in range(count)]
         finally:  # the consumer stopped early or something raised: drop what is queued
             for future in window:
                 future.cancel()
 
 
-def _run_batch(model, decoded, topk):
-    """FileResults for decoded (path, image or None, error or None) triples, in order."""
-    images = [image for _, image, _ in decoded if image is not None]
-    ranked = iter(model.top_k(model(np.stack(images)), topk) if images else [])  # (N, topk)
-    for path, image, error in decoded:
-        if image is None:
-            yield FileResult(path, None, error)
-        else:
-            yield FileResult(path, next(ranked), None)
+def _run_batches(model, batches, compute):
+    """compute's results for lists of decoded (path, image or None, error or None) triples,
+    in order."""
+    try:
+        for decoded in batches:
+            images = [image for _, image, _ in decoded if image is not None]
+            values = iter(compute(model, np.stack(images)) if images else [])
+            for path, image, error in decoded:
+                if image is None:
+                    yield compute.result_type(path, None, error)
+                else:
+                    yield compute.result_type(path, next(values), None)
+    finally:  # the consumer stopped early: stop the decode threads now, not when collected
+        batches.close()

@@ -237,8 +237,13 @@ def slow_photos(tmp_path_factory):
 def interrupted_predict(paths, weights, out, after):
     """Run `mobinumba predict --out` in a process and send it a real SIGINT once its progress
     bar reports at least `after` images done. Returns (exit status, stderr)."""
+    return interrupted_run("predict", paths, weights, out, after)
+
+
+def interrupted_run(command, paths, weights, out, after):
+    """interrupted_predict() for `mobinumba COMMAND` (predict or embed)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "mobinumba.cli", "predict", *paths, "--weights", weights,
+        [sys.executable, "-m", "mobinumba.cli", command, *paths, "--weights", weights,
          "--out", str(out), "--batch-size", "4"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint)
     chunks = []
