@@ -25,8 +25,8 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 
-from .errors import MobinumbaError, check_integer
-from .model import PREDICT_BATCH, Model, Prediction, load
+from .errors import InputError, MobinumbaError, check_integer
+from .model import PREDICT_BATCH, Model, Prediction, load, no_classifier_message
 from .threads import available_cores
 
 # Upper bound of --batch-size / batch_size: the workspace of a 224x224 batch of 1024 is ~6 GiB.
@@ -62,6 +62,7 @@ def predict_files(paths, batch_size=PREDICT_BATCH, topk=5, weights=None, workers
     """
     workers = default_decode_threads() if workers is None else workers
     model = weights if isinstance(weights, Model) else load(weights)
+    model.require_classifier()
     check_options(model.num_classes, batch_size, topk, workers)
     batch_size = model.images_per_batch(batch_size)  # fewer when one image is very large
     if workers == 0:
@@ -77,7 +78,10 @@ def default_decode_threads():
 
 
 def check_options(num_classes, batch_size, topk, workers=0):
-    """Raise InputError unless batch_size, topk and workers are usable (topk <= num_classes)."""
+    """Raise InputError unless batch_size, topk and workers are usable (topk <= num_classes)
+    and the model has a classifier (num_classes > 0)."""
+    if num_classes == 0:
+        raise InputError(no_classifier_message("the model"))
     check_integer("batch_size", batch_size, 1, MAX_BATCH_SIZE)
     check_integer("topk", topk, 1, num_classes)
     check_integer("workers", workers, 0, MAX_DECODE_WORKERS)
