@@ -589,7 +589,7 @@ LISTED = {
     "negative num_classes": ([("set_attr", "/", "num_classes", -5)],
                              "attribute 'num_classes' is -5"),
     "huge num_classes": ([("set_attr", "/", "num_classes", 10 ** 9)],
-                         "attribute 'num_classes' is 1000000000, expected 1..1000000"),
+                         "attribute 'num_classes' is 1000000000, expected 0..1000000"),
     "num_classes not the classifier's": ([("set_attr", "/", "num_classes", 10 ** 6)],
                                          "has 10 outputs but num_classes is 1000000"),
     "format_version from the future": ([("set_attr", "/", "format_version", 2)],
