@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from .activation import LEAKY_RELU, Activation
+from .activation import ACTIVATIONS, LEAKY_RELU, Activation
 from .architecture import LayerSpec
 from .atomic import atomic_output
 from .errors import FormatError, check_regular_file
 from .filetype import HDF5, MOBINUMBA, identify, not_a_weight_file
 from .hdf5_guard import check_global_heaps
 from .ops import STORED_KINDS, kind_of, kinds_where
-from .ops.base import ACTIVATIONS, folding_overflows
+from .ops.base import folding_overflows
 from .padding import PADDINGS
 
 FORMAT_NAME = "mobinumba"

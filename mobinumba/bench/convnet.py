@@ -10,7 +10,8 @@ import numpy as np
 from ..graph import Workspace, build_ops
 from ..kernels.conv import (conv3x3_nhwc_direct_clamp, conv3x3_nhwc_im2col_clamp,
                             pack_conv3x3_direct_weights, pack_conv3x3_im2col_weights)
-from ..ops.base import activation_of, fold_batch_norm
+from ..activation import activation_of
+from ..ops.base import fold_batch_norm
 from ..ops.stem import KIND as STEM
 
 METHODS = ("direct", "im2col")

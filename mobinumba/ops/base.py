@@ -1,4 +1,4 @@
-"""What every layer kind provides, and the pieces they share (activation bounds, BN folding).
+"""What every layer kind provides, and the pieces they share (BN folding, the PyTorch block).
 
 A layer kind (one module of mobinumba/ops/ each) owns every fact about its layers:
 
@@ -15,7 +15,7 @@ Nothing outside mobinumba/ops/ compares kind strings: it asks the kind object.
 """
 import numpy as np
 
-from ..activation import ACT_MAX, ACTIVATIONS, activation_of  # noqa: F401 (re-exported)
+from ..activation import activation_of
 from ..errors import FormatError
 from ..padding import conv_output_size, symmetric_pad
 

@@ -6,7 +6,8 @@ side (both padding rules agree there) use the row-streaming kernel; others the p
 from ..kernels._common import aligned_copy
 from ..kernels.depthwise import (dwconv3x3_nhwc_clamp, dwconv3x3s1_nhwc_clamp,
                                  pack_dwconv3x3_weights, tile_dwconv3x3_weights)
-from .base import LayerKind, activation_of, fold_batch_norm
+from ..activation import activation_of
+from .base import LayerKind, fold_batch_norm
 
 
 class DepthwiseConv:

@@ -6,7 +6,8 @@ Runtime: (N, H, W, Cin) -> (N, H, W, Cout) as one GEMM over the N*H*W pixels
 """
 from ..kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp_kernel
 from ..kernels.targets import target_tiles
-from .base import LayerKind, activation_of, fold_batch_norm
+from ..activation import activation_of
+from .base import LayerKind, fold_batch_norm
 
 
 class PointwiseConv:

@@ -5,7 +5,8 @@ kernels/conv.py, which reads a zero-padded copy of the input that the Workspace 
 """
 from ..kernels.conv import conv3x3_nchw_to_nhwc_clamp_kernel, pack_conv3x3_weights
 from ..kernels.targets import target_tiles
-from .base import LayerKind, activation_of, fold_batch_norm
+from ..activation import activation_of
+from .base import LayerKind, fold_batch_norm
 
 
 class StemConv:
