@@ -11,6 +11,7 @@ import sys
 import numba
 
 from . import __version__
+from .activation import ACTIVATIONS
 from .errors import InputError, MobinumbaError, in_range
 from .padding import PADDINGS
 from .model import PREDICT_BATCH
@@ -74,9 +75,12 @@ def build_parser():
     convert.add_argument("--layout", choices=_layout_names(), default=None,
                          help="source layout (default: detected from the keys; .pb files are "
                               "tf-slim)")
-    convert.add_argument("--activation", choices=("relu", "relu6"), default=None,
+    convert.add_argument("--activation", choices=ACTIVATIONS, default=None,
                          help="override the layout's activation (timm, tf-slim: relu6; "
-                              "classic: relu)")
+                              "classic: relu; retinaface: leaky_relu 0.1 and ssd: relu, "
+                              "which their networks run: the self-check fails on another)")
+    convert.add_argument("--activation-slope", type=_bounded(float, 0.0, 1.0),
+                         default=None, help="leaky_relu's negative slope, in [0, 1)")
     convert.add_argument("--padding", choices=PADDINGS, default=None,
                          help="override the convolutions' padding (default: tf_same for "
                               "tf-slim graphs with SAME convs, else torch)")
@@ -248,17 +252,21 @@ def run_convert(args):
         args.checkpoint, args.output, layout=args.layout, activation=args.activation,
         padding=args.padding, mean=args.mean, std=args.std, interpolation=args.interpolation,
         crop_pct=args.crop_pct, resize=args.resize, input_size=args.input_size,
-        bn_eps=args.bn_eps, head=args.head, labels=args.labels, check=args.check,
-        tolerance=args.tolerance, force=args.force)
+        bn_eps=args.bn_eps, activation_slope=args.activation_slope, head=args.head,
+        labels=args.labels, check=args.check, tolerance=args.tolerance, force=args.force)
+    classes = (f"{report.num_classes} classes" if report.num_classes
+               else "no classifier (a backbone)")
     print(f"wrote {report.output}: {report.layout} layout, width {report.width_multiplier:g}, "
-          f"{report.num_classes} classes, {report.num_layers} weight layers"
+          f"{classes}, {report.num_layers} weight layers"
           f"{' (with head conv)' if report.head_conv else ''}, {report.activation}, "
           f"padding {report.padding}, bn eps {report.bn_eps:g}")
     if report.head is not None:
         print(f"head: {report.head}")
     if report.ignored:
         shown = ", ".join(report.ignored[:3]) + (", ..." if len(report.ignored) > 3 else "")
-        print(f"ignored {len(report.ignored)} constant(s) outside the MobileNetV1 scope: {shown}")
+        what = ("constant(s) outside the MobileNetV1 scope" if report.layout == "tf-slim"
+                else "key(s) outside the MobileNetV1 backbone")
+        print(f"ignored {len(report.ignored)} {what}: {shown}")
     if report.check_difference is None:
         reason = "--no-check" if args.check is False else "torch is not installed"
         print(f"self-check skipped ({reason})")
@@ -287,6 +295,7 @@ def run_predict(args):
         check_file_options(args.out, args.resume, args.force, args.decode_threads,
                            args.dask_scheduler, args.dask_local, args.partition_size)
     model = load(args.weights)
+    model.require_classifier()
     if args.topk > model.num_classes:  # worded for the command line; the library says topk
         raise InputError(f"--topk {args.topk} exceeds the model's {model.num_classes} classes")
     if args.out is not None:
@@ -375,9 +384,10 @@ def run_inspect(args):
     print(f"file:           {model.path}")
     print(f"format:         mobinumba v{info.format_version}, {info.arch}")
     print(f"width:          {info.width_multiplier:g}")
-    print(f"classes:        {info.num_classes}")
+    print(f"classes:        {info.num_classes}" if info.has_classifier else
+          "classes:        0 (no classifier: a backbone giving pooled features)")
     print(f"labels:         {label_text}")
-    print(f"activation:     {info.activation}")
+    print(f"activation:     {info.activation_function}")
     print(f"padding:        {info.padding}")
     print(f"preprocessing:  input {info.input_size}, {info.resize} (crop_pct "
           f"{info.crop_pct:g}), {info.interpolation}, mean {_fmt(info.mean)}, "

@@ -16,13 +16,17 @@ from .ops import POOL, kind_of
 
 def build_ops(layers, activation, padding):
     """The op list for validated layer records, in order: each record's op (built by its
-    kind, see mobinumba/ops/), with global pooling before the first op taking flat features."""
+    kind, see mobinumba/ops/), with global pooling before the first op taking flat features,
+    or last when no layer does (a backbone without classifier ends with its pooled features).
+    `activation` is an activation.Activation or a name (relu, relu6)."""
     ops = []
     for record in layers:
         kind = kind_of(record.kind)
         if kind.flat_input:
             ops.append(POOL.build_pool(record.spec.in_channels))
         ops.append(kind.build(record, activation, padding))
+    if not ops[-1].spec.op.flat_output:
+        ops.append(POOL.build_pool(ops[-1].spec.out_channels))
     return ops
 
 
@@ -51,8 +55,11 @@ class Workspace:
     two ping-pong buffers, each as large as the largest intermediate activation: op i writes
     into buffer i % 2 and reads the other one.
     features (N, C) float32: the global pooling op's output (a view into a ping-pong buffer,
-    or `logits` itself when pooling is the last op); valid after run() or run_features().
-    logits (N, num_classes) float32: the last op's output.
+    or `logits` itself when pooling is the last op, as in a backbone); valid after run() or
+    run_features().
+    logits (N, K) float32: the last op's output, the classifier's logits (K = num_classes)
+    or, for a backbone without classifier, the pooled features (K = channels).
+    outputs: every op's output view, in order (a ping-pong view is overwritten two ops later).
     """
 
     def __init__(self, ops, n, height, width):
@@ -66,10 +73,11 @@ class Workspace:
             shapes.append(shape)
         largest = max(int(np.prod(s)) for s in shapes[:-1])
         ping_pong = [aligned_zeros(largest) for _ in range(2)]
-        self.logits = aligned_zeros(shapes[-1])  # (N, num_classes)
+        self.logits = aligned_zeros(shapes[-1])  # (N, K)
         self.calls = []  # (op, kernel, args) in execution order
         pooling = pooling_index(ops)
         self._features_end = pooling + 1  # calls up to and including the pooling op
+        self.outputs = []  # op i's output view
         src = self.padded_input
         for index, (op, shape) in enumerate(zip(ops, shapes)):
             if index == len(ops) - 1:
@@ -80,6 +88,7 @@ class Workspace:
             self.calls.append((op, kernel, args))
             if index == pooling:
                 self.features = dst  # (N, C)
+            self.outputs.append(dst)
             src = dst
 
     def run(self):
@@ -92,6 +101,16 @@ class Workspace:
         (the ops after it, the classifier, are skipped)."""
         for _, kernel, args in self.calls[:self._features_end]:
             kernel(*args)
+
+    def run_keeping(self, indices):
+        """Run like run() and return {op index: copy of its output} for `indices`: each copy
+        is taken right after its op, before a later op reuses the ping-pong buffer."""
+        kept = {}
+        for index, (_, kernel, args) in enumerate(self.calls):
+            kernel(*args)
+            if index in indices:
+                kept[index] = self.outputs[index].copy()
+        return kept
 
     def run_profiled(self):
         """Run like run() and return [(op, seconds)] per op, timed with perf_counter."""

@@ -19,6 +19,9 @@ MAX_WORKSPACE_BYTES = 8 * 2 ** 30
 WORKSPACE_CACHE_SIZE = 4
 # Images preprocessed and run together by predict(), at most (fewer for a large input_size).
 PREDICT_BATCH = 16
+# feature_maps' names for detectors: the last map at each output stride (FPN/SSD inputs).
+STRIDE_NAMES = {8: "stride8", 16: "stride16", 32: "stride32"}
+DEFAULT_FEATURE_MAPS = tuple(STRIDE_NAMES.values())
 # The shipped model (package data; a link to weights/ in a source checkout): TF-slim's
 # ImageNet MobileNetV1 1.0 224, 1001 classes. weights/README.md says where it comes from.
 DEFAULT_WEIGHTS = "mobilenet_v1_1.0_224_imagenet.h5"
@@ -41,6 +44,14 @@ def load(path=None):
     return Model(read_model_file(default_weights_path() if path is None else path))
 
 
+def no_classifier_message(where):
+    """The one-line refusal of predictions from a model without classifier (`where`: its
+    path, or "the model")."""
+    return (f"{where}: this model has no classifier (num_classes 0, a backbone): it gives "
+            f"pooled features, not class predictions; use `mobinumba embed` or "
+            f"Model.features(x) for its features")
+
+
 def default_weights_path():
     """The path of the shipped model inside the installed package."""
     path = importlib.resources.files("mobinumba") / "data" / DEFAULT_WEIGHTS
@@ -53,8 +64,9 @@ def default_weights_path():
 class Model:
     """MobileNetV1 ready to run: folded, packed weights and per-shape workspaces.
 
-    m(x) maps float32 (N, 3, H, W) to (N, num_classes) logits. Calls from several Python
-    threads are safe: they run one at a time (see threads.py).
+    m(x) maps float32 (N, 3, H, W) to (N, num_classes) logits, or for a backbone without
+    classifier (num_classes 0) to its (N, channels) globally pooled features. Calls from
+    several Python threads are safe: they run one at a time (see threads.py).
     """
 
     def __init__(self, model_file):
@@ -62,8 +74,10 @@ class Model:
         self.labels = model_file.labels
         self.path = model_file.path
         self.layers = [record.spec for record in model_file.layers]
-        self._ops = build_ops(model_file.layers, self.info.activation, self.info.padding)
+        self._ops = build_ops(model_file.layers, self.info.activation_function,
+                              self.info.padding)
         self._workspaces = OrderedDict()  # (N, H, W) -> Workspace
+        self._map_index = _feature_map_names(self._ops)  # feature_maps name -> op index
 
     @property
     def num_classes(self):
@@ -77,12 +91,15 @@ class Model:
         return self._ops[pooling_index(self._ops)].spec.out_channels
 
     def __repr__(self):
+        head = (f"{self.info.num_classes} classes" if self.info.has_classifier
+                else "no classifier")
         return (f"<mobinumba.Model {os.path.basename(self.path) or 'in memory'}: "
-                f"width {self.info.width_multiplier:g}, {self.info.num_classes} classes, "
-                f"{self.info.activation}, input {self.info.input_size}>")
+                f"width {self.info.width_multiplier:g}, {head}, "
+                f"{self.info.activation_function}, input {self.info.input_size}>")
 
     def __call__(self, x):
-        """Logits (N, num_classes) float32 for a float (N, 3, H, W) batch.
+        """Logits (N, num_classes) float32 for a float (N, 3, H, W) batch; for a model
+        without classifier, its pooled features (N, channels).
 
         Raises InputError for an input it cannot take, and NumericError when the forward
         pass overflows float32 (logits with NaN or Inf are never returned).
@@ -117,6 +134,43 @@ class Model:
                                f"are too large)")
         return result
 
+    def feature_maps(self, x, layers=DEFAULT_FEATURE_MAPS):
+        """{name: float32 copy of that layer's output} for a float (N, 3, H, W) batch, in the
+        order of `layers`.
+
+        Names are the layers' names in the weight file (`inspect` lists them: conv_stem,
+        block01_dw, ..., block13_pw) with NHWC (N, Ho, Wo, C) outputs, `avgpool` for the
+        (N, C) pooled features, and for detectors `stride8`, `stride16`, `stride32`: the last
+        map at that output stride (block05_pw, block11_pw and the last layer before pooling
+        in MobileNetV1). Raises InputError for an unknown name, listing the valid ones.
+        The forward pass is m(x)'s, copying each wanted map as it is produced.
+        """
+        if isinstance(layers, str):
+            layers = [layers]
+        layers = list(layers)
+        unknown = [name for name in layers if name not in self._map_index]
+        if unknown or not layers:
+            problem = f"unknown feature map {unknown[0]!r}" if unknown else "no layers given"
+            raise InputError(f"{problem}; valid: {', '.join(self._map_index)}")
+        x = self._check_input(x)
+        indices = {self._map_index[name] for name in layers}
+        with kernel_section():
+            workspace = self._workspace(*x.shape[:1], *x.shape[2:])
+            np.copyto(workspace.input, x, casting="same_kind")
+            kept = workspace.run_keeping(indices)
+        maps = {name: kept[self._map_index[name]] for name in layers}
+        for name, values in maps.items():
+            if not np.isfinite(values).all():
+                raise NumericError(f"the forward pass overflowed float32: feature map {name} "
+                                   f"contains NaN or Inf (weights in "
+                                   f"{self.path or 'the model'} or the input are too large)")
+        return maps
+
+    def require_classifier(self):
+        """Raise InputError (no_classifier_message) unless the model has a classifier."""
+        if not self.info.has_classifier:
+            raise InputError(no_classifier_message(self.path or "the model"))
+
     def profile(self, x):
         """Run like m(x) and return [(layer name, seconds)] for every op, in order."""
         x = self._check_input(x)
@@ -131,7 +185,8 @@ class Model:
         Each image is decoded and transformed by the preprocessing stored in the weight file.
         Returns one list of Prediction(index, label, probability) per image, most probable
         first; `label` is the class index as a string when the file has no labels. Raises
-        InputError for the first image that cannot be read, or a topk not in 1..num_classes.
+        InputError for the first image that cannot be read, a topk not in 1..num_classes, or
+        a model without classifier.
         """
         from .stream import predict_files  # stream.py builds on this module
 
@@ -265,3 +320,22 @@ class Model:
         while len(self._workspaces) > WORKSPACE_CACHE_SIZE:
             self._workspaces.popitem(last=False)
         return workspace
+
+
+def _feature_map_names(ops):
+    """{name: op index} of the outputs feature_maps() can copy: every op before the head by
+    its layer name (spatial maps, and `avgpool`), then stride8/16/32 for the last spatial op
+    at that cumulative stride."""
+    names, strides = {}, {}
+    stride = 1
+    for index, op in enumerate(ops):
+        spec = op.spec
+        if spec.op.flat_input:  # the classifier: its logits are m(x)
+            break
+        names[spec.name] = index
+        if not spec.op.flat_output:
+            stride *= spec.stride
+            if stride in STRIDE_NAMES:
+                strides[STRIDE_NAMES[stride]] = index
+    return {**names, **strides}
+

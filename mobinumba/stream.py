@@ -28,8 +28,8 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 
-from .errors import MobinumbaError, check_integer
-from .model import PREDICT_BATCH, Model, Prediction, load
+from .errors import InputError, MobinumbaError, check_integer
+from .model import PREDICT_BATCH, Model, Prediction, load, no_classifier_message
 from .threads import available_cores
 
 # Upper bound of --batch-size / batch_size: the workspace of a 224x224 batch of 1024 is ~6 GiB.
@@ -68,7 +68,10 @@ class TopK:
         self.topk = topk
 
     def check(self, num_classes):
-        """Raise InputError unless topk is in 1..num_classes."""
+        """Raise InputError unless the model has a classifier (num_classes > 0) and topk is
+        in 1..num_classes."""
+        if num_classes == 0:
+            raise InputError(no_classifier_message("the model"))
         check_integer("topk", self.topk, 1, num_classes)
 
     def __call__(self, model, images):

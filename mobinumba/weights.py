@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from .activation import ACTIVATIONS, LEAKY_RELU, Activation
 from .architecture import LayerSpec
 from .atomic import atomic_output
 from .errors import FormatError, check_regular_file
 from .filetype import HDF5, MOBINUMBA, identify, not_a_weight_file
 from .hdf5_guard import check_global_heaps
 from .ops import STORED_KINDS, kind_of, kinds_where
-from .ops.base import ACTIVATIONS, folding_overflows
+from .ops.base import folding_overflows
 from .padding import PADDINGS
 
 FORMAT_NAME = "mobinumba"
@@ -51,7 +52,11 @@ LAYER_KEY = re.compile(r"([0-9]{1,6})_([A-Za-z0-9_]+)")
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The root attributes of a weight file: architecture, preprocessing and provenance."""
+    """The root attributes of a weight file: architecture, preprocessing and provenance.
+
+    num_classes 0: no classifier (a backbone); the runner ends with global average pooling.
+    activation_slope: leaky_relu's negative slope, None for the other activations.
+    """
 
     width_multiplier: float
     num_classes: int
@@ -69,6 +74,17 @@ class ModelInfo:
     converter_version: str = ""
     arch: str = ARCH
     format_version: int = FORMAT_VERSION
+    activation_slope: float | None = None
+
+    @property
+    def activation_function(self):
+        """The Activation (name and slope) the runner and the reference apply."""
+        return Activation(self.activation, self.activation_slope)
+
+    @property
+    def has_classifier(self):
+        """False for a backbone (num_classes 0): m(x) gives pooled features, not logits."""
+        return self.num_classes > 0
 
 
 @dataclass(frozen=True)
@@ -147,6 +163,8 @@ def _write_root(h5, info):
     h5.attrs["num_classes"] = np.int64(info.num_classes)
     h5.attrs["input_size"] = np.int64(info.input_size)
     h5.attrs["activation"] = info.activation
+    if info.activation_slope is not None:
+        h5.attrs["activation_slope"] = float(info.activation_slope)
     h5.attrs["padding"] = info.padding
     h5.attrs["mean"] = np.asarray(info.mean, dtype=np.float64)
     h5.attrs["std"] = np.asarray(info.std, dtype=np.float64)
@@ -265,9 +283,10 @@ def _read(h5, path):
         arch=_choice_attr(h5, "arch", (ARCH,), where),
         format_version=version,
         width_multiplier=_float_attr(h5, "width_multiplier", where, 0.0, 100.0),
-        num_classes=_int_attr(h5, "num_classes", where, 1, MAX_CLASSES),
+        num_classes=_int_attr(h5, "num_classes", where, 0, MAX_CLASSES),
         input_size=_int_attr(h5, "input_size", where, 1, 8192),
         activation=_choice_attr(h5, "activation", ACTIVATIONS, where),
+        activation_slope=_slope_attr(h5, where),
         padding=_choice_attr(h5, "padding", PADDINGS, where),
         mean=_triple_attr(h5, "mean", where, positive=False),
         std=_triple_attr(h5, "std", where, positive=True),
@@ -283,6 +302,9 @@ def _read(h5, path):
     _check_chain(headers, info, where)
     _check_total_size(headers, where)
     labels = _read_labels(h5, info.num_classes, where)
+    if labels is not None and not info.has_classifier:
+        raise FormatError(f"{where}: has labels but num_classes is 0 (no classifier); remove "
+                          f"the labels or add the classifier")
     layers = [_read_layer(header) for header in headers]
     return ModelFile(info=info, layers=layers, labels=labels, path=path)
 
@@ -355,13 +377,17 @@ def _check_chain(headers, info, where):
     if first.spec.in_channels != 3:
         raise FormatError(f"{where}: first layer {first.name!r} takes {first.spec.in_channels} "
                           f"input channels, expected 3 (RGB)")
-    if not kind_of(last.kind).last:
+    if info.has_classifier and not kind_of(last.kind).last:
         raise FormatError(f"{where}: last layer {last.name!r} is {last.kind}, expected "
-                          f"{' or '.join(kinds_where('last'))}")
-    for layer in headers[1:-1]:
+                          f"{' or '.join(kinds_where('last'))} (num_classes is "
+                          f"{info.num_classes}; 0 means no classifier)")
+    # Without a classifier (a backbone) every layer after the stem is a body layer.
+    body = headers[1:-1] if info.has_classifier else headers[1:]
+    for layer in body:
         if not kind_of(layer.kind).body:
+            end = "the classifier" if info.has_classifier else "the end (num_classes is 0)"
             raise FormatError(f"{where}: layer {layer.name!r} is {layer.kind}; between the "
-                              f"stem and the classifier only "
+                              f"stem and {end} only "
                               f"{' and '.join(kinds_where('body'))} are supported")
     for previous, layer in zip(headers, headers[1:]):
         if layer.spec.in_channels != previous.spec.out_channels:
@@ -369,7 +395,7 @@ def _check_chain(headers, info, where):
                 f"{where}: layer {layer.name!r} expects {layer.spec.in_channels} input "
                 f"channels but {previous.name!r} produces {previous.spec.out_channels} "
                 f"(weight shapes {layer.weight_shape} after {previous.weight_shape})")
-    if last.spec.out_channels != info.num_classes:
+    if info.has_classifier and last.spec.out_channels != info.num_classes:
         raise FormatError(f"{where}: classifier {last.name!r} has {last.spec.out_channels} "
                           f"outputs but num_classes is {info.num_classes}")
 
@@ -586,6 +612,33 @@ def _choice_attr(obj, key, choices, where, default=None):
     if value not in choices:
         raise FormatError(f"{where}: attribute '{key}' is {value!r}, expected one of "
                           f"{', '.join(choices)}")
+    return value
+
+
+def _slope_attr(h5, where):
+    """`activation_slope`: required for leaky_relu (a finite number in [0, 1)), refused with
+    any other activation (the reader already checked `activation`)."""
+    activation = _str_attr(h5, "activation", where)
+    present = _attr_exists(h5, "activation_slope", where)
+    if activation != LEAKY_RELU:
+        if present:
+            raise FormatError(f"{where}: attribute 'activation_slope' is only for activation "
+                              f"{LEAKY_RELU}, not {activation}")
+        return None
+    if not present:
+        raise FormatError(f"{where}: missing attribute 'activation_slope' (activation "
+                          f"{LEAKY_RELU} needs its negative slope, in [0, 1))")
+    value = _attr(h5, "activation_slope", where)
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise FormatError(f"{where}: attribute 'activation_slope' is {_describe(value)}, "
+                          f"expected a number in [0, 1)")
+    value = float(value)
+    if not (np.isfinite(value) and 0.0 <= value < 1.0):
+        raise FormatError(f"{where}: attribute 'activation_slope' is {value}, expected a "
+                          f"number in [0, 1)")
     return value
 
 

@@ -83,9 +83,10 @@ def weights_case(request):
 
 
 def layers_from_h5(path):
-    """Each layer group as a dict of float64 arrays (as float32 values), read with h5py."""
+    """Each layer group as a dict of float64 arrays (as float32 values), read with h5py;
+    the activation as (name, slope)."""
     with h5py.File(path, "r") as h5:
-        activation = h5.attrs["activation"]
+        activation = (h5.attrs["activation"], float(h5.attrs.get("activation_slope", 0.0)))
         padding = h5.attrs["padding"]
         groups = h5["layers"]
         layers = []
@@ -109,8 +110,15 @@ def checkpoint_case(request):
     model = mobinumba.load(output)
     state = read_state(path)
     layers = layers_from_state(state, request["layout"])
-    activation = "relu6" if request["layout"] == "timm" else "relu"
-    return compare(model, layers, activation, "torch")
+    return compare(model, layers, LAYOUT_ACTIVATIONS[request["layout"]], "torch")
+
+
+# What each layout's network runs: (name, negative slope).
+LAYOUT_ACTIVATIONS = {"timm": ("relu6", 0.0), "classic": ("relu", 0.0), "ssd": ("relu", 0.0),
+                      "retinaface": ("leaky_relu", 0.1)}
+# RetinaFace's 13 conv_dw blocks (tests/backbone_models.py): stage1.0 is the stem.
+RETINAFACE_BLOCKS = ([f"stage1.{i}" for i in range(1, 6)] + [f"stage2.{i}" for i in range(6)]
+                     + ["stage3.0", "stage3.1"])
 
 
 def read_state(path):
@@ -143,7 +151,22 @@ def layers_from_state(state, layout):
 
     strides = [stride if index == 0 else 1 for _, repeats, stride in STAGES
                for index in range(repeats)]
-    if layout == "timm":
+    if layout in ("retinaface", "ssd"):
+        prefix = {"retinaface": "body.", "ssd": "base_net."}[layout]
+        prefix = prefix if any(k.startswith(prefix) for k in state) else ""
+        names = ([f"{prefix}{block}" for block in RETINAFACE_BLOCKS] if layout == "retinaface"
+                 else [f"{prefix}{i}" for i in range(1, 14)])
+        stem = f"{prefix}stage1.0" if layout == "retinaface" else f"{prefix}0"
+        layers = [conv(f"{stem}.0", f"{stem}.1", "conv", 2)]
+        if layout == "retinaface":  # its network takes BGR: the file's stem takes RGB
+            layers[0]["weight"] = layers[0]["weight"][:, ::-1]
+        for name, stride in zip(names, strides):
+            layers.append(conv(f"{name}.0", f"{name}.1", "dwconv", stride))
+            layers.append(conv(f"{name}.3", f"{name}.4", "pwconv", 1))
+        if f"{prefix}fc.weight" not in state:
+            return layers  # a backbone: the runner ends with the pooled features
+        classifier = f"{prefix}fc"
+    elif layout == "timm":
         layers = [conv("conv_stem", "bn1", "conv", 2)]
         names = [f"blocks.{s}.{b}" for s, (_, repeats, _) in enumerate(STAGES)
                  for b in range(repeats)]
@@ -152,6 +175,8 @@ def layers_from_state(state, layout):
             layers.append(conv(f"{name}.conv_pw", f"{name}.bn2", "pwconv", 1))
         if "conv_head.weight" in state:
             layers.append(conv("conv_head", "bn2", "pwconv", 1))
+        if "classifier.weight" not in state:
+            return layers  # timm's num_classes=0
         classifier = "classifier"
     else:
         layers = [conv("model.0.0", "model.0.1", "conv", 2)]
@@ -209,7 +234,8 @@ def compare(model, layers, activation, padding):
 
 
 def reference(layers, activation, padding, x):
-    """(logits, bound, magnitude): float64 logits (N, K) with batch norm folded; `bound`
+    """(logits, bound, magnitude): float64 logits (N, K) with batch norm folded (the pooled
+    features (N, C) when the last layer is not dense); `activation` is (name, slope); `bound`
     (N, K), how far float32 arithmetic may take each logit from them; `magnitude`, the
     largest sum of |weight * input| (+ |bias|) met, which float32 must hold.
 
@@ -224,8 +250,10 @@ def reference(layers, activation, padding, x):
     fuzzer's seed, whose real error is 2.7e-7 of it; this one is 1.5e-5, 50 times the real
     error.) A value's error passes through ReLU / ReLU6 as far as the clipped interval
     [y - error, y + error] reaches, so a saturated channel (a huge weight clipped at 6)
-    carries none. Subnormal results flushed to zero add at most 2^-126 per term.
+    carries none; LeakyReLU, monotonic with slopes at most 1, maps the interval the same
+    way. Subnormal results flushed to zero add at most 2^-126 per term.
     """
+    name, slope = activation
     y = x.astype(np.float64)  # (N, C, H, W)
     error = np.zeros_like(y)
     magnitude = 0.0
@@ -233,11 +261,7 @@ def reference(layers, activation, padding, x):
         weight = layer["weight"]
         bias = layer.get("bias", np.zeros(weight.shape[0]))
         if layer["kind"] == "dense":
-            pixels = y.shape[2] * y.shape[3]
-            pooled = y.mean(axis=(2, 3))  # (N, C)
-            # Summed in float32, then times float32(1 / pixels).
-            pooled_error = np.sqrt((error ** 2).mean(axis=(2, 3)) / pixels) + rounding(
-                pixels + 2, (np.abs(y) + error).mean(axis=(2, 3)))
+            pooled, pooled_error = pool(y, error)
             size = (np.abs(pooled) + pooled_error) @ np.abs(weight).T + np.abs(bias)  # (N, K)
             magnitude = max(magnitude, float(size.max()))
             error = np.sqrt(pooled_error ** 2 @ (weight ** 2).T) + rounding(weight.shape[1],
@@ -256,11 +280,28 @@ def reference(layers, activation, padding, x):
         error = np.sqrt(conv(error ** 2, folded ** 2, np.zeros_like(shift), stride, padding,
                              depthwise)) + rounding(terms, size)
         y = conv(y, folded, shift, stride, padding, depthwise)
-        top = np.inf if activation == "relu" else 6.0
-        low, high = np.clip(y - error, 0.0, top), np.clip(y + error, 0.0, top)
-        y = np.clip(y, 0.0, top)
+        low, high = activate(y - error, name, slope), activate(y + error, name, slope)
+        y = activate(y, name, slope)
         error = np.maximum(y - low, high - y)
+    if layers[-1]["kind"] != "dense":  # a backbone: its output is the pooled features
+        y, error = pool(y, error)
     return y, error, magnitude
+
+
+def activate(y, name, slope):
+    """The activation `name` on float64 values: ReLU, ReLU6 or LeakyReLU(slope)."""
+    if name == "leaky_relu":
+        return np.where(y > 0, y, slope * y)
+    return np.clip(y, 0.0, np.inf if name == "relu" else 6.0)
+
+
+def pool(y, error):
+    """(pooled (N, C), its error bound) of y (N, C, H, W): summed in float32, then times
+    float32(1 / pixels)."""
+    pixels = y.shape[2] * y.shape[3]
+    pooled = y.mean(axis=(2, 3))
+    return pooled, np.sqrt((error ** 2).mean(axis=(2, 3)) / pixels) + rounding(
+        pixels + 2, (np.abs(y) + error).mean(axis=(2, 3)))
 
 
 TINY = 2.0 ** -126  # the smallest normal float32: what a flushed subnormal loses

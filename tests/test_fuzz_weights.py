@@ -202,7 +202,9 @@ METADATA = [("format_version", v) for v in (2, 7, 10 ** 6, 0, -1)] + [
     ("width_multiplier", v) for v in (0.0, -1.0, float("nan"), float("inf"), 2.0)] + [
     ("crop_pct", v) for v in (0.0, 1.5, float("nan"), 1.0)] + [
     ("mean", np.array([np.nan, 0, 0])), ("std", np.zeros(3)), ("std", np.array([1, 2])),
-    ("activation", "relu6"), ("activation", "gelu"), ("padding", "tf_same"),
+    ("activation", "relu6"), ("activation", "gelu"), ("activation", "leaky_relu"),
+    ("activation_slope", 0.2), ("activation_slope", 1.5), ("activation_slope", float("nan")),
+    ("padding", "tf_same"),
     ("padding", "valid"), ("interpolation", "nearest"), ("interpolation", "sinc"),
     ("arch", "resnet50"), ("format", "keras")]
 DTYPES = ["int8", "int32", "int64", "uint16", "float16", "float64", "bool", "complex64",
@@ -587,7 +589,7 @@ LISTED = {
     "negative num_classes": ([("set_attr", "/", "num_classes", -5)],
                              "attribute 'num_classes' is -5"),
     "huge num_classes": ([("set_attr", "/", "num_classes", 10 ** 9)],
-                         "attribute 'num_classes' is 1000000000, expected 1..1000000"),
+                         "attribute 'num_classes' is 1000000000, expected 0..1000000"),
     "num_classes not the classifier's": ([("set_attr", "/", "num_classes", 10 ** 6)],
                                          "has 10 outputs but num_classes is 1000000"),
     "format_version from the future": ([("set_attr", "/", "format_version", 2)],
@@ -628,6 +630,19 @@ LISTED = {
                                    ("extra", "/", "attr")], None),
     "tf_same padding is honoured": ([("set_attr", "/", "padding", "tf_same")], None),
     "relu6 is honoured": ([("set_attr", "/", "activation", "relu6")], None),
+    "leaky_relu with its slope is honoured": ([("set_attr", "/", "activation", "leaky_relu"),
+                                               ("set_attr", "/", "activation_slope", 0.2)],
+                                              None),
+    "leaky_relu without a slope": ([("set_attr", "/", "activation", "leaky_relu")],
+                                   "missing attribute 'activation_slope'"),
+    "slope out of range": ([("set_attr", "/", "activation", "leaky_relu"),
+                            ("set_attr", "/", "activation_slope", 1.5)],
+                           "attribute 'activation_slope' is 1.5, expected a number in [0, 1)"),
+    "slope without leaky_relu": ([("set_attr", "/", "activation_slope", 0.1)],
+                                 "'activation_slope' is only for activation leaky_relu"),
+    "num_classes 0 with a classifier": ([("set_attr", "/", "num_classes", 0)],
+                                        "layer 'classifier' is dense; between the stem and "
+                                        "the end (num_classes is 0)"),
     "label count": ([("labels", "count")], "labels: shape (7,), expected (10,)"),
     "numeric labels": ([("labels", "numbers")], "labels: dtype float32, expected strings"),
     "labels not UTF-8": ([("labels", "invalid-utf8")], "labels: label 0 is not valid UTF-8"),
@@ -673,3 +688,50 @@ def test_global_heap_that_hangs_libhdf5_is_refused(seed, worker):
     answer = run_weights_case(worker, seed, path)
     assert answer["outcome"] == "refused", answer
     assert "global heap at byte" in answer["message"] and "loop forever" in answer["message"]
+
+
+# ------------------------------------------------------------- a backbone without classifier
+
+@pytest.fixture(scope="module")
+def backbone_seed(tmp_path_factory):
+    """A RetinaFace detector's backbone (LeakyReLU 0.1, no classifier, reversed stem)."""
+    import torch
+    from backbone_models import retinaface_backbone, retinaface_detector_state
+
+    directory = tmp_path_factory.mktemp("fuzz_backbone")
+    torch.save(retinaface_detector_state(retinaface_backbone(seed=13)),
+               directory / "det.pth")
+    path = directory / "det.h5"
+    assert run_cli("convert", directory / "det.pth", "-o", path, "--input-size", "32") == 0
+    return SeedFile(str(path), directory)
+
+
+def test_backbone_mutations(backbone_seed, worker):
+    """Byte and structural mutations of a file without classifier and with leaky_relu: the
+    same outcomes as the classic seed's (refused by name, or loaded and computing its
+    pooled features as the reference does)."""
+    path = os.path.join(backbone_seed.directory, "mutated.h5")
+
+    @examples(250)
+    @given(edits=byte_edits(backbone_seed))
+    def bytes_case(edits):
+        with open(path, "wb") as stream:
+            stream.write(apply_byte_edits(backbone_seed.data, edits))
+        run_weights_case(worker, backbone_seed, path)
+
+    @examples(200)
+    @given(edits=structural_edits(backbone_seed))
+    def structure_case(edits):
+        shutil.copy(backbone_seed.path, path)
+        STATS.skip("weights", apply_structural_edits(path, edits, backbone_seed.directory))
+        run_weights_case(worker, backbone_seed, path)
+
+    with STATS.watching() as seen:
+        bytes_case()
+        structure_case()
+    classes, cases = seen.classes["weights"], seen.cases["weights"]
+    assert cases == examples_count(250) + examples_count(200)
+    assert len(classes) >= at_least(30), sorted(classes)
+    assert seen.outcomes["weights"]["ok"] >= cases // 25
+    assert_few_uncompared(seen, cases)
+

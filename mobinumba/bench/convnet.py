@@ -10,7 +10,8 @@ import numpy as np
 from ..graph import Workspace, build_ops
 from ..kernels.conv import (conv3x3_nhwc_direct_clamp, conv3x3_nhwc_im2col_clamp,
                             pack_conv3x3_direct_weights, pack_conv3x3_im2col_weights)
-from ..ops.base import ACT_MAX, fold_batch_norm
+from ..activation import activation_of
+from ..ops.base import fold_batch_norm
 from ..ops.stem import KIND as STEM
 
 METHODS = ("direct", "im2col")
@@ -56,7 +57,8 @@ class StandardConv:
             self.weight, self.bias = pack_conv3x3_direct_weights(weight), bias
         else:  # (panels, 9 * Cin, NR), (panels, NR)
             self.weight, self.bias = pack_conv3x3_im2col_weights(weight, bias)
-        self.act_max = ACT_MAX[activation]
+        self.act_max = activation_of(activation).act_max
+        self.epilogue_args = activation_of(activation).epilogue_args  # () or (slope,)
         self.padding = padding
         self.scratch = scratch if scratch is not None else ColumnScratch()
 
@@ -70,14 +72,16 @@ class StandardConv:
         out_h, out_w, pad_top, pad_left = self.spec.output_size(height, width, self.padding)
         if self.method == "direct":
             return conv3x3_nhwc_direct_clamp, (src, self.weight, self.bias, self.spec.stride,
-                                               pad_top, pad_left, self.act_max, dst)
+                                               pad_top, pad_left, self.act_max, dst,
+                                               *self.epilogue_args)
         if self.scratch.buffer.size < n * out_h * out_w * 9 * c_in:
             # Only an op with a scratch of its own gets here: a shared one is sized up front,
             # since replacing its buffer would leave the other ops' views on the old one.
             self.scratch.buffer = np.empty(n * out_h * out_w * 9 * c_in, dtype=np.float32)
         columns = self.scratch.columns(n, out_h, out_w, 9 * c_in)
         return conv3x3_nhwc_im2col_clamp, (src, self.weight, self.bias, self.spec.stride,
-                                           pad_top, pad_left, self.act_max, columns, dst)
+                                           pad_top, pad_left, self.act_max, columns, dst,
+                                           *self.epilogue_args)
 
 
 def conv_mobilenet_workspace(records, activation, padding, method, n, height, width):

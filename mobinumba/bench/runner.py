@@ -178,7 +178,7 @@ def _check_memory(model_file, size, batch):
     workspace plus its im2col scratch at --batch."""
     info = model_file.info
     size = size or info.input_size
-    ops = build_ops(model_file.layers, info.activation, info.padding)
+    ops = build_ops(model_file.layers, info.activation_function, info.padding)
     needs = {f"batch {max(THROUGHPUT_BATCHES)}":
              workspace_bytes(ops, max(THROUGHPUT_BATCHES), size, size)}
     specs = conv_mobilenet_specs([record.spec for record in model_file.layers])
@@ -199,7 +199,7 @@ def _config_dict(config, model_file, size):
     info = model_file.info
     values = asdict(config)
     values.update(size=size, width=info.width_multiplier, num_classes=info.num_classes,
-                  activation=info.activation, padding=info.padding,
+                  activation=str(info.activation_function), padding=info.padding,
                   weights=config.weights or "random weights",
                   peers=list(config.peers), block_runs=config.block_runs,
                   network_runs=config.network_runs, throughput_runs=config.throughput_runs,

@@ -52,7 +52,8 @@ def compare_separable(model_file, size, batch, block_runs, network_runs, seed=0,
     for (dw_spec, pw_spec), conv_record in zip(separable_blocks(specs), block_convs):
         row, difference = _compare_block(
             conv_record, records[dw_spec.name], records[pw_spec.name],
-            (batch, *inputs[dw_spec.name]), info.activation, info.padding, block_runs, rng)
+            (batch, *inputs[dw_spec.name]), info.activation_function, info.padding, block_runs,
+            rng)
         row["block"] = len(blocks) + 1
         blocks.append(row)
         largest_difference = max(largest_difference, difference)
@@ -112,12 +113,13 @@ def _compare_network(model_file, conv_records, size, batch, runs, rng):
     info = model_file.info
     specs = [record.spec for record in model_file.layers]
     conv_specs = [record.spec for record in conv_records]
+    activation = info.activation_function
     workspaces = {
-        "direct": conv_mobilenet_workspace(conv_records, info.activation, info.padding,
-                                           "direct", batch, size, size),
-        "im2col": conv_mobilenet_workspace(conv_records, info.activation, info.padding,
-                                           "im2col", batch, size, size),
-        "separable": Workspace(build_ops(model_file.layers, info.activation, info.padding),
+        "direct": conv_mobilenet_workspace(conv_records, activation, info.padding, "direct",
+                                           batch, size, size),
+        "im2col": conv_mobilenet_workspace(conv_records, activation, info.padding, "im2col",
+                                           batch, size, size),
+        "separable": Workspace(build_ops(model_file.layers, activation, info.padding),
                                batch, size, size),
     }
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)

@@ -20,7 +20,7 @@ ONNX_OPSET = 17
 def torch_module(model_file):
     """The float32 eval-mode reference network (mobinumba.reference) of a ModelFile's layers."""
     info = model_file.info
-    return reference_module(model_file.layers, info.activation, info.padding)
+    return reference_module(model_file.layers, info.activation_function, info.padding)
 
 
 def export_onnx(module, x, path):

@@ -3,26 +3,30 @@
 read the state dict (a frozen TensorFlow graph's constants for `.pb`) -> detect (or take) the
 layout -> map keys to layer records, checking every shape -> write atomically -> optionally
 check the written file against PyTorch. One module per source layout; adding a layout means
-adding it to LAYOUTS. A Keras model (keras.py) brings its own plan, read from its config.
+adding it to LAYOUTS. A layout module has NAME, DEFAULTS, matches(keys) and plan(keys), and
+optionally SOURCE (what its network runs for certain: activation, slope, padding) and
+ignored(keys) (keys of a detector around the backbone, reported and left out). A Keras model
+(keras.py) brings its own plan, read from its config.
 
 Each setting (activation, padding, batch-norm epsilon, preprocessing, input size) comes from
 the first of: the caller's option, what the source file states about itself (a graph's
 epsilon constants and conv padding, retrain.py's preprocessing when it has a retrained head,
-a Keras model's config), the layout's DEFAULTS. A graph's retrain.py head is folded into the
-classifier (retrained.py). A source that states its semantics (Keras: padding, activation,
-epsilon) has the self-check's reference follow them, so a conversion overridden to compute
-something else fails the check.
+a Keras model's config, a layout's SOURCE), the layout's DEFAULTS. A graph's retrain.py head
+is folded into the classifier (retrained.py). The self-check's reference runs what the source
+states, so an option that contradicts it fails the check.
 """
 import os
 import time
 from dataclasses import dataclass, field
 
+from ..activation import LEAKY_RELU, Activation, activation_problem
 from ..padding import PADDINGS
 from ..errors import CheckpointError, check_regular_file
+from ..ops import kind_of
 from ..filetype import (GRAPHDEF, KERAS_H5, KERAS_V3, PICKLE, SAFETENSORS, TORCH_LEGACY,
                         TORCH_ZIP, identify, not_a_checkpoint)
 from ..weights import ARCH, FORMAT_VERSION, ModelFile, ModelInfo, write_model_file
-from . import classic, keras, tfslim, timm
+from . import classic, keras, retinaface, ssd, tfslim, timm
 from .check import check_conversion, torch_available
 from .checkpoint import read_state_dict, sha256_of
 from .known_nets import name_network
@@ -31,7 +35,7 @@ from .plan import records_from_plan
 from .retrained import CLASSIFIER as TF_CLASSIFIER
 from .retrained import fold
 
-LAYOUTS = {module.NAME: module for module in (timm, classic, tfslim)}
+LAYOUTS = {module.NAME: module for module in (timm, classic, tfslim, retinaface, ssd)}
 GRAPH_SUFFIX = ".pb"
 DEFAULT_INPUT_SIZE = 224
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -49,10 +53,10 @@ class ConversionReport:
     output: str
     layout: str
     width_multiplier: float
-    num_classes: int
+    num_classes: int  # 0: no classifier (a backbone)
     num_layers: int
     head_conv: bool
-    activation: str
+    activation: str  # as printed: "relu6", "leaky_relu (slope 0.1)"
     padding: str
     bn_eps: float
     head: str | None = None  # which head a TensorFlow graph's conversion used, in words
@@ -73,8 +77,9 @@ def detect_layout(keys, source):
             return name
     sample = ", ".join(sorted(keys)[:4])
     raise CheckpointError(f"{source}: unknown layout (keys: {sample}, ...); expected timm "
-                          f"(conv_stem, blocks.*), classic (model.0.0, model.1.0, ...) or a "
-                          f"TF-slim graph (.pb); force one with --layout")
+                          f"(conv_stem, blocks.*), classic (model.0.0, model.1.0, ...), "
+                          f"RetinaFace (stage1.0.0, body.stage1.0.0), SSD (base_net.0.0) or "
+                          f"a TF-slim graph (.pb); force one with --layout")
 
 
 def read_source(source, padding=None, head=None):
@@ -131,16 +136,16 @@ def refuse_other_formats(source, reader, found):
 
 def convert_checkpoint(source, output, *, layout=None, activation=None, padding=None, mean=None,
                        std=None, interpolation=None, crop_pct=None, resize=None, input_size=None,
-                       bn_eps=None, head=None,
+                       bn_eps=None, activation_slope=None, head=None,
                        labels="auto", check=None, tolerance=1e-4, force=False):
     """Convert `source` to the HDF5 file `output`; returns a ConversionReport.
 
-    Options left as None take what the source states, else the layout's defaults. head (for
-    graphs): None or "retrained" converts a retrain.py head when there is one, "imagenet"
-    the ImageNet logits under it. input_size None: the source's (a Keras model's, a graph's
-    resize op), else 224. check=None runs the self-check when torch is importable;
-    check=True requires torch. The output is written atomically; when the check fails
-    nothing is left at `output`.
+    Options left as None take what the source states, else the layout's defaults
+    (activation_slope goes with activation="leaky_relu"). head (for graphs): None or
+    "retrained" converts a retrain.py head when there is one, "imagenet" the ImageNet logits
+    under it. input_size None: the source's (a Keras model's, a graph's resize op), else 224.
+    check=None runs the self-check when torch is importable; check=True requires torch. The
+    output is written atomically; when the check fails nothing is left at `output`.
     """
     source = os.fspath(source)
     output = os.fspath(output)
@@ -164,8 +169,14 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         state, stated, ignored = read
         if layout is None:
             layout = detect_layout(set(state), source)
-        defaults = LAYOUTS[layout].DEFAULTS
-        plan = LAYOUTS[layout].plan(set(state))
+        module = LAYOUTS[layout]
+        stated = {**getattr(module, "SOURCE", {}), **stated}
+        if hasattr(module, "ignored"):  # a detector's layers around the backbone
+            outside = module.ignored(set(state))
+            state = {key: value for key, value in state.items() if key not in set(outside)}
+            ignored = ignored + outside
+        defaults = module.DEFAULTS
+        plan = module.plan(set(state))
     retrained = stated.get("retrained_head")
     if retrained is not None and labels == "imagenet":
         raise CheckpointError(f"--labels imagenet: {source}'s retrained head has its own "
@@ -179,17 +190,18 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
 
     bn_eps = setting("bn_eps", bn_eps)
     records = records_from_plan(plan, state, bn_eps, source)
-    # The self-check's reference computes what the source computes where it says so: the
-    # source's activation/padding/epsilon (Keras), a retrained head unfolded.
-    reference = dict(activation=setting("activation", activation),
-                     padding=setting("padding", padding), records=records)
-    reference.update((k, v) for k, v in semantics.items() if k != "bn_eps")
+    # The self-check's reference runs the source's layers with its own epsilon (Keras) and a
+    # retrained head unfolded.
+    reference_records = records
     if semantics.get("bn_eps", bn_eps) != bn_eps:
-        reference["records"] = records_from_plan(plan, state, semantics["bn_eps"], source)
+        reference_records = records_from_plan(plan, state, semantics["bn_eps"], source)
     source_records = records
     if retrained is not None:
         records = records[:-1] + [fold(records[-1], retrained)]
-    num_classes = records[-1].weight.shape[0]
+    has_classifier = kind_of(records[-1].kind).last
+    num_classes = records[-1].weight.shape[0] if has_classifier else 0
+    activation = _activation(setting("activation", activation), activation_slope, stated,
+                             defaults)
     last_block = [r for r in records if r.name.startswith("block")][-1]
     info = ModelInfo(
         arch=ARCH,
@@ -197,7 +209,8 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         width_multiplier=round(last_block.weight.shape[0] / 1024, 4),
         num_classes=num_classes,
         input_size=setting("input_size", input_size) or DEFAULT_INPUT_SIZE,
-        activation=setting("activation", activation),
+        activation=activation.name,
+        activation_slope=activation.slope,
         padding=setting("padding", padding),
         mean=tuple(setting("mean", mean)),
         std=tuple(setting("std", std)),
@@ -215,18 +228,24 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
                                num_classes))
     report = ConversionReport(output=output, layout=layout,
                               width_multiplier=info.width_multiplier, num_classes=num_classes,
-                              num_layers=len(records), head_conv=plan[-2].name == "conv_head",
-                              activation=info.activation, padding=info.padding, bn_eps=bn_eps,
+                              num_layers=len(records),
+                              head_conv=any(layer.name == "conv_head" for layer in plan),
+                              activation=str(activation), padding=info.padding, bn_eps=bn_eps,
                               head=_head_used(retrained, head, source_records[-1]),
                               ignored=ignored)
+    # The reference runs what the source states (a layout's SOURCE, a graph's padding), not
+    # the options: converting to anything else must fail the check.
+    reference_activation = (Activation(stated["activation"], stated.get("activation_slope"))
+                            if "activation" in stated else activation)
+    reference_padding = stated.get("padding", info.padding)
     run_check = torch_available() if check is None else check
 
     def verify(temp_path):
         _pause_for_tests()
         if run_check:
             report.check_difference, report.check_allowed = check_conversion(
-                temp_path, reference["records"], info, tolerance, head=retrained,
-                activation=reference["activation"], padding=reference["padding"])
+                temp_path, reference_records, info, tolerance, reference_activation,
+                reference_padding, head=retrained)
 
     write_model_file(output, model_file, overwrite=force, verify=verify)
     return report
@@ -241,6 +260,20 @@ def _head_used(retrained, option, classifier):
     if option is not None:
         return f"ImageNet logits ({TF_CLASSIFIER}, {classifier.weight.shape[0]} classes)"
     return None
+
+
+def _activation(name, slope, stated, defaults):
+    """The Activation to write: `name` with the slope given, else the one the source states or
+    the layout's default when the name is theirs; CheckpointError for a bad combination."""
+    if name == LEAKY_RELU and slope is None:
+        for settings in (stated, defaults):
+            if settings.get("activation") == LEAKY_RELU:
+                slope = settings.get("activation_slope")
+                break
+    problem = activation_problem(name, slope)
+    if problem:
+        raise CheckpointError(f"--activation: {problem}")
+    return Activation(name, slope)
 
 
 def _pause_for_tests():

@@ -23,13 +23,14 @@ def torch_available():
     return True
 
 
-def check_conversion(model_path, records, info, tolerance, batch=2, seed=0, head=None,
-                     activation=None, padding=None):
+def check_conversion(model_path, records, info, tolerance, activation=None, padding=None,
+                     batch=2, seed=0, head=None):
     """Max |logit difference| between the runtime on `model_path` and the torch reference
-    of `records` with `activation` and `padding` (default: the file's own, `info`'s).
+    (the pooled features for a model without classifier).
 
-    records: the source's layers, unfolded; head: a retrained.RetrainedHead to apply to
-    their logits, or None.
+    The reference runs `activation` and `padding`, what the source states (default: the
+    file's own), so a file that would run anything else fails. records: the source's layers,
+    unfolded; head: a retrained.RetrainedHead to apply to their logits, or None.
 
     Raises CheckpointError when it exceeds tolerance * max(1, max |reference logit|).
     Returns (max difference, allowed difference).
@@ -40,8 +41,9 @@ def check_conversion(model_path, records, info, tolerance, batch=2, seed=0, head
     rng = np.random.default_rng(seed)
     size = info.input_size
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
-    expected = reference_logits(records, activation or info.activation,
-                                padding or info.padding, x)
+    activation = info.activation_function if activation is None else activation
+    padding = info.padding if padding is None else padding
+    expected = reference_logits(records, activation, padding, x)
     if head is not None:
         expected = apply_head(expected, head)
     try:
@@ -52,6 +54,11 @@ def check_conversion(model_path, records, info, tolerance, batch=2, seed=0, head
     difference = float(np.abs(actual - expected).max())
     allowed = tolerance * max(1.0, float(np.abs(expected).max()))
     if not difference <= allowed:
+        differs = [f"{what} {ours} where the source runs {theirs}"
+                   for what, ours, theirs in (("activation", info.activation_function,
+                                               activation), ("padding", info.padding, padding))
+                   if str(ours) != str(theirs)]
+        because = f" (the file would run {'; '.join(differs)})" if differs else ""
         raise CheckpointError(f"self-check failed: max |logit difference| {difference:.3g} "
-                              f"exceeds {allowed:.3g}; the output was not written")
+                              f"exceeds {allowed:.3g}{because}; the output was not written")
     return difference, allowed

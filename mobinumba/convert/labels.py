@@ -26,6 +26,9 @@ def resolve_labels(option, num_classes):
     'imagenet', 'none', or a file with one label per line. The count must equal num_classes."""
     if option == "none" or (option == "auto" and num_classes not in (1000, 1001)):
         return None
+    if num_classes == 0:
+        raise CheckpointError(f"--labels {option}: the checkpoint has no classifier (a "
+                              f"backbone), so it has no classes to name")
     if option in ("auto", "imagenet"):
         labels, origin = imagenet_labels(num_classes), "imagenet"
     else:

@@ -27,6 +27,8 @@ class SourceLayer:
 
     weight_key holds an OIHW conv weight (or (K, C) for dense); bias_key an optional bias;
     bn_prefix the batch norm whose weight/bias/running_mean/running_var follow it.
+    reverse_input_channels: the stem of a source fed BGR images; its weight's input-channel
+    axis is reversed so that the file takes RGB like every other (an exact rewrite).
     """
 
     name: str
@@ -35,17 +37,19 @@ class SourceLayer:
     weight_key: str
     bias_key: str | None = None
     bn_prefix: str | None = None
+    reverse_input_channels: bool = False
 
 
-def mobilenet_v1_plan(stem, blocks, head, classifier):
+def mobilenet_v1_plan(stem, blocks, head, classifier, bgr=False):
     """SourceLayers in execution order from key prefixes.
 
     stem, head: (conv_key_prefix, bn_prefix) or None for head; blocks: 13 tuples
-    (dw_conv_prefix, dw_bn_prefix, pw_conv_prefix, pw_bn_prefix); classifier: prefix.
+    (dw_conv_prefix, dw_bn_prefix, pw_conv_prefix, pw_bn_prefix); classifier: prefix, or
+    None for a backbone without one. bgr: the source takes BGR input (see SourceLayer).
     Strides follow the MobileNetV1 table.
     """
     plan = [SourceLayer("conv_stem", STEM.name, STEM_STRIDE, f"{stem[0]}.weight",
-                        f"{stem[0]}.bias", stem[1])]
+                        f"{stem[0]}.bias", stem[1], reverse_input_channels=bgr)]
     for index, (dw, dw_bn, pw, pw_bn) in enumerate(blocks, start=1):
         plan.append(SourceLayer(f"block{index:02d}_dw", DEPTHWISE.name,
                                 BLOCK_STRIDES[index - 1], f"{dw}.weight", f"{dw}.bias", dw_bn))
@@ -54,8 +58,9 @@ def mobilenet_v1_plan(stem, blocks, head, classifier):
     if head is not None:
         plan.append(SourceLayer("conv_head", POINTWISE.name, 1, f"{head[0]}.weight",
                                 f"{head[0]}.bias", head[1]))
-    plan.append(SourceLayer("classifier", DENSE.name, 1, f"{classifier}.weight",
-                            f"{classifier}.bias"))
+    if classifier is not None:
+        plan.append(SourceLayer("classifier", DENSE.name, 1, f"{classifier}.weight",
+                                f"{classifier}.bias"))
     return plan
 
 
@@ -79,6 +84,8 @@ def records_from_plan(plan, state, bn_eps, source):
                                   f"expected {expected} ({kind.description} over {channels} "
                                   f"input channels)")
         out_channels = weight.shape[0]
+        if layer.reverse_input_channels:  # (Cout, 3, 3, 3): BGR taps -> RGB taps
+            weight = np.ascontiguousarray(weight[:, ::-1])
         bias = None
         if layer.bias_key in state or kind.bias_required:
             bias = _vector(state, layer.bias_key, out_channels, source)

@@ -2,8 +2,9 @@
 
 Keys: conv_stem, bn1 (stem BN); blocks.S.B.{conv_dw, bn1, conv_pw, bn2} for stages S = 0..4
 holding 1, 2, 2, 6, 2 blocks; optional conv_head + top-level bn2 (the "h" variants); then
-classifier. Note the clash: top-level bn1/bn2 belong to the stem/head, block-level bn1/bn2 to
-the depthwise/pointwise convs.
+classifier, absent from a model created with `num_classes=0` (a backbone). Note the clash:
+top-level bn1/bn2 belong to the stem/head, block-level bn1/bn2 to the depthwise/pointwise
+convs.
 """
 from .plan import mobilenet_v1_plan
 
@@ -20,7 +21,8 @@ def matches(keys):
 
 
 def plan(keys):
-    """The SourceLayer plan; the head conv is included when conv_head.weight is present."""
+    """The SourceLayer plan; the head conv is included when conv_head.weight is present, the
+    classifier when classifier.weight is."""
     blocks = []
     for stage, count in enumerate(STAGE_BLOCKS):
         for block in range(count):
@@ -29,4 +31,4 @@ def plan(keys):
                            f"{prefix}.conv_pw", f"{prefix}.bn2"))
     head = ("conv_head", "bn2") if "conv_head.weight" in keys else None
     return mobilenet_v1_plan(stem=("conv_stem", "bn1"), blocks=blocks, head=head,
-                             classifier="classifier")
+                             classifier="classifier" if "classifier.weight" in keys else None)

@@ -5,13 +5,34 @@ import warnings
 import numpy as np
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 # Fast-math flags without `nnan`/`ninf`: reductions may be reassociated and multiply-adds
 # contracted into FMAs, but comparisons against inf (the ReLU "no upper bound") stay exact.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 ZERO = np.float32(0.0)
+
+
+def activate(x, act_max, slope):
+    """Every kernel's epilogue on one value: min(max(x, 0), act_max) (ReLU for act_max = inf,
+    ReLU6 for 6) when `slope` is None, else LeakyReLU min(max(x, slope * x), act_max) (for a
+    slope in [0, 1), max(x, slope * x) is x above 0 and slope * x below, as torch computes it).
+
+    Decided at compile time on slope's type: the kernels take `slope=None` as an omitted last
+    argument, so a ReLU/ReLU6 call compiles to the clamp it always was (bit-identical, no
+    extra instruction) and only a call passing a float32 slope gets the leaky variant.
+    """
+    if slope is None:
+        return min(max(x, ZERO), act_max)
+    return min(max(x, slope * x), act_max)
+
+
+@overload(activate, inline="always", jit_options={"fastmath": FASTMATH})
+def _activate_for_types(x, act_max, slope):
+    if isinstance(slope, (types.NoneType, types.Omitted)):
+        return lambda x, act_max, slope: min(max(x, ZERO), act_max)
+    return lambda x, act_max, slope: min(max(x, slope * x), act_max)
 
 
 def _cache_probe():

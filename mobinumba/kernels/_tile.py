@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from numba import njit
 
-from ._common import FASTMATH, ZERO, aligned_zeros
+from ._common import FASTMATH, activate, aligned_zeros
 
 # Accumulator floats per tile: 32 zmm registers hold 512; twice that is already all spills,
 # and it bounds the stack a tile takes per thread (4 KiB).
@@ -132,17 +132,18 @@ def tile_update(acc, a, w):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def tile_store_clamped(acc, out, i0, j0, width, act_max):
-    """out[i0 + r, j0:j0 + width] = clamp(acc[r, :width], 0, act_max) for every tile row r.
+def tile_store_clamped(acc, out, i0, j0, width, act_max, slope):
+    """out[i0 + r, j0:j0 + width] = activate(acc[r, :width]) for every tile row r: clamp to
+    [0, act_max], or LeakyReLU of `slope` (see _common.activate).
 
     out (rows, Cout); width = the panel's valid channels (NR except in the last panel).
     """
     for r in range(acc.shape[0]):
-        store_clamped_partial(acc[r], out[i0 + r, j0:], width, act_max)
+        store_clamped_partial(acc[r], out[i0 + r, j0:], width, act_max, slope)
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def store_clamped_partial(acc, dst, width, act_max):
-    """dst[:width] = clamp(acc[:width], 0, act_max)."""
+def store_clamped_partial(acc, dst, width, act_max, slope):
+    """dst[:width] = activate(acc[:width], act_max, slope)."""
     for v in range(width):
-        dst[v] = min(max(acc[v], ZERO), act_max)
+        dst[v] = activate(acc[v], act_max, slope)

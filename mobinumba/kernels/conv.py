@@ -15,7 +15,7 @@ import functools
 import numpy as np
 from numba import njit, prange
 
-from ._common import CACHE, FASTMATH, ZERO, stack_buffer_f32, stack_matrix_f32
+from ._common import CACHE, FASTMATH, ZERO, activate, stack_buffer_f32, stack_matrix_f32
 from ._tile import checked_kernel, pack_gemm_weights, tile_start, tile_store_clamped, tile_update
 from .pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
 from .targets import target_tiles
@@ -42,8 +42,9 @@ def conv3x3_nchw_to_nhwc_clamp_kernel(tile):
     mr, nr = tile.mr, tile.nr  # closure constants: Numba's cache key includes them
 
     @njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
-    def conv3x3_nchw_to_nhwc_clamp(x, packed, packed_bias, stride, act_max, out):
+    def conv3x3_nchw_to_nhwc_clamp(x, packed, packed_bias, stride, act_max, out, slope=None):
         """out = clamp(conv3x3(x, W) + bias, 0, act_max), NCHW in, NHWC out, no implicit padding.
+        With a `slope`: LeakyReLU capped at act_max (_common.activate).
 
         x (N, Cin, Hp, Wp) padded input: out[n, oh, ow] reads x[n, :, oh*s : oh*s+3,
         ow*s : ow*s+3], so Hp >= (Ho - 1) * s + 3 and Wp >= (Wo - 1) * s + 3; packed
@@ -73,13 +74,13 @@ def conv3x3_nchw_to_nhwc_clamp_kernel(tile):
                 acc = stack_matrix_f32(mr, nr)
                 _conv_tile(acc, stack_buffer_f32(mr), image, oh * stride, ow0 * stride, stride,
                            panel, bias)
-                tile_store_clamped(acc, dst, ow0, j0, width, act_max)
+                tile_store_clamped(acc, dst, ow0, j0, width, act_max, slope)
             # A row narrower than MR pixels (a tiny input): one pixel at a time, a 1 x NR tile.
             for ow in range(blocks * mr, out_w):
                 pixel_acc = stack_matrix_f32(1, nr)
                 _conv_tile(pixel_acc, stack_buffer_f32(1), image, oh * stride, ow * stride,
                            stride, panel, bias)
-                tile_store_clamped(pixel_acc, dst, ow, j0, width, act_max)
+                tile_store_clamped(pixel_acc, dst, ow, j0, width, act_max, slope)
 
     return checked_kernel(conv3x3_nchw_to_nhwc_clamp, tile, "pack_conv3x3_weights")
 
@@ -115,7 +116,8 @@ def pack_conv3x3_direct_weights(weight):
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
-def conv3x3_nhwc_direct_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, out):
+def conv3x3_nhwc_direct_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, out,
+                              slope=None):
     """out = clamp(conv3x3(x, weight) + bias, 0, act_max) by the textbook direct loop.
 
     x (N, H, W, Cin); weight (Cout, 3, 3, Cin) from pack_conv3x3_direct_weights; bias (Cout,);
@@ -143,7 +145,7 @@ def conv3x3_nhwc_direct_clamp(x, weight, bias, stride, pad_top, pad_left, act_ma
                         tap = weight[co, kh, kw]  # (Cin,)
                         for ci in range(c_in):
                             acc += pixel[ci] * tap[ci]
-                out[n, oh, ow, co] = min(max(acc, ZERO), act_max)
+                out[n, oh, ow, co] = activate(acc, act_max, slope)
 
 
 def pack_conv3x3_im2col_weights(weight, bias):
@@ -186,7 +188,7 @@ def im2col3x3_nhwc(x, stride, pad_top, pad_left, columns):
 
 
 def conv3x3_nhwc_im2col_clamp(x, packed, packed_bias, stride, pad_top, pad_left, act_max,
-                              columns, out):
+                              columns, out, *slope):
     """out = clamp(conv3x3(x) + bias, 0, act_max) as im2col followed by the pointwise GEMM.
 
     x (N, H, W, Cin); packed, packed_bias from pack_conv3x3_im2col_weights;
@@ -197,4 +199,4 @@ def conv3x3_nhwc_im2col_clamp(x, packed, packed_bias, stride, pad_top, pad_left,
     im2col3x3_nhwc(x, stride, pad_top, pad_left, columns)
     rows = columns.shape[0] * columns.shape[1] * columns.shape[2]
     pwconv_nhwc_clamp(columns.reshape(rows, columns.shape[3]), packed, packed_bias, act_max,
-                      out.reshape(rows, out.shape[3]))
+                      out.reshape(rows, out.shape[3]), *slope)

@@ -18,7 +18,7 @@ vectorisation.
 import numpy as np
 from numba import njit, prange
 
-from ._common import CACHE, FASTMATH, ZERO, aligned_copy
+from ._common import CACHE, FASTMATH, activate, aligned_copy
 
 # Floats per interior block of the stride-1 kernel: its 9 tiled weight rows take 18 KiB of L1.
 BLOCK_FLOATS = 512
@@ -45,7 +45,7 @@ def _tap_weights(weight):
 
 
 @njit(fastmath=FASTMATH)
-def _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out):
+def _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out, slope):
     """out[n, oh, ow, :] for one output pixel, skipping taps that fall into the padding."""
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]
     ih0 = oh * stride - pad_top
@@ -60,12 +60,14 @@ def _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out):
             for c in range(channels):
                 acc[c] += pixel[c] * tap[c]
     for c in range(channels):
-        acc[c] = min(max(acc[c], ZERO), act_max)
+        acc[c] = activate(acc[c], act_max, slope)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
-def dwconv3x3_nhwc_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, out):
-    """out = clamp(depthwise_conv3x3(x, weight) + bias, 0, act_max), all NHWC, any stride.
+def dwconv3x3_nhwc_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, out,
+                         slope=None):
+    """out = clamp(depthwise_conv3x3(x, weight) + bias, 0, act_max), all NHWC, any stride;
+    with a `slope`, LeakyReLU capped at act_max (_common.activate).
 
     x (N, H, W, C); weight (3, 3, C) packed; bias (C,); out (N, Ho, Wo, C).
     Interior pixels sum their 9 taps in one loop over channels; pixels with taps in the
@@ -84,12 +86,12 @@ def dwconv3x3_nhwc_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, ou
         ih0 = oh * stride - pad_top
         if ih0 < 0 or ih0 + 2 >= height:
             for ow in range(out_w):
-                _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out)
+                _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out, slope)
             continue
         for ow in range(ow_lo):
-            _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out)
+            _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out, slope)
         for ow in range(ow_hi, out_w):
-            _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out)
+            _pixel(x, weight, bias, n, oh, ow, stride, pad_top, pad_left, act_max, out, slope)
         above = rows_in[n * height + ih0]  # (W*C,)
         middle = rows_in[n * height + ih0 + 1]
         below = rows_in[n * height + ih0 + 2]
@@ -105,12 +107,13 @@ def dwconv3x3_nhwc_clamp(x, weight, bias, stride, pad_top, pad_left, act_max, ou
                          + a0[c] * w00[c] + a1[c] * w01[c] + a2[c] * w02[c]
                          + m0[c] * w10[c] + m1[c] * w11[c] + m2[c] * w12[c]
                          + b0[c] * w20[c] + b1[c] * w21[c] + b2[c] * w22[c])
-                dst[c] = min(max(total, ZERO), act_max)
+                dst[c] = activate(total, act_max, slope)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
-def dwconv3x3s1_nhwc_clamp(x, weight, bias, weight_tile, bias_tile, act_max, out):
-    """Stride 1, padding 1: out = clamp(depthwise_conv3x3(x, weight) + bias, 0, act_max).
+def dwconv3x3s1_nhwc_clamp(x, weight, bias, weight_tile, bias_tile, act_max, out, slope=None):
+    """Stride 1, padding 1: out = clamp(depthwise_conv3x3(x, weight) + bias, 0, act_max)
+    (with a `slope`, LeakyReLU capped at act_max: _common.activate).
 
     x (N, H, W, C) and out (N, H, W, C); weight (3, 3, C), bias (C,) for border pixels;
     weight_tile (3, 3, P*C), bias_tile (P*C,) from tile_dwconv3x3_weights for the interior.
@@ -129,23 +132,23 @@ def dwconv3x3s1_nhwc_clamp(x, weight, bias, weight_tile, bias_tile, act_max, out
         for oh in range(oh0, oh1):  # pixels with taps in the padding
             if oh == 0 or oh == height - 1 or width < 3:
                 for ow in range(width):
-                    _pixel(x, weight, bias, n, oh, ow, 1, 1, 1, act_max, out)
+                    _pixel(x, weight, bias, n, oh, ow, 1, 1, 1, act_max, out, slope)
             else:
-                _pixel(x, weight, bias, n, oh, 0, 1, 1, 1, act_max, out)
-                _pixel(x, weight, bias, n, oh, width - 1, 1, 1, 1, act_max, out)
+                _pixel(x, weight, bias, n, oh, 0, 1, 1, 1, act_max, out, slope)
+                _pixel(x, weight, bias, n, oh, width - 1, 1, 1, 1, act_max, out, slope)
         first, last = max(oh0, 1), min(oh1, height - 1)  # this task's interior rows
         if width < 3 or first >= last:
             continue
         row = n * height + first
         if last - first == 2:
             _interior_two_rows(rows_in, row, weight_tile, bias_tile, channels, act_max,
-                               rows_out)
+                               rows_out, slope)
         else:
-            _interior_row(rows_in, row, weight_tile, bias_tile, channels, act_max, rows_out)
+            _interior_row(rows_in, row, weight_tile, bias_tile, channels, act_max, rows_out, slope)
 
 
 @njit(fastmath=FASTMATH)
-def _interior_row(rows_in, row, weight_tile, bias_tile, channels, act_max, rows_out):
+def _interior_row(rows_in, row, weight_tile, bias_tile, channels, act_max, rows_out, slope):
     """Pixels 1..W-2 of output row `row` (a row index into the (N*H, W*C) views).
 
     Interior pixels are elements [C, (W-1)*C) of the row, done in blocks of P pixels: the
@@ -168,11 +171,12 @@ def _interior_row(rows_in, row, weight_tile, bias_tile, channels, act_max, rows_
                      + a0[j] * w00[j] + a1[j] * w01[j] + a2[j] * w02[j]
                      + m0[j] * w10[j] + m1[j] * w11[j] + m2[j] * w12[j]
                      + b0[j] * w20[j] + b1[j] * w21[j] + b2[j] * w22[j])
-            out_block[j] = min(max(total, ZERO), act_max)
+            out_block[j] = activate(total, act_max, slope)
 
 
 @njit(fastmath=FASTMATH)
-def _interior_two_rows(rows_in, row, weight_tile, bias_tile, channels, act_max, rows_out):
+def _interior_two_rows(rows_in, row, weight_tile, bias_tile, channels, act_max, rows_out,
+                       slope):
     """_interior_row for output rows `row` and `row + 1` in one pass over input rows
     row-1 .. row+2."""
     row_length = rows_in.shape[1]
@@ -197,5 +201,5 @@ def _interior_two_rows(rows_in, row, weight_tile, bias_tile, channels, act_max, 
                      + b0[j] * w00[j] + b1[j] * w01[j] + b2[j] * w02[j]
                      + c0[j] * w10[j] + c1[j] * w11[j] + c2[j] * w12[j]
                      + d0[j] * w20[j] + d1[j] * w21[j] + d2[j] * w22[j])
-            out0[j] = min(max(upper, ZERO), act_max)
-            out1[j] = min(max(lower, ZERO), act_max)
+            out0[j] = activate(upper, act_max, slope)
+            out1[j] = activate(lower, act_max, slope)

@@ -39,8 +39,9 @@ def pwconv_nhwc_clamp_kernel(tile):
     mr, nr = tile.mr, tile.nr  # closure constants: Numba's cache key includes them
 
     @njit(parallel=True, fastmath=FASTMATH, cache=CACHE)
-    def pwconv_nhwc_clamp(x, packed, packed_bias, act_max, out):
-        """out = clamp(x @ W + bias, 0, act_max).
+    def pwconv_nhwc_clamp(x, packed, packed_bias, act_max, out, slope=None):
+        """out = clamp(x @ W + bias, 0, act_max), or LeakyReLU of `slope` capped at act_max
+        when a slope is given (_common.activate).
 
         x (M, Cin) = NHWC activations flattened over pixels; packed (P, Cin, NR) and
         packed_bias (P, NR) from pack_pointwise_weights; out (M, Cout).
@@ -61,13 +62,13 @@ def pwconv_nhwc_clamp_kernel(tile):
             if i0 + mr <= rows:
                 acc = stack_matrix_f32(mr, nr)
                 _gemm_tile(acc, stack_buffer_f32(mr), x, i0, panel, bias)
-                tile_store_clamped(acc, out, i0, j0, width, act_max)
+                tile_store_clamped(acc, out, i0, j0, width, act_max, slope)
             else:
                 # Fewer than MR rows left: one row at a time, as a 1 x NR tile.
                 for i in range(i0, rows):
                     row_acc = stack_matrix_f32(1, nr)
                     _gemm_tile(row_acc, stack_buffer_f32(1), x, i, panel, bias)
-                    tile_store_clamped(row_acc, out, i, j0, width, act_max)
+                    tile_store_clamped(row_acc, out, i, j0, width, act_max, slope)
 
     return checked_kernel(pwconv_nhwc_clamp, tile, "pack_pointwise_weights")
 

@@ -1,4 +1,4 @@
-"""What every layer kind provides, and the pieces they share (activation bounds, BN folding).
+"""What every layer kind provides, and the pieces they share (BN folding, the PyTorch block).
 
 A layer kind (one module of mobinumba/ops/ each) owns every fact about its layers:
 
@@ -6,7 +6,8 @@ A layer kind (one module of mobinumba/ops/ each) owns every fact about its layer
                   weight_problem(shape); kernel_size, allowed strides, bias/BN presence
     chain         where it may stand (first, body, last) and whether it takes (N, C) features
     counts        params, weight_count (the paper's rule), macs, output_size
-    runtime       build(record, activation, padding): the op that folds, packs and binds
+    runtime       build(record, activation, padding) (activation: an activation.Activation
+                  or a name): the op that folds, packs and binds
                   the kernel that runs it
     reference     torch_layers(record, activation, padding): its PyTorch block (reference.py)
 
@@ -14,12 +15,10 @@ Nothing outside mobinumba/ops/ compares kind strings: it asks the kind object.
 """
 import numpy as np
 
+from ..activation import activation_of
 from ..errors import FormatError
 from ..padding import conv_output_size, symmetric_pad
 
-# The clamp bound each activation gives the kernels' epilogue: max(0, x) then min(x, bound).
-ACT_MAX = {"relu": np.float32(np.inf), "relu6": np.float32(6.0)}
-ACTIVATIONS = tuple(ACT_MAX)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -160,7 +159,6 @@ def torch_conv_layers(record, activation, padding, groups, stem=False):
 
 
 def torch_activation(activation):
-    """The nn.Module of an activation name: ReLU, or ReLU6 (TF-slim, timm)."""
-    from torch import nn
-
-    return {"relu": nn.ReLU, "relu6": nn.ReLU6}[activation]()
+    """The nn.Module of an activation (an Activation or a name): ReLU, ReLU6 (TF-slim, timm)
+    or LeakyReLU(slope) (RetinaFace)."""
+    return activation_of(activation).torch_module()

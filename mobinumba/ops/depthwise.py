@@ -6,7 +6,8 @@ side (both padding rules agree there) use the row-streaming kernel; others the p
 from ..kernels._common import aligned_copy
 from ..kernels.depthwise import (dwconv3x3_nhwc_clamp, dwconv3x3s1_nhwc_clamp,
                                  pack_dwconv3x3_weights, tile_dwconv3x3_weights)
-from .base import ACT_MAX, LayerKind, fold_batch_norm
+from ..activation import activation_of
+from .base import LayerKind, fold_batch_norm
 
 
 class DepthwiseConv:
@@ -18,7 +19,8 @@ class DepthwiseConv:
         self.weight = pack_dwconv3x3_weights(weight)  # (3, 3, C)
         self.bias = aligned_copy(bias)  # (C,)
         self.weight_tile, self.bias_tile = tile_dwconv3x3_weights(self.weight, self.bias)
-        self.act_max = ACT_MAX[activation]
+        self.act_max = activation_of(activation).act_max
+        self.epilogue_args = activation_of(activation).epilogue_args  # () or (slope,)
         self.padding = padding
 
     def output_shape(self, shape):
@@ -32,9 +34,11 @@ class DepthwiseConv:
         _, _, pad_top, pad_left = self.spec.output_size(src.shape[1], src.shape[2], self.padding)
         if self.spec.stride == 1 and pad_top == 1 and pad_left == 1:
             return dwconv3x3s1_nhwc_clamp, (src, self.weight, self.bias, self.weight_tile,
-                                            self.bias_tile, self.act_max, dst)
+                                            self.bias_tile, self.act_max, dst,
+                                            *self.epilogue_args)
         return dwconv3x3_nhwc_clamp, (src, self.weight, self.bias, self.spec.stride,
-                                      pad_top, pad_left, self.act_max, dst)
+                                      pad_top, pad_left, self.act_max, dst,
+                                      *self.epilogue_args)
 
 
 class Depthwise3x3(LayerKind):

@@ -6,7 +6,8 @@ Runtime: (N, H, W, Cin) -> (N, H, W, Cout) as one GEMM over the N*H*W pixels
 """
 from ..kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp_kernel
 from ..kernels.targets import target_tiles
-from .base import ACT_MAX, LayerKind, fold_batch_norm
+from ..activation import activation_of
+from .base import LayerKind, fold_batch_norm
 
 
 class PointwiseConv:
@@ -20,7 +21,8 @@ class PointwiseConv:
         self.kernel = pwconv_nhwc_clamp_kernel(tile)
         # (P, Cin, NR), (P, NR)
         self.weight, self.bias = pack_pointwise_weights(weight, bias, tile.nr)
-        self.act_max = ACT_MAX[activation]
+        self.act_max = activation_of(activation).act_max
+        self.epilogue_args = activation_of(activation).epilogue_args  # () or (slope,)
 
     def output_shape(self, shape):
         """(N, H, W, Cout) of an (N, H, W, Cin) input."""
@@ -30,7 +32,8 @@ class PointwiseConv:
         """(kernel, args): the GEMM over src and dst flattened to (N*H*W, C)."""
         rows = src.shape[0] * src.shape[1] * src.shape[2]
         return self.kernel, (src.reshape(rows, src.shape[3]), self.weight, self.bias,
-                             self.act_max, dst.reshape(rows, dst.shape[3]))
+                             self.act_max, dst.reshape(rows, dst.shape[3]),
+                             *self.epilogue_args)
 
 
 class Pointwise(LayerKind):

@@ -5,7 +5,8 @@ kernels/conv.py, which reads a zero-padded copy of the input that the Workspace 
 """
 from ..kernels.conv import conv3x3_nchw_to_nhwc_clamp_kernel, pack_conv3x3_weights
 from ..kernels.targets import target_tiles
-from .base import ACT_MAX, LayerKind, fold_batch_norm
+from ..activation import activation_of
+from .base import LayerKind, fold_batch_norm
 
 
 class StemConv:
@@ -19,7 +20,8 @@ class StemConv:
         self.kernel = conv3x3_nchw_to_nhwc_clamp_kernel(tile)
         # (P, Cin*9, NR), (P, NR)
         self.weight, self.bias = pack_conv3x3_weights(weight, bias, tile.nr)
-        self.act_max = ACT_MAX[activation]
+        self.act_max = activation_of(activation).act_max
+        self.epilogue_args = activation_of(activation).epilogue_args  # () or (slope,)
         self.padding = padding
 
     def output_shape(self, shape):
@@ -40,7 +42,7 @@ class StemConv:
     def bind(self, src, dst):
         """(kernel, args) computing dst (N, Ho, Wo, C) from the padded input src."""
         return self.kernel, (src, self.weight, self.bias, self.spec.stride,
-                                            self.act_max, dst)
+                                            self.act_max, dst, *self.epilogue_args)
 
 
 class Conv3x3(LayerKind):
