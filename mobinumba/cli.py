@@ -1,18 +1,21 @@
-"""The `mobinumba` command: convert | predict | inspect | bench.
+"""The `mobinumba` command: convert | quantize | predict | inspect | bench.
 
 User mistakes (bad paths, files, options) print one line `mobinumba: error: ...` on stderr
 and exit with status 1 (2 for malformed command lines, from argparse); never a traceback.
 """
 import argparse
 import json
+import os
 import shlex
 import sys
 
 import numba
+import numpy as np
 
 from . import __version__
 from .errors import InputError, MobinumbaError, in_range
 from .padding import PADDINGS
+from .quantization import PRECISIONS
 from .model import PREDICT_BATCH
 from .stream import (DEFAULT_PARTITION_SIZE, MAX_BATCH_SIZE, MAX_DECODE_WORKERS,
                      MAX_PARTITION_SIZE)
@@ -115,6 +118,9 @@ def build_parser():
     predict.add_argument("--weights", default=None,
                          help="a mobinumba .h5 file (default: the shipped ImageNet "
                               "MobileNetV1)")
+    predict.add_argument("--precision", choices=PRECISIONS, default=None,
+                         help="float32 or int8: without --weights, the shipped model or its "
+                              "int8 variant; with --weights, the precision the file must have")
     predict.add_argument("--topk", type=_bounded(int, 1, 10 ** 6), default=5)
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.add_argument("--batch-size", type=_bounded(int, 1, MAX_BATCH_SIZE),
@@ -143,6 +149,22 @@ def build_parser():
                         default=None,
                         help=f"images per Dask task (default {DEFAULT_PARTITION_SIZE})")
     predict.set_defaults(handler=run_predict)
+
+    quantize = commands.add_parser("quantize", parents=[common],
+                                   help="make an int8 model (TFLite's int8 scheme) from a "
+                                        "float32 mobinumba .h5 file")
+    quantize.add_argument("weights", help="a float32 mobinumba .h5 file")
+    quantize.add_argument("-o", "--output", required=True, help="the int8 .h5 file to write")
+    quantize.add_argument("--calibrate", nargs="+", default=None, metavar="DIR_OR_GLOB",
+                          help="calibration images (files, directories, glob patterns): "
+                               "activation ranges from them, and the top-1 agreement with the "
+                               "float model on them (default: none; ReLU6 networks use [0, 6])")
+    quantize.add_argument("--percentile", type=_bounded(float, 50.0, 100.0, low_open=True),
+                          default=None,
+                          help="activation ranges from this percentile of each image's values "
+                               "(e.g. 99.99) instead of min/max")
+    quantize.add_argument("--force", action="store_true", help="overwrite an existing output")
+    quantize.set_defaults(handler=run_quantize)
 
     inspect = commands.add_parser("inspect", parents=[common],
                                   help="print a weight file's metadata and layer table")
@@ -226,6 +248,35 @@ def run_convert(args):
     return 0
 
 
+def run_quantize(args):
+    """`mobinumba quantize`: calibrate, quantize, write atomically, report the agreement."""
+    from .inputs import expand_inputs
+    from .model import Model
+    from .quantize import quantize_model_file
+    from .weights import read_model_file, write_model_file
+
+    if os.path.exists(args.output) and not args.force:  # before minutes of calibration
+        raise InputError(f"{args.output} exists; use --force to replace it")
+    model_file = read_model_file(args.weights)
+    batches = None
+    if args.calibrate is not None:
+        paths = expand_inputs(args.calibrate)
+        model = Model(model_file)
+        images = [model.preprocess(path) for path in paths]  # InputError names a bad one
+        batches = [np.stack(images[i:i + PREDICT_BATCH])
+                   for i in range(0, len(images), PREDICT_BATCH)]
+    int8_file, report = quantize_model_file(model_file, batches, args.percentile)
+    # Read back before it is moved into place: the file written is one the reader accepts.
+    write_model_file(args.output, int8_file, overwrite=args.force, verify=read_model_file)
+    print(f"wrote {args.output} ({os.path.getsize(args.output):,} bytes): int8, "
+          f"calibration {report.calibration}")
+    if report.agreement is not None:
+        print(f"top-1 agreement with the float32 model on the calibration images: "
+              f"{report.agreement:.1%} ({round(report.agreement * report.images)} of "
+              f"{report.images})")
+    return 0
+
+
 def run_predict(args):
     """`mobinumba predict`: top-k per image, printed or into --out FILE; carries on past
     unreadable images.
@@ -244,7 +295,7 @@ def run_predict(args):
         from .batch import check_file_options
         check_file_options(args.out, args.resume, args.force, args.decode_threads,
                            args.dask_scheduler, args.dask_local, args.partition_size)
-    model = load(args.weights)
+    model = load(args.weights, precision=args.precision)
     if args.topk > model.num_classes:  # worded for the command line; the library says topk
         raise InputError(f"--topk {args.topk} exceeds the model's {model.num_classes} classes")
     if args.out is not None:
@@ -311,7 +362,8 @@ def run_inspect(args):
     labels = model.labels
     label_text = (f"{len(labels)} ({', '.join(labels[:3])}, ...)" if labels else "none")
     print(f"file:           {model.path}")
-    print(f"format:         mobinumba v{info.format_version}, {info.arch}")
+    print(f"format:         mobinumba v{info.format_version}, {info.arch}"
+          f"{', int8' if info.precision == 'int8' else ''}")
     print(f"width:          {info.width_multiplier:g}")
     print(f"classes:        {info.num_classes}")
     print(f"labels:         {label_text}")

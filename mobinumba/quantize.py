@@ -9,9 +9,10 @@
 The activation ranges come from calibration images run through the float model (every op's
 output: min/max, or a percentile of each image's values averaged over the images, which
 ignores rare outliers). Without calibration a ReLU6 network uses what it knows: [0, 6] after
-every layer, the input's range from the normalisation (pixels in [0, 1]), and the logits'
-range from the float model on random images in that input range. A ReLU network has no
-known bound and needs calibration images.
+every layer, the input's range from the normalisation (pixels in [0, 1]), and for the logits
+the bound |b_k| + 6 sum_c |w_kc| that pooled features in [0, 6] allow (loose: it costs
+resolution, see weights/README.md). A ReLU network has no known bound and needs calibration
+images.
 """
 from dataclasses import dataclass, replace
 
@@ -24,10 +25,6 @@ from .ops.base import fold_batch_norm
 from .quantization import LayerQuantization, Quantization, round_half_away
 from .threads import kernel_section
 from .weights import FORMAT_VERSIONS, LayerRecord, ModelFile
-
-# Images of uniform noise whose logits set the output range when no calibration is given.
-NOISE_IMAGES = 8
-
 
 @dataclass
 class QuantizeReport:
@@ -51,12 +48,21 @@ def quantization_for_range(low, high):
     return Quantization(scale, zero_point)
 
 
-def quantize_weights(weight):
+# The largest |quantized bias|: leaves 2^30 of int32's range to the accumulated products.
+MAX_BIAS = 2 ** 30
+
+
+def quantize_weights(weight, bias, input_scale):
     """(int8 weight of the same shape, float32 (Cout,) scales): symmetric per output channel
-    (axis 0), max |w| / 127 (a channel of zeros gets scale 1)."""
+    (axis 0), max |w| / 127 (a channel of zeros gets scale 1). A channel whose bias would
+    not fit MAX_BIAS at scale input_scale * weight_scale gets a larger weight scale (as
+    TFLite's quantizer adjusts it): batch norm can leave a channel with near-zero weights and
+    a large bias."""
     matrix = weight.astype(np.float64).reshape(weight.shape[0], -1)
     largest = np.abs(matrix).max(axis=1)
-    scales = np.where(largest > 0, largest / 127.0, 1.0).astype(np.float32)
+    scales = np.where(largest > 0, largest / 127.0, 1.0)
+    for_bias = np.abs(bias.astype(np.float64)) / (float(np.float32(input_scale)) * MAX_BIAS)
+    scales = np.maximum(scales, for_bias).astype(np.float32)
     q = np.clip(round_half_away(matrix / scales.astype(np.float64)[:, None]), -127, 127)
     return q.astype(np.int8).reshape(weight.shape), scales
 
@@ -64,8 +70,8 @@ def quantize_weights(weight):
 def quantize_bias(bias, input_scale, weight_scales):
     """int32 (Cout,) bias with scale input_scale * weight_scale[c]."""
     scale = np.float64(np.float32(input_scale)) * weight_scales.astype(np.float64)
-    return np.clip(round_half_away(bias.astype(np.float64) / scale), -2 ** 31,
-                   2 ** 31 - 1).astype(np.int32)
+    return np.clip(round_half_away(bias.astype(np.float64) / scale), -MAX_BIAS,
+                   MAX_BIAS).astype(np.int32)
 
 
 def observe_ranges(model, batches, percentile=None):
@@ -100,9 +106,9 @@ def _bounds(values, percentile):
     return float(low), float(high)
 
 
-def known_ranges(model, model_file, seed=0):
-    """[(low, high)] for the input and every op without calibration (see the module
-    docstring); a ReLU network has no bound to use."""
+def known_ranges(model, model_file):
+    """[(low, high)] for the input and every op of the float `model` without calibration
+    (see the module docstring); a ReLU network has no bound to use."""
     info = model_file.info
     if info.activation != "relu6":
         raise InputError(f"{model_file.path or 'the model'} uses {info.activation}, whose "
@@ -110,14 +116,10 @@ def known_ranges(model, model_file, seed=0):
                          f"(--calibrate DIR_OR_GLOB)")
     mean, std = np.array(info.mean), np.array(info.std)
     input_range = (float(np.min(-mean / std)), float(np.max((1.0 - mean) / std)))
-    rng = np.random.default_rng(seed)
-    size = info.input_size
-    noise = rng.random((NOISE_IMAGES, 3, size, size))  # pixels in [0, 1], normalised below
-    noise = ((noise - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
-    logits = model(noise)
-    ranges = [input_range] + [(0.0, 6.0)] * (len(model._ops) - 1)  # pooling included
-    ranges[-1] = (float(logits.min()), float(logits.max()))
-    return ranges
+    # The logits of pooled features in [0, 6]: at most |b_k| + 6 * sum_c |w_kc| in magnitude.
+    classifier = model_file.layers[-1]
+    bound = float(np.max(np.abs(classifier.bias) + 6.0 * np.abs(classifier.weight).sum(axis=1)))
+    return [input_range] + [(0.0, 6.0)] * (len(model._ops) - 1) + [(-bound, bound)]
 
 
 def quantize_model_file(model_file, batches=None, percentile=None):
@@ -140,7 +142,7 @@ def quantize_model_file(model_file, batches=None, percentile=None):
                                                else "min/max"))
     else:
         ranges, images = known_ranges(model, model_file), 0
-        calibration = "none: [0, 6] after every layer, logits from random images"
+        calibration = "none: [0, 6] after every layer, logits bounded by the weights"
     quantizations = [quantization_for_range(low, high) for low, high in ranges]
     int8_file = _quantized_file(model_file, model, quantizations)
     agreement = None
@@ -174,7 +176,7 @@ def _quantized_file(model_file, model, quantizations):
         else:
             weight, bias = record.weight, record.bias
         bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias
-        q_weight, weight_scale = quantize_weights(weight)
+        q_weight, weight_scale = quantize_weights(weight, bias, input_of_layer.scale)
         output = output_of[record.name]
         quant = LayerQuantization(weight_scale=weight_scale, output=output, pooled=pooled,
                                   pool_op="average")

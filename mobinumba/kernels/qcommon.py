@@ -18,6 +18,12 @@ from numba.extending import intrinsic
 from ._common import ALIGNMENT
 
 _ONE_30 = np.int64(1 << 30)
+_MASK_31 = np.int64((1 << 31) - 1)
+
+
+# Written without branches (selects, arithmetic shifts), so that LLVM vectorises an epilogue
+# loop over channels: with branches the scalar requantize took ~8 ns per output (6 ms of the
+# stem's 112x112x32 outputs at 224x224).
 
 
 @njit(inline="always")
@@ -26,10 +32,10 @@ def rounding_doubling_high_mul(a, b):
     rounded to nearest (halves away from zero), as int64. b >= 0 here, so the saturating
     case (a = b = INT32_MIN) never arises."""
     product = np.int64(a) * np.int64(b)
-    nudge = _ONE_30 if product >= 0 else np.int64(1) - _ONE_30
-    total = product + nudge
-    # C's division by 2^31 truncates toward zero.
-    return total >> 31 if total >= 0 else -((-total) >> 31)
+    negative = product >> 63  # 0 or -1
+    total = product + (_ONE_30 + negative * (2 * _ONE_30 - 1))  # nudge 2^30 or 1 - 2^30
+    # C's division by 2^31 truncates toward zero: add 2^31 - 1 first when negative.
+    return (total + ((total >> 63) & _MASK_31)) >> 31
 
 
 @njit(inline="always")
@@ -37,16 +43,17 @@ def rounding_divide_by_pot(x, exponent):
     """RoundingDivideByPOT: x / 2^exponent rounded to nearest, halves away from zero."""
     mask = (np.int64(1) << exponent) - 1
     remainder = x & mask
-    threshold = (mask >> 1) + (1 if x < 0 else 0)
-    return (x >> exponent) + (1 if remainder > threshold else 0)
+    threshold = (mask >> 1) - (x >> 63)  # + 1 when x < 0
+    return (x >> exponent) + np.int64(remainder > threshold)
 
 
 @njit(inline="always")
 def multiply_by_quantized_multiplier(acc, multiplier, shift):
     """TFLite's MultiplyByQuantizedMultiplier(int32 acc, multiplier, shift): acc * real
     multiplier, for (multiplier, shift) from quantization.quantize_multiplier."""
-    left = shift if shift > 0 else 0
-    right = -shift if shift < 0 else 0
+    shift = np.int64(shift)
+    left = max(shift, np.int64(0))
+    right = max(-shift, np.int64(0))
     shifted = np.int64(np.int32(np.int64(acc) << left))  # C's int32 product wraps
     return rounding_divide_by_pot(rounding_doubling_high_mul(shifted, multiplier), right)
 
