@@ -50,6 +50,8 @@ MAX_TOTAL_ELEMENTS = 2 ** 27
 MAX_ATTRIBUTE_ELEMENTS = 16
 MAX_CHANNELS = 65536
 MAX_CLASSES = 1_000_000
+# int8 layers: the largest |input| a kernel multiplies a weight by, twice (see _read_int8_layer).
+ACCUMULATOR_INPUTS = 2 * 255
 # Layer groups: a decimal execution index, an underscore, an ASCII name.
 LAYER_KEY = re.compile(r"([0-9]{1,6})_([A-Za-z0-9_]+)")
 
@@ -515,6 +517,13 @@ def _read_int8_layer(header):
         bias = np.asarray(datasets["bias"][()])
     if bias.size and (bias.min() < INT32_MIN or bias.max() > INT32_MAX):
         raise FormatError(f"{where}/bias: values outside the int32 range")
+    # Every kernel's int32 accumulator holds the bias plus at most 2 * 255 * sum |w| (the
+    # VNNI GEMM adds its +128 correction to the bias): refuse what could overflow it.
+    reach = np.abs(bias.astype(np.int64)) + ACCUMULATOR_INPUTS * np.abs(
+        weight.astype(np.int64)).reshape(len(bias), -1).sum(axis=1)
+    if reach.size and reach.max() > INT32_MAX:
+        raise FormatError(f"{where}/bias: bias and weights could overflow the int32 "
+                          f"accumulators (up to {int(reach.max())})")
     weight_scale = _read_values(datasets["weight_scale"], f"{where}/weight_scale")
     if not (weight_scale > 0).all():
         raise FormatError(f"{where}/weight_scale: scales must be > 0 (in float32)")
