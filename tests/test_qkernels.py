@@ -165,7 +165,7 @@ def test_qpwconv_vnni(rows, c_in, c_out):
                                                                               c_out)
     out = np.full((rows, c_out), 99, np.int8)
     folded = (bias - (zero_point + 128) * weight_sum).astype(np.int32)
-    qpwconv_nhwc_vnni(x, pack_vnni_weights(weight), folded, *args, out)
+    qpwconv_nhwc_vnni(x, *pack_vnni_weights(weight, folded), *args, out)
     assert np.array_equal(out, expected)
 
 
@@ -178,8 +178,8 @@ def test_vnni_kernel_uses_vpdpbusd():
     fresh = njit(parallel=True)(qpwconv_nhwc_vnni.py_func)
     x, weight, bias, weight_sum, zero_point, args, expected = _pointwise_case(7, 130, 33)
     out = np.empty((7, 33), np.int8)
-    fresh(x, pack_vnni_weights(weight), (bias - (zero_point + 128) * weight_sum).astype(
-        np.int32), *args, out)
+    fresh(x, *pack_vnni_weights(weight, (bias - (zero_point + 128) * weight_sum).astype(
+        np.int32)), *args, out)
     assert np.array_equal(out, expected)
     assert any("vpdpbusd" in asm and "zmm" in asm for asm in fresh.inspect_asm().values())
 

@@ -82,9 +82,10 @@ def dpbusd_update(typingctx, acc, index, a, weights, byte_offset):
     return types.none(acc, index, a, weights, byte_offset), codegen
 
 
-def pack_vnni_weights(weight):
-    """OIHW int8 (Cout, Cin, 1, 1) -> (P, ceil(Cin / 4), NR * 4) int8 panels: in panel p,
-    row g, bytes [v*64 + c*4 + j] hold w[p*NR + v*16 + c, 4*g + j] (0 past Cout and Cin)."""
+def pack_vnni_weights(weight, bias):
+    """OIHW int8 (Cout, Cin, 1, 1), int32 (Cout,) -> (P, ceil(Cin / 4), NR * 4) int8 panels
+    and (P, NR) int32 bias: in panel p, row g, bytes [v*64 + c*4 + j] hold
+    w[p*NR + v*16 + c, 4*g + j] (0 past Cout and Cin)."""
     c_out, c_in = weight.shape[:2]
     panels = (c_out + VNNI_NR - 1) // VNNI_NR
     groups = (c_in + 3) // 4
@@ -92,16 +93,20 @@ def pack_vnni_weights(weight):
     matrix[:c_out, :c_in] = weight.reshape(c_out, c_in)
     # (P, NR, G, 4) -> (P, G, NR, 4): each group's NR channels x 4 inputs contiguous.
     packed = matrix.reshape(panels, VNNI_NR, groups, 4).transpose(0, 2, 1, 3)
-    return aligned_array(packed.reshape(panels, groups, VNNI_NR * 4), np.int8)
+    packed_bias = np.zeros(panels * VNNI_NR, np.int32)
+    packed_bias[:c_out] = bias
+    return (aligned_array(packed.reshape(panels, groups, VNNI_NR * 4), np.int8),
+            aligned_array(packed_bias.reshape(panels, VNNI_NR), np.int32))
 
 
 @njit(parallel=True, cache=CACHE)
-def qpwconv_nhwc_vnni(x, packed, bias, multiplier, shift, out_zero_point, low, high, out):
+def qpwconv_nhwc_vnni(x, packed, packed_bias, multiplier, shift, out_zero_point, low, high,
+                      out):
     """out = requantize(x @ W + bias) with vpdpbusd.
 
-    x (M, Cin) int8; packed (P, ceil(Cin/4), NR*4) int8 from pack_vnni_weights; bias (Cout,)
-    int32 with (128 + input zero point) * sum_k w folded in (ops/pointwise.py); multiplier,
-    shift (Cout,) int32; out (M, Cout) int8.
+    x (M, Cin) int8; packed (P, ceil(Cin/4), NR*4) int8 and packed_bias (P, NR) int32 from
+    pack_vnni_weights (the bias with (128 + input zero point) * sum_k w folded in,
+    ops/pointwise.py); multiplier, shift (Cout,) int32; out (M, Cout) int8.
     """
     rows, depth = x.shape
     c_out = out.shape[1]
@@ -117,9 +122,12 @@ def qpwconv_nhwc_vnni(x, packed, bias, multiplier, shift, out_zero_point, low, h
         count = min(VNNI_MR, rows - i0)
         panel = packed[p]  # (G, NR*4)
         acc = stack_matrix_i32(VNNI_MR, VNNI_NR)
-        for r in range(VNNI_MR):
-            for v in range(VNNI_NR):
-                acc[r, v] = bias[j0 + v] if v < width else 0
+        start = packed_bias[p]  # (NR,)
+        # A runtime trip count: the loop vectoriser copies it in zmm stores (a constant one
+        # is unrolled into 384 scalar stores, which cost more than the K=32 layer's GEMM).
+        for v in range(min(VNNI_NR, start.shape[0])):
+            for r in range(VNNI_MR):
+                acc[r, v] = start[v]
         for g in range(full_groups):
             w = panel[g]  # (NR*4,)
             for r in range(VNNI_MR):

@@ -58,9 +58,10 @@ class QuantizedPointwiseConv(PointwiseConv):
             from ..kernels.vnni import pack_vnni_weights, qpwconv_nhwc_vnni
 
             # x + 128 as u8: the bias absorbs 128 * sum_k w (checked like the zero point).
-            self.bias = int8_bias(record, zero_point + 128, fold=True)
             self.kernel = qpwconv_nhwc_vnni
-            self.weight = pack_vnni_weights(record.weight)  # (P, ceil(Cin/4), NR*4) int8
+            # (P, ceil(Cin/4), NR*4) int8, (P, NR) int32
+            self.weight, self.bias = pack_vnni_weights(
+                record.weight, int8_bias(record, zero_point + 128, fold=True))
         else:
             from ..kernels.qpointwise import pack_qpointwise_weights, qpwconv_nhwc
 
