@@ -195,6 +195,10 @@ def build_parser():
     bench.add_argument("--out", default="bench-report",
                        help="directory for report.md, report.json and report.png "
                             "(default bench-report)")
+    bench.add_argument("--precision", choices=PRECISIONS, default="float32",
+                       help="int8: the int8 model beside its float32 source (default: the "
+                            "shipped models; a float32 --weights file is quantized without "
+                            "calibration), written to OUT/int8.md and int8.json")
     bench.add_argument("--quick", action="store_true",
                        help="a tiny configuration (width 0.25, 64x64, 10 runs) for testing")
     bench.set_defaults(handler=run_bench)
@@ -383,6 +387,8 @@ def run_bench(args):
     """`mobinumba bench`: run the benchmark report and say where it went."""
     from .bench.runner import make_config, run_benchmarks
 
+    if args.precision == "int8":
+        return _run_int8_bench(args)
     config = make_config(weights=args.weights, width=args.width, size=args.size,
                          batch=args.batch, threads=args.threads, runs=args.runs,
                          warmup=args.warmup, peers=args.peers, out=args.out, quick=args.quick,
@@ -397,6 +403,24 @@ def run_bench(args):
     print(f"depthwise-separable speedup, whole network: {head['separable_speedup_im2col']:.2f}x"
           f" measured (vs im2col), {head['separable_speedup_theoretical']:.2f}x theoretical")
     print("wrote " + ", ".join(f"{args.out}/{name}" for name in report["files"].values()))
+    return 0
+
+
+def _run_int8_bench(args):
+    """`mobinumba bench --precision int8`: int8 beside float32 (bench/int8.py)."""
+    from .bench.int8 import run_int8_benchmarks
+    from .threads import get_threads
+
+    if args.width is not None or args.quick or args.size is not None:
+        raise InputError("--precision int8 measures the shipped models or --weights at their "
+                         "own width and size: --width, --size and --quick do not apply")
+    report = run_int8_benchmarks(args.weights, args.batch, args.threads or get_threads(),
+                                 args.runs or 100, 10 if args.warmup is None else args.warmup,
+                                 args.out)
+    for name, stats in report["latency_ms"].items():
+        print(f"mobinumba {name:<8} p50 {stats['p50_ms']:8.3f} ms  batch 8 "
+              f"{report['batch8_images_per_s'][name]:7.0f} images/s")
+    print(f"wrote {args.out}/int8.md, {args.out}/int8.json")
     return 0
 
 
