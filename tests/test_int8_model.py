@@ -104,3 +104,22 @@ def test_run_quantized_checks_its_input(int8_model):
         int8_model.run_quantized(np.zeros((1, 3, 224, 224), np.int8))
     with pytest.raises(mobinumba.InputError, match="needs an int8 model"):
         mobinumba.load().run_quantized(np.zeros((1, 224, 224, 3), np.int8))
+
+
+def test_float32_models_never_import_the_int8_kernels():
+    """The int8 kernels compile only when an int8 model is used: a float32 model's process
+    never imports their modules (so a cold start compiles what it compiled before)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, mobinumba; m = mobinumba.load(); "
+            "m(np.zeros((1, 3, 224, 224), np.float32)); "
+            "print(sorted(n for n in sys.modules if n.startswith('mobinumba.kernels.')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = result.stdout.strip()
+    assert "kernels.pointwise" in loaded
+    for module in ("qcommon", "qconv", "qdepthwise", "qpointwise", "qhead", "vnni", "qtargets"):
+        assert f"kernels.{module}'" not in loaded, loaded
