@@ -21,7 +21,8 @@ import qreference
 from mobinumba.bench.synthetic import random_model_file
 from mobinumba.kernels.qcommon import multiply_by_quantized_multiplier
 from mobinumba.kernels.qconv import pack_qconv3x3_weights, qconv3x3_nchw_to_nhwc
-from mobinumba.kernels.qdepthwise import pack_qdwconv3x3_weights, qdwconv3x3_nhwc
+from mobinumba.kernels.qdepthwise import (pack_qdwconv3x3_weights, qdwconv3x3_nhwc,
+                                          tile_qdwconv3x3_weights)
 from mobinumba.kernels.qhead import (pack_qdense_weights, qaverage_pool_nhwc, qdense,
                                      qmean_nhwc)
 from mobinumba.kernels.qpointwise import pack_qpointwise_weights, qpwconv_nhwc
@@ -110,7 +111,7 @@ def test_qconv3x3_stem(c_out, out_w, stride, padding, batch):
 
 @pytest.mark.parametrize("channels,size,stride,padding,batch", [
     (1, 5, 1, "torch", 2), (7, 8, 2, "tf_same", 1), (33, 7, 2, "torch", 2),
-    (64, 6, 1, "tf_same", 1)])
+    (64, 6, 1, "tf_same", 1), (5, 8, 2, "tf_same", 2)])
 def test_qdwconv3x3(channels, size, stride, padding, batch):
     rng = np.random.default_rng(channels)
     out_h, top = conv_output_size(size, 3, stride, padding)
@@ -120,9 +121,14 @@ def test_qdwconv3x3(channels, size, stride, padding, batch):
     bias = rng.integers(-5000, 5000, channels).astype(np.int32)
     zero_point = 11
     multiplier, shift, out_zp, low, high = epilogue(rng, channels)
+    padded = np.full((batch, max(top + size, (out_h - 1) * stride + 3),
+                      max(left + size + 1, (out_w - 1) * stride + 3), channels), zero_point,
+                     np.int8)
+    folded = (bias - zero_point * weight.reshape(channels, -1).astype(np.int64).sum(1))
+    packed = pack_qdwconv3x3_weights(weight)
     out = np.full((batch, out_h, out_w, channels), 99, np.int8)
-    qdwconv3x3_nhwc(x, pack_qdwconv3x3_weights(weight), bias, multiplier, shift, stride, top,
-                    left, zero_point, out_zp, low, high, out)
+    qdwconv3x3_nhwc(x, padded, top, left, packed, tile_qdwconv3x3_weights(packed, out_w),
+                    folded.astype(np.int32), multiplier, shift, stride, out_zp, low, high, out)
     acc = qreference.conv2d(x, weight, bias, stride, top, left, out_h, out_w, zero_point,
                             groups=channels)
     assert np.array_equal(out, qreference.requantize(acc, multiplier, shift, out_zp, low, high))

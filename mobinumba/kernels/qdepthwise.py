@@ -1,9 +1,17 @@
 """int8 depthwise 3x3 convolution in NHWC, TFLite's DEPTHWISE_CONV_2D int8 arithmetic.
 
-Per output pixel and channel: bias + sum over the taps inside the image of
-(x - input_zero_point) * w, in int32 (taps in the padding are skipped, as TFLite does, so the
-zero point cannot be folded into the bias here), then the fused requantize + clamp + store.
-The inner loops run over contiguous channels, so LLVM vectorises them.
+TFLite skips the taps that fall into the padding, which is the same as padding with the input
+zero point (x - zp = 0 there). So the kernel first copies its input into a buffer bordered
+with the zero point (the op allocates it once per input shape), and then every tap is
+inside: the input zero point folds into the bias (bias - zp * sum of the channel's 9 weights)
+and the sums are plain int32 dot products of raw int8 values, followed by the fused
+requantize + clamp + store.
+
+Stride 1 streams whole rows, as the float kernel does (kernels/depthwise.py): an NHWC row is
+one contiguous (W*C) vector, and tap (kh, kw) of output element j = ow*C + c is element
+j + kw*C of padded row oh + kh, so a row is 9 shifted streams times a weight row tiled to
+the same length, summed in vectorised loops without per-pixel bookkeeping. Other strides sum
+each pixel's 9 taps over its contiguous channels.
 """
 import numpy as np
 from numba import njit, prange
@@ -17,31 +25,64 @@ def pack_qdwconv3x3_weights(weight):
     return aligned_array(weight[:, 0].transpose(1, 2, 0), np.int16)
 
 
+def tile_qdwconv3x3_weights(packed, out_width):
+    """(3, 3, C) -> (3, 3, out_width * C): each tap's weights repeated for every output
+    pixel of a row (the stride-1 kernel's per-element weights)."""
+    return aligned_array(np.tile(packed, (1, 1, out_width)), np.int16)
+
+
 @njit(parallel=True, cache=CACHE)
-def qdwconv3x3_nhwc(x, weight, bias, multiplier, shift, stride, pad_top, pad_left,
-                    in_zero_point, out_zero_point, low, high, out):
+def qdwconv3x3_nhwc(x, padded, top, left, weight, weight_row, bias, multiplier, shift, stride,
+                    out_zero_point, low, high, out):
     """out = requantize(depthwise3x3(x - zp_in, W) + bias).
 
-    x (N, H, W, C) int8; weight (3, 3, C) int16 from pack_qdwconv3x3_weights; bias,
-    multiplier, shift (C,) int32; out (N, Ho, Wo, C) int8.
+    x (N, H, W, C) int8; padded (N, Hp, Wp, C) int8, bordered with the input zero point,
+    Hp >= (Ho - 1) * stride + 3 and top + H (Wp likewise): x is copied to
+    padded[:, top:top + H, left:left + W]; weight (3, 3, C) int16 from
+    pack_qdwconv3x3_weights; weight_row (3, 3, Wo * C) int16 from tile_qdwconv3x3_weights
+    (stride 1 only); bias (C,) int32 with the input zero point folded in; multiplier, shift
+    (C,) int32; out (N, Ho, Wo, C) int8.
     """
     n_batch, height, width, channels = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
+    for task in prange(n_batch * height):
+        n = task // height
+        h = task - n * height
+        for w in range(width):
+            source = x[n, h, w]  # (C,)
+            target = padded[n, top + h, left + w]  # (C,)
+            for c in range(channels):
+                target[c] = source[c]
+    length = out_w * channels
     for task in prange(n_batch * out_h):
         n = task // out_h
         oh = task - n * out_h
-        ih0 = oh * stride - pad_top
-        acc = np.empty(channels, np.int32)  # (C,)
+        acc = np.empty(length, np.int32)  # (Wo * C,): one output row
+        if stride == 1:
+            for ow in range(out_w):
+                for c in range(channels):
+                    acc[ow * channels + c] = bias[c]
+            for kh in range(3):
+                row = padded[n, oh + kh].reshape(-1)  # (Wp * C,)
+                for kw in range(3):
+                    taps = weight_row[kh, kw]  # (Wo * C,)
+                    shifted = row[kw * channels:kw * channels + length]
+                    for j in range(length):
+                        acc[j] += np.int32(shifted[j]) * np.int32(taps[j])
+        else:
+            for ow in range(out_w):
+                pixel_acc = acc[ow * channels:(ow + 1) * channels]  # (C,)
+                for c in range(channels):
+                    pixel_acc[c] = bias[c]
+                for kh in range(3):
+                    for kw in range(3):
+                        pixel = padded[n, oh * stride + kh, ow * stride + kw]  # (C,)
+                        tap = weight[kh, kw]  # (C,)
+                        for c in range(channels):
+                            pixel_acc[c] += np.int32(pixel[c]) * np.int32(tap[c])
         for ow in range(out_w):
-            iw0 = ow * stride - pad_left
-            for c in range(channels):
-                acc[c] = bias[c]
-            for kh in range(max(0, -ih0), min(3, height - ih0)):
-                for kw in range(max(0, -iw0), min(3, width - iw0)):
-                    pixel = x[n, ih0 + kh, iw0 + kw]  # (C,)
-                    tap = weight[kh, kw]  # (C,)
-                    for c in range(channels):
-                        acc[c] += (np.int32(pixel[c]) - in_zero_point) * np.int32(tap[c])
             dst = out[n, oh, ow]  # (C,)
+            pixel_acc = acc[ow * channels:(ow + 1) * channels]
             for c in range(channels):
-                dst[c] = requantize(acc[c], multiplier[c], shift[c], out_zero_point, low, high)
+                dst[c] = requantize(pixel_acc[c], multiplier[c], shift[c], out_zero_point,
+                                    low, high)
