@@ -65,6 +65,14 @@ def requantize(acc, multiplier, shift, zero_point, low, high):
     return np.int8(min(max(value, low), high))
 
 
+@njit(inline="always")
+def requantize_row(acc, multiplier, shift, zero_point, low, high, width, dst):
+    """dst[:width] = requantize(acc[:width]) with per-channel multiplier[:width] and
+    shift[:width]: one tile row's epilogue, on 1-D slices so that LLVM vectorises it."""
+    for v in range(width):
+        dst[v] = requantize(acc[v], multiplier[v], shift[v], zero_point, low, high)
+
+
 def aligned_empty(shape, dtype, alignment=ALIGNMENT):
     """An uninitialised C-contiguous array of `shape` and `dtype` starting on an
     `alignment`-byte boundary (kernels/_common.aligned_zeros for any dtype)."""

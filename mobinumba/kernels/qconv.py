@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import CACHE
-from .qcommon import aligned_array, requantize, stack_matrix_i32
+from .qcommon import aligned_array, requantize_row, stack_matrix_i32
 
 
 # The tile: 4 output pixels x 32 channels of int32 accumulators in a stack matrix of constant
@@ -77,8 +77,5 @@ def qconv3x3_nchw_to_nhwc(x, packed, bias, multiplier, shift, stride, out_zero_p
                                 acc[r, v] += values[0, r] * np.int32(taps[v])
                         k += 1
             for r in range(count):
-                dst = out[n, oh, ow0 + r, j0:]  # (<= NR,)
-                for v in range(width):
-                    c = j0 + v
-                    dst[v] = requantize(acc[r, v], multiplier[c], shift[c], out_zero_point,
-                                        low, high)
+                requantize_row(acc[r], multiplier[j0:], shift[j0:], out_zero_point, low,
+                               high, width, out[n, oh, ow0 + r, j0:])

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import CACHE
-from .qcommon import aligned_array, requantize
+from .qcommon import aligned_array, requantize_row
 
 
 def pack_qdwconv3x3_weights(weight):
@@ -81,8 +81,5 @@ def qdwconv3x3_nhwc(x, padded, top, left, weight, weight_row, bias, multiplier, 
                         for c in range(channels):
                             pixel_acc[c] += np.int32(pixel[c]) * np.int32(tap[c])
         for ow in range(out_w):
-            dst = out[n, oh, ow]  # (C,)
-            pixel_acc = acc[ow * channels:(ow + 1) * channels]
-            for c in range(channels):
-                dst[c] = requantize(pixel_acc[c], multiplier[c], shift[c], out_zero_point,
-                                    low, high)
+            requantize_row(acc[ow * channels:], multiplier, shift, out_zero_point, low, high,
+                           channels, out[n, oh, ow])

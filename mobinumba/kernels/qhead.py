@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import CACHE
-from .qcommon import aligned_array, multiply_by_quantized_multiplier, requantize
+from .qcommon import aligned_array, multiply_by_quantized_multiplier, requantize_row
 
 # Classes per dense task, as the float kernel (head.py): 4 tasks per image at 1000 classes.
 QDENSE_CHUNK = 256
@@ -92,6 +92,5 @@ def qdense(x, weight, bias, multiplier, shift, out_zero_point, out):
             row = block[c]
             for j in range(stop - start):
                 acc[j] += value * np.int32(row[j])
-        for j in range(stop - start):
-            k = start + j
-            out[n, k] = requantize(acc[j], multiplier[k], shift[k], out_zero_point, -128, 127)
+        requantize_row(acc, multiplier[start:], shift[start:], out_zero_point, -128, 127,
+                       stop - start, out[n, start:])

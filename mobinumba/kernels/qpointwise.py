@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import CACHE
-from .qcommon import aligned_array, requantize, stack_matrix_i32
+from .qcommon import aligned_array, requantize_row, stack_matrix_i32
 
 # The portable tile: 4 pixels x 32 channels of int32 accumulators (8 zmm / 16 ymm).
 QPW_MR, QPW_NR = 4, 32
@@ -56,8 +56,5 @@ def qpwconv_nhwc(x, packed, bias, multiplier, shift, out_zero_point, low, high, 
                 for v in range(QPW_NR):
                     acc[r, v] += a * np.int32(w[v])
         for r in range(count):
-            dst = out[i0 + r, j0:]
-            for v in range(width):
-                c = j0 + v
-                dst[v] = requantize(acc[r, v], multiplier[c], shift[c], out_zero_point, low,
-                                    high)
+            requantize_row(acc[r], multiplier[j0:], shift[j0:], out_zero_point, low, high,
+                           width, out[i0 + r, j0:])

@@ -21,7 +21,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._common import CACHE
-from .qcommon import aligned_array, requantize, stack_matrix_i32
+from .qcommon import aligned_array, requantize_row, stack_matrix_i32
 
 # 6 pixels x 64 channels: 24 zmm accumulators + 4 weight vectors + 1 broadcast of the 32.
 VNNI_MR, VNNI_NV = 6, 4
@@ -145,8 +145,5 @@ def qpwconv_nhwc_vnni(x, packed, packed_bias, multiplier, shift, out_zero_point,
                 for v in range(VNNI_NV):
                     dpbusd_update(acc, r * VNNI_NR + v * 16, a, w, v * 64)
         for r in range(count):
-            dst = out[i0 + r, j0:]
-            for v in range(width):
-                c = j0 + v
-                dst[v] = requantize(acc[r, v], multiplier[c], shift[c], out_zero_point, low,
-                                    high)
+            requantize_row(acc[r], multiplier[j0:], shift[j0:], out_zero_point, low, high,
+                           width, out[i0 + r, j0:])
