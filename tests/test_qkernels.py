@@ -121,14 +121,11 @@ def test_qdwconv3x3(channels, size, stride, padding, batch):
     bias = rng.integers(-5000, 5000, channels).astype(np.int32)
     zero_point = 11
     multiplier, shift, out_zp, low, high = epilogue(rng, channels)
-    padded = np.full((batch, max(top + size, (out_h - 1) * stride + 3),
-                      max(left + size + 1, (out_w - 1) * stride + 3), channels), zero_point,
-                     np.int8)
     folded = (bias - zero_point * weight.reshape(channels, -1).astype(np.int64).sum(1))
     packed = pack_qdwconv3x3_weights(weight)
     out = np.full((batch, out_h, out_w, channels), 99, np.int8)
-    qdwconv3x3_nhwc(x, padded, top, left, packed, tile_qdwconv3x3_weights(packed, out_w),
-                    folded.astype(np.int32), multiplier, shift, stride, out_zp, low, high, out)
+    qdwconv3x3_nhwc(x, packed, tile_qdwconv3x3_weights(packed, out_w), folded.astype(np.int32),
+                    multiplier, shift, stride, top, left, zero_point, out_zp, low, high, out)
     acc = qreference.conv2d(x, weight, bias, stride, top, left, out_h, out_w, zero_point,
                             groups=channels)
     assert np.array_equal(out, qreference.requantize(acc, multiplier, shift, out_zp, low, high))

@@ -1,15 +1,14 @@
 """int8 depthwise 3x3 convolution in NHWC, TFLite's DEPTHWISE_CONV_2D int8 arithmetic.
 
 TFLite skips the taps that fall into the padding, which is the same as padding with the input
-zero point (x - zp = 0 there). So the kernel first copies its input into a buffer bordered
-with the zero point (the op allocates it once per input shape), and then every tap is
-inside: the input zero point folds into the bias (bias - zp * sum of the channel's 9 weights)
+zero point (x - zp = 0 there). So each task (an output row) first copies the 3 input rows it
+reads into a buffer bordered with the zero point, and then every tap is inside: the input zero point folds into the bias (bias - zp * sum of the channel's 9 weights)
 and the sums are plain int32 dot products of raw int8 values, followed by the fused
 requantize + clamp + store.
 
 Stride 1 streams whole rows, as the float kernel does (kernels/depthwise.py): an NHWC row is
 one contiguous (W*C) vector, and tap (kh, kw) of output element j = ow*C + c is element
-j + kw*C of padded row oh + kh, so a row is 9 shifted streams times a weight row tiled to
+j + kw*C of bordered row kh, so a row is 9 shifted streams times a weight row tiled to
 the same length, summed in vectorised loops without per-pixel bookkeeping. Other strides sum
 each pixel's 9 taps over its contiguous channels.
 """
@@ -32,38 +31,40 @@ def tile_qdwconv3x3_weights(packed, out_width):
 
 
 @njit(parallel=True, cache=CACHE)
-def qdwconv3x3_nhwc(x, padded, top, left, weight, weight_row, bias, multiplier, shift, stride,
-                    out_zero_point, low, high, out):
+def qdwconv3x3_nhwc(x, weight, weight_row, bias, multiplier, shift, stride, top, left,
+                    in_zero_point, out_zero_point, low, high, out):
     """out = requantize(depthwise3x3(x - zp_in, W) + bias).
 
-    x (N, H, W, C) int8; padded (N, Hp, Wp, C) int8, bordered with the input zero point,
-    Hp >= (Ho - 1) * stride + 3 and top + H (Wp likewise): x is copied to
-    padded[:, top:top + H, left:left + W]; weight (3, 3, C) int16 from
-    pack_qdwconv3x3_weights; weight_row (3, 3, Wo * C) int16 from tile_qdwconv3x3_weights
-    (stride 1 only); bias (C,) int32 with the input zero point folded in; multiplier, shift
-    (C,) int32; out (N, Ho, Wo, C) int8.
+    x (N, H, W, C) int8; weight (3, 3, C) int16 from pack_qdwconv3x3_weights; weight_row
+    (3, 3, Wo * C) int16 from tile_qdwconv3x3_weights (stride 1 only); bias (C,) int32 with
+    the input zero point folded in; multiplier, shift (C,) int32; top, left: the padding
+    before the first row and column; out (N, Ho, Wo, C) int8.
     """
     n_batch, height, width, channels = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
-    for task in prange(n_batch * height):
-        n = task // height
-        h = task - n * height
-        for w in range(width):
-            source = x[n, h, w]  # (C,)
-            target = padded[n, top + h, left + w]  # (C,)
-            for c in range(channels):
-                target[c] = source[c]
+    padded_w = max(left + width, (out_w - 1) * stride + 3)
     length = out_w * channels
+    # One parallel region (each costs a fork and a barrier): every task copies the 3 input
+    # rows it reads into its own zero-point-bordered buffer.
     for task in prange(n_batch * out_h):
         n = task // out_h
         oh = task - n * out_h
+        rows = np.full((3, padded_w, channels), in_zero_point, np.int8)  # (3, Wp, C)
+        for kh in range(3):
+            ih = oh * stride + kh - top
+            if 0 <= ih < height:
+                for w in range(width):
+                    source = x[n, ih, w]  # (C,)
+                    target = rows[kh, left + w]  # (C,)
+                    for c in range(channels):
+                        target[c] = source[c]
         acc = np.empty(length, np.int32)  # (Wo * C,): one output row
         if stride == 1:
             for ow in range(out_w):
                 for c in range(channels):
                     acc[ow * channels + c] = bias[c]
             for kh in range(3):
-                row = padded[n, oh + kh].reshape(-1)  # (Wp * C,)
+                row = rows[kh].reshape(-1)  # (Wp * C,)
                 for kw in range(3):
                     taps = weight_row[kh, kw]  # (Wo * C,)
                     shifted = row[kw * channels:kw * channels + length]
@@ -76,7 +77,7 @@ def qdwconv3x3_nhwc(x, padded, top, left, weight, weight_row, bias, multiplier, 
                     pixel_acc[c] = bias[c]
                 for kh in range(3):
                     for kw in range(3):
-                        pixel = padded[n, oh * stride + kh, ow * stride + kw]  # (C,)
+                        pixel = rows[kh, ow * stride + kw]  # (C,)
                         tap = weight[kh, kw]  # (C,)
                         for c in range(channels):
                             pixel_acc[c] += np.int32(pixel[c]) * np.int32(tap[c])

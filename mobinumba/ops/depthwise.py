@@ -41,8 +41,8 @@ class DepthwiseConv:
 
 class QuantizedDepthwiseConv(DepthwiseConv):
     """The int8 depthwise op (TFLite DEPTHWISE_CONV_2D int8, per-channel weights):
-    kernels/qdepthwise.py, which copies its input into a zero-point-bordered buffer that
-    bind() allocates for the input shape (TFLite skips padded taps: the same sums)."""
+    kernels/qdepthwise.py, which borders its input rows with the input zero point (TFLite
+    skips padded taps: the same sums)."""
 
     output_dtype = np.int8
 
@@ -60,22 +60,16 @@ class QuantizedDepthwiseConv(DepthwiseConv):
 
     def bind(self, src, dst):
         """(kernel, args) computing dst (N, Ho, Wo, C) int8 from src (N, H, W, C) int8."""
-        from ..kernels.qcommon import aligned_empty
         from ..kernels.qdepthwise import qdwconv3x3_nhwc, tile_qdwconv3x3_weights
 
-        n, height, width, channels = src.shape
-        out_h, out_w, top, left = self.spec.output_size(height, width, self.padding)
-        stride = self.spec.stride
-        padded_shape = (n, max(top + height, (out_h - 1) * stride + 3),
-                        max(left + width, (out_w - 1) * stride + 3), channels)
-        padded = aligned_empty(padded_shape, np.int8)  # (N, Hp, Wp, C)
-        padded[...] = self.input_zero_point
+        _, out_w, top, left = self.spec.output_size(src.shape[1], src.shape[2], self.padding)
         # (3, 3, Wo * C) for stride 1; other strides read the (3, 3, C) weights.
-        weight_row = (tile_qdwconv3x3_weights(self.weight, out_w) if stride == 1
+        weight_row = (tile_qdwconv3x3_weights(self.weight, out_w) if self.spec.stride == 1
                       else self.weight[:, :, :0])
         multiplier, shift, zero_point, low, high = self.epilogue.args
-        return qdwconv3x3_nhwc, (src, padded, top, left, self.weight, weight_row, self.bias,
-                                 multiplier, shift, stride, zero_point, low, high, dst)
+        return qdwconv3x3_nhwc, (src, self.weight, weight_row, self.bias, multiplier, shift,
+                                 self.spec.stride, top, left, self.input_zero_point,
+                                 zero_point, low, high, dst)
 
 
 class Depthwise3x3(LayerKind):
