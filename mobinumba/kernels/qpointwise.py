@@ -49,12 +49,15 @@ def qpwconv_nhwc(x, packed, bias, multiplier, shift, out_zero_point, low, high, 
         for r in range(QPW_MR):
             for v in range(QPW_NR):
                 acc[r, v] = bias[j0 + v] if v < width else 0
+        values = stack_matrix_i32(1, QPW_MR)  # the tile's A column at one k
         for k in range(depth):
-            w = panel[k]  # (NR,)
             for r in range(QPW_MR):
-                a = np.int32(x[i0 + r if r < count else i0, k])
-                for v in range(QPW_NR):
-                    acc[r, v] += a * np.int32(w[v])
+                # Rows past the end repeat the block's first row (results not stored).
+                values[0, r] = x[i0 + r if r < count else i0, k]
+            w = panel[k]  # (NR,)
+            for v in range(QPW_NR):
+                for r in range(QPW_MR):
+                    acc[r, v] += values[0, r] * np.int32(w[v])
         for r in range(count):
             requantize_row(acc[r], multiplier[j0:], shift[j0:], out_zero_point, low, high,
                            width, out[i0 + r, j0:])
