@@ -143,7 +143,7 @@ class Model:
             raise InputError(f"run_quantized takes an int8 (N, H, W, 3) batch, got "
                              f"{q.dtype} with shape {q.shape}")
         n, height, width, _ = q.shape
-        self._check_input(np.zeros((n, 3, height, width), np.float32))  # buffer size limit
+        self._check_workspace_size(n, height, width, (n, height, width, 3))
         with kernel_section():
             workspace = self._workspace(n, height, width)
             workspace.input[...] = q.transpose(0, 3, 1, 2)
@@ -266,16 +266,20 @@ class Model:
                              f"in axis 1 (N, 3, H, W)")
         if n < 1 or height < 1 or width < 1:
             raise InputError(f"input has shape {array.shape}: every dimension must be >= 1")
-        if (n, height, width) not in self._workspaces:  # a new shape: will its buffers fit?
-            needed = workspace_bytes(self._ops, n, height, width)
-            if needed > MAX_WORKSPACE_BYTES:
-                raise InputError(f"input of shape {array.shape} needs {needed / 2 ** 30:.1f} "
-                                 f"GiB of buffers, more than the "
-                                 f"{MAX_WORKSPACE_BYTES / 2 ** 30:.0f} GiB limit; split the batch")
+        self._check_workspace_size(n, height, width, array.shape)
         if not np.isfinite(array).all():
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
             raise InputError(f"input contains NaN or Inf (first at index {bad})")
         return array
+
+    def _check_workspace_size(self, n, height, width, shape):
+        """InputError when a new input shape's buffers would exceed MAX_WORKSPACE_BYTES."""
+        if (n, height, width) not in self._workspaces:  # a new shape: will its buffers fit?
+            needed = workspace_bytes(self._ops, n, height, width)
+            if needed > MAX_WORKSPACE_BYTES:
+                raise InputError(f"input of shape {shape} needs {needed / 2 ** 30:.1f} "
+                                 f"GiB of buffers, more than the "
+                                 f"{MAX_WORKSPACE_BYTES / 2 ** 30:.0f} GiB limit; split the batch")
 
     def _workspace(self, n, height, width):
         key = (n, height, width)
