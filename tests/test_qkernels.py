@@ -161,14 +161,18 @@ def test_qpwconv_portable(rows, c_in, c_out):
 
 @pytest.mark.skipif(not VNNI, reason="the host has no AVX-512 VNNI")
 @pytest.mark.parametrize("rows,c_in,c_out", POINTWISE_SHAPES)
-def test_qpwconv_vnni(rows, c_in, c_out):
-    from mobinumba.kernels.vnni import pack_vnni_weights, qpwconv_nhwc_vnni
+@pytest.mark.parametrize("variant", ["avx512vnni", "avxvnni"])
+def test_qpwconv_vnni(rows, c_in, c_out, variant):
+    """Both tiles; the ymm one is encoded with EVEX here (AVX-512 VL), with VEX (AVX-VNNI)
+    on a target without AVX-512 (test_int8_network_built_for_another_target)."""
+    from mobinumba.kernels.vnni import TILES, pack_vnni_weights, qpwconv_nhwc_vnni_kernel
 
     x, weight, bias, weight_sum, zero_point, args, expected = _pointwise_case(rows, c_in,
                                                                               c_out)
     out = np.full((rows, c_out), 99, np.int8)
     folded = (bias - (zero_point + 128) * weight_sum).astype(np.int32)
-    qpwconv_nhwc_vnni(x, *pack_vnni_weights(weight, folded), *args, out)
+    tile = TILES[variant]
+    qpwconv_nhwc_vnni_kernel(tile)(x, *pack_vnni_weights(weight, folded, tile.nr), *args, out)
     assert np.array_equal(out, expected)
 
 
@@ -176,13 +180,14 @@ def test_qpwconv_vnni(rows, c_in, c_out):
 @pytest.mark.skipif(not VNNI, reason="the host has no AVX-512 VNNI")
 def test_vnni_kernel_uses_vpdpbusd():
     """Compiled afresh (code loaded from the disk cache has no assembly to inspect): 10 s."""
-    from mobinumba.kernels.vnni import pack_vnni_weights, qpwconv_nhwc_vnni
+    from mobinumba.kernels.vnni import TILES, pack_vnni_weights, qpwconv_nhwc_vnni_kernel
 
-    fresh = njit(parallel=True)(qpwconv_nhwc_vnni.py_func)
+    tile = TILES["avx512vnni"]
+    fresh = njit(parallel=True)(qpwconv_nhwc_vnni_kernel(tile).py_func)
     x, weight, bias, weight_sum, zero_point, args, expected = _pointwise_case(7, 130, 33)
     out = np.empty((7, 33), np.int8)
     fresh(x, *pack_vnni_weights(weight, (bias - (zero_point + 128) * weight_sum).astype(
-        np.int32)), *args, out)
+        np.int32), tile.nr), *args, out)
     assert np.array_equal(out, expected)
     assert any("vpdpbusd" in asm and "zmm" in asm for asm in fresh.inspect_asm().values())
 
@@ -270,8 +275,10 @@ TARGET_CHILD = textwrap.dedent("""
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cpu", ["haswell", "x86-64"])
-def test_int8_network_built_for_another_target(tmp_path, cpu):
+@pytest.mark.parametrize("cpu,variant", [("haswell", "portable"), ("x86-64", "portable"),
+                                         ("alderlake", "avxvnni")])
+def test_int8_network_built_for_another_target(tmp_path, cpu, variant):
+    """alderlake: AVX2 + AVX-VNNI, no AVX-512 (this machine has both, so it runs)."""
     env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES="",
                NUMBA_CACHE_DIR=str(tmp_path),
                PYTHONPATH=os.pathsep.join([ROOT, TESTS, os.environ.get("PYTHONPATH", "")]))
@@ -279,4 +286,4 @@ def test_int8_network_built_for_another_target(tmp_path, cpu):
                             text=True, timeout=900, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.splitlines()[-1])
-    assert report == {"exact": True, "variants": ["portable"]}
+    assert report == {"exact": True, "variants": [variant]}

@@ -3,8 +3,8 @@ second half, and timm's optional head conv.
 
 Runtime: (N, H, W, Cin) -> (N, H, W, Cout) as one GEMM over the N*H*W pixels
 (kernels/pointwise.py). Stride 1 only: the runtime has no strided 1x1 kernel. int8
-(QuantizedPointwiseConv): kernels/vnni.py where the compile target has AVX-512 VNNI, else
-the portable kernels/qpointwise.py.
+(QuantizedPointwiseConv): kernels/vnni.py where the compile target has AVX-512 VNNI or
+AVX-VNNI, else the portable kernels/qpointwise.py.
 """
 import numpy as np
 
@@ -39,7 +39,7 @@ class PointwiseConv:
 
 class QuantizedPointwiseConv(PointwiseConv):
     """The int8 pointwise op (TFLite CONV_2D int8, 1x1): the vpdpbusd GEMM when the compile
-    target has AVX-512 VNNI (kernels/qtargets.py), else the portable one. Both fold the
+    target has AVX-512 VNNI or AVX-VNNI (kernels/qtargets.py), else the portable one. Both fold the
     input zero point into the bias; vpdpbusd's u8 operand adds 128 more (kernels/vnni.py)."""
 
     output_dtype = np.int8
@@ -54,14 +54,15 @@ class QuantizedPointwiseConv(PointwiseConv):
         zero_point = input_quantization.zero_point
         self.bias = int8_bias(record, zero_point, fold=True)  # (Cout,) int32
         self.variant = int8_dot_product() or "portable"
-        if self.variant == "avx512vnni":
-            from ..kernels.vnni import pack_vnni_weights, qpwconv_nhwc_vnni
+        if self.variant != "portable":
+            from ..kernels.vnni import TILES, pack_vnni_weights, qpwconv_nhwc_vnni_kernel
 
+            tile = TILES[self.variant]
+            self.kernel = qpwconv_nhwc_vnni_kernel(tile)
             # x + 128 as u8: the bias absorbs 128 * sum_k w (checked like the zero point).
-            self.kernel = qpwconv_nhwc_vnni
             # (P, ceil(Cin/4), NR*4) int8, (P, NR) int32
             self.weight, self.bias = pack_vnni_weights(
-                record.weight, int8_bias(record, zero_point + 128, fold=True))
+                record.weight, int8_bias(record, zero_point + 128, fold=True), tile.nr)
         else:
             from ..kernels.qpointwise import pack_qpointwise_weights, qpwconv_nhwc
 
