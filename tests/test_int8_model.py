@@ -123,3 +123,39 @@ def test_float32_models_never_import_the_int8_kernels():
     assert "kernels.pointwise" in loaded
     for module in ("qcommon", "qconv", "qdepthwise", "qpointwise", "qhead", "vnni", "qtargets"):
         assert f"kernels.{module}'" not in loaded, loaded
+
+
+# A child that runs a small int8 network and prints, per kernel it called, whether Numba
+# loaded it from the disk cache.
+CACHE_CHILD = """
+import json, numpy as np
+from mobinumba.bench.synthetic import random_model_file
+from mobinumba.model import Model
+from mobinumba.quantize import quantize_model_file
+model_file = random_model_file(0.25, 10, 32, seed=1)
+batch = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+model = Model(quantize_model_file(model_file, [batch])[0])
+model(batch)
+workspace = next(iter(model._workspaces.values()))
+kernels = {kernel.py_func.__qualname__: kernel for _, kernel, _ in workspace.calls}
+print(json.dumps({name: sum(k.stats.cache_hits.values()) for name, k in kernels.items()}))
+"""
+
+
+@pytest.mark.slow
+def test_int8_kernels_load_from_the_disk_cache(tmp_path):
+    """A second process finds every int8 kernel in NUMBA_CACHE_DIR (cold start with a warm
+    cache: no compilation). ~1 minute: the first process compiles them."""
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=ROOT)
+    runs = []
+    for _ in range(2):
+        result = subprocess.run([sys.executable, "-c", CACHE_CHILD], capture_output=True,
+                                text=True, timeout=900, cwd=ROOT, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert any("vnni" in name or "qpwconv" in name for name in runs[1])
+    assert all(hits >= 1 for hits in runs[1].values()), runs[1]

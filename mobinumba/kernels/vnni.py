@@ -50,44 +50,44 @@ def load_i32_unaligned(typingctx, array, byte_offset):
     return types.int32(array, byte_offset), codegen
 
 
-def _dpbusd_intrinsic(lanes):
-    """The intrinsic dpbusd_update for `lanes` int32 lanes (16: zmm, AVX-512 VNNI; 8: ymm,
-    which LLVM encodes with AVX-VNNI where AVX-512 VL is absent):
-    acc.flat[index:index + lanes] = vpdpbusd(those lanes, broadcast(a), the 4 * lanes bytes
-    of `weights` at `byte_offset`): each lane += u8x4(a) . s8x4(its 4 weight bytes)."""
-    name = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"
+@intrinsic
+def dpbusd_update(typingctx, acc, index, a, weights, byte_offset, lanes):
+    """acc.flat[index:index + lanes] = vpdpbusd(those int32 lanes, broadcast(a), the
+    4 * lanes bytes of `weights` at `byte_offset`): each lane += u8x4(a) . s8x4(its 4 weight
+    bytes). `lanes` must be a literal: 16 (zmm, AVX-512 VNNI) or 8 (ymm, which LLVM encodes
+    with AVX-VNNI where AVX-512 VL is absent). One module-level intrinsic, not one per
+    width: a kernel closing over an intrinsic object never hit Numba's disk cache (a new
+    object in every process, so a new cache key: 8 s of compilation at every start)."""
+    if not (isinstance(acc, types.Array) and acc.dtype == types.int32
+            and isinstance(weights, types.Array) and weights.dtype == types.int8
+            and isinstance(lanes, types.IntegerLiteral) and lanes.literal_value in (8, 16)):
+        return None
+    width = lanes.literal_value
+    name = f"llvm.x86.avx512.vpdpbusd.{32 * width}"
 
-    def dpbusd_update(typingctx, acc, index, a, weights, byte_offset):
-        if not (isinstance(acc, types.Array) and acc.dtype == types.int32
-                and isinstance(weights, types.Array) and weights.dtype == types.int8):
-            return None
+    def codegen(context, builder, signature, args):
+        acc_value, index_value, a_value, weights_value, offset_value, _ = args
+        a_value = context.cast(builder, a_value, signature.args[2], types.int32)  # low 32 bits
+        i32, vector = ir.IntType(32), ir.VectorType(ir.IntType(32), width)
+        acc_data = _data_pointer(context, builder, signature.args[0], acc_value, i32)
+        acc_address = builder.bitcast(builder.gep(acc_data, [index_value]),
+                                      vector.as_pointer())
+        weight_data = _data_pointer(context, builder, signature.args[3], weights_value,
+                                    ir.IntType(8))
+        weight_address = builder.bitcast(builder.gep(weight_data, [offset_value]),
+                                         vector.as_pointer())
+        single = builder.insert_element(ir.Constant(vector, None), a_value,
+                                        ir.Constant(i32, 0))
+        broadcast = builder.shuffle_vector(single, ir.Constant(vector, None),
+                                           ir.Constant(vector, [0] * width))
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [vector, vector, vector]), name)
+        result = builder.call(function, [builder.load(acc_address, align=4), broadcast,
+                                         builder.load(weight_address, align=1)])
+        builder.store(result, acc_address, align=4)
+        return context.get_dummy_value()
 
-        def codegen(context, builder, signature, args):
-            acc_value, index_value, a_value, weights_value, offset_value = args
-            a_value = context.cast(builder, a_value, signature.args[2], types.int32)  # low 32
-            i32, vector = ir.IntType(32), ir.VectorType(ir.IntType(32), lanes)
-            acc_data = _data_pointer(context, builder, signature.args[0], acc_value, i32)
-            acc_address = builder.bitcast(builder.gep(acc_data, [index_value]),
-                                          vector.as_pointer())
-            weight_data = _data_pointer(context, builder, signature.args[3], weights_value,
-                                        ir.IntType(8))
-            weight_address = builder.bitcast(builder.gep(weight_data, [offset_value]),
-                                             vector.as_pointer())
-            single = builder.insert_element(ir.Constant(vector, None), a_value,
-                                            ir.Constant(i32, 0))
-            broadcast = builder.shuffle_vector(single, ir.Constant(vector, None),
-                                               ir.Constant(vector, [0] * lanes))
-            function = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vector, [vector, vector, vector]), name)
-            result = builder.call(function, [builder.load(acc_address, align=4), broadcast,
-                                             builder.load(weight_address, align=1)])
-            builder.store(result, acc_address, align=4)
-            return context.get_dummy_value()
-
-        return types.none(acc, index, a, weights, byte_offset), codegen
-
-    dpbusd_update.__name__ = f"dpbusd_update_{lanes}"
-    return intrinsic(dpbusd_update)
+    return types.none(acc, index, a, weights, byte_offset, lanes), codegen
 
 
 def pack_vnni_weights(weight, bias, nr):
@@ -132,7 +132,6 @@ def qpwconv_nhwc_vnni_kernel(tile):
     """qpwconv_nhwc_vnni compiled for `tile` (a VnniTile), once per tile; its weights come
     from pack_vnni_weights(weight, bias, tile.nr)."""
     mr, vectors, lanes, nr = tile.mr, tile.vectors, tile.lanes, tile.nr  # closure constants
-    dpbusd_update = _dpbusd_intrinsic(lanes)
 
     @njit(parallel=True, cache=CACHE)
     def qpwconv_nhwc_vnni(x, packed, packed_bias, multiplier, shift, out_zero_point, low,
@@ -170,7 +169,7 @@ def qpwconv_nhwc_vnni_kernel(tile):
                     # Rows past the end repeat the block's first row (results not stored).
                     a = load_i32_unaligned(x[i0 + r if r < count else i0], 4 * g) ^ _U8_SHIFT
                     for v in range(vectors):
-                        dpbusd_update(acc, r * nr + v * lanes, a, w, v * 4 * lanes)
+                        dpbusd_update(acc, r * nr + v * lanes, a, w, v * 4 * lanes, lanes)
             if tail:
                 w = panel[full_groups]
                 for r in range(mr):
@@ -179,7 +178,7 @@ def qpwconv_nhwc_vnni_kernel(tile):
                     for j in range(tail):
                         a |= ((np.int32(source[4 * full_groups + j]) + 128) & 255) << (8 * j)
                     for v in range(vectors):
-                        dpbusd_update(acc, r * nr + v * lanes, a, w, v * 4 * lanes)
+                        dpbusd_update(acc, r * nr + v * lanes, a, w, v * 4 * lanes, lanes)
             for r in range(count):
                 requantize_row(acc[r], multiplier[j0:], shift[j0:], out_zero_point, low, high,
                                width, out[i0 + r, j0:])
