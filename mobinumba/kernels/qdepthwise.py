@@ -64,12 +64,18 @@ def qdwconv3x3_nhwc(x, weight, weight_row, bias, multiplier, shift, stride, top,
                 for c in range(channels):
                     acc[ow * channels + c] = bias[c]
             for kh in range(3):
+                # The row's 3 taps in one pass: a third of the accumulator loads and stores
+                # of one pass per tap.
                 row = rows[kh].reshape(-1)  # (Wp * C,)
-                for kw in range(3):
-                    taps = weight_row[kh, kw]  # (Wo * C,)
-                    shifted = row[kw * channels:kw * channels + length]
-                    for j in range(length):
-                        acc[j] += np.int32(shifted[j]) * np.int32(taps[j])
+                left_taps, middle_taps, right_taps = (weight_row[kh, 0], weight_row[kh, 1],
+                                                      weight_row[kh, 2])  # (Wo * C,) each
+                left_row = row[:length]
+                middle_row = row[channels:channels + length]
+                right_row = row[2 * channels:2 * channels + length]
+                for j in range(length):
+                    acc[j] += (np.int32(left_row[j]) * np.int32(left_taps[j])
+                               + np.int32(middle_row[j]) * np.int32(middle_taps[j])
+                               + np.int32(right_row[j]) * np.int32(right_taps[j]))
         else:
             for ow in range(out_w):
                 pixel_acc = acc[ow * channels:(ow + 1) * channels]  # (C,)
