@@ -159,3 +159,28 @@ def test_int8_kernels_load_from_the_disk_cache(tmp_path):
         runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
     assert any("vnni" in name or "qpwconv" in name for name in runs[1])
     assert all(hits >= 1 for hits in runs[1].values()), runs[1]
+
+
+@pytest.mark.slow
+def test_bench_precision_int8(float_file, tmp_path, capsys):
+    """`mobinumba bench --precision int8` on a small float32 file (quantized without
+    calibration): both models timed, every layer profiled, cold starts of both in fresh
+    processes (about 30 s: those compile the kernels in empty caches)."""
+    import json
+
+    out = tmp_path / "report"
+    assert run_cli("bench", "--precision", "int8", "--weights", float_file, "--runs", "5",
+                   "--warmup", "1", "--threads", "1", "--out", out) == 0
+    printed = capsys.readouterr().out
+    assert "mobinumba int8" in printed and "mobinumba float32" in printed
+    report = json.loads((out / "int8.json").read_text())
+    assert set(report["latency_ms"]) == {"int8", "float32"}
+    assert all(stats["p50_ms"] > 0 for stats in report["latency_ms"].values())
+    names = [row["layer"] for row in report["layers"]]
+    assert names[0] == "conv_stem" and names[-2:] == ["avgpool", "classifier"]
+    assert all(row["int8_ms"] > 0 and row["float32_ms"] > 0 for row in report["layers"])
+    assert set(report["cold_start"]) == {"int8", "float32"}
+    for runs in report["cold_start"].values():
+        assert runs["warm_cache"]["first_inference_s"] < runs["empty_cache"]["first_inference_s"]
+    markdown = (out / "int8.md").read_text()
+    assert "| block01_pw |" in markdown and "int8 / float32 p50" in markdown
