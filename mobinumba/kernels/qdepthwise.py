@@ -2,14 +2,17 @@
 
 TFLite skips the taps that fall into the padding, which is the same as padding with the input
 zero point (x - zp = 0 there). So each task (an output row) first copies the 3 input rows it
-reads into a buffer bordered with the zero point, and then every tap is inside: the input zero point folds into the bias (bias - zp * sum of the channel's 9 weights)
-and the sums are plain int32 dot products of raw int8 values, followed by the fused
-requantize + clamp + store.
+reads into a buffer bordered with the zero point, and then every tap is inside: the input
+zero point folds into the bias (bias - zp * sum of the channel's 9 weights) and the sums are
+plain int32 dot products of raw int8 values, followed by the fused requantize + clamp +
+store. (Copying the whole input first was a second parallel region: one more barrier, which
+cost more than the 3x copy at 2 threads, docs/performance.md.)
 
 Stride 1 streams whole rows, as the float kernel does (kernels/depthwise.py): an NHWC row is
 one contiguous (W*C) vector, and tap (kh, kw) of output element j = ow*C + c is element
 j + kw*C of bordered row kh, so a row is 9 shifted streams times a weight row tiled to
-the same length, summed in vectorised loops without per-pixel bookkeeping. Other strides sum
+the same length, summed (a kernel row's 3 taps per pass) in vectorised loops without
+per-pixel bookkeeping. Other strides sum
 each pixel's 9 taps over its contiguous channels.
 """
 import numpy as np
