@@ -11,6 +11,7 @@ from .errors import FormatError, InputError, NumericError
 from .graph import Workspace, build_ops, pooling_index, workspace_bytes
 from .preprocess import load_image, preprocess_image
 from .threads import kernel_section
+from .quantization import PRECISIONS
 from .weights import read_model_file
 
 # A forward pass whose buffers would exceed this is refused before anything is allocated.
@@ -25,6 +26,8 @@ DEFAULT_FEATURE_MAPS = tuple(STRIDE_NAMES.values())
 # The shipped model (package data; a link to weights/ in a source checkout): TF-slim's
 # ImageNet MobileNetV1 1.0 224, 1001 classes. weights/README.md says where it comes from.
 DEFAULT_WEIGHTS = "mobilenet_v1_1.0_224_imagenet.h5"
+# Its int8 variant, made by `mobinumba quantize` (weights/README.md says how).
+DEFAULT_INT8_WEIGHTS = "mobilenet_v1_1.0_224_imagenet_int8.h5"
 
 
 class Prediction(NamedTuple):
@@ -35,13 +38,23 @@ class Prediction(NamedTuple):
     probability: float
 
 
-def load(path=None):
+def load(path=None, precision=None):
     """Load a mobinumba HDF5 weight file; raises mobinumba.FormatError if it is invalid.
 
     With no path, loads the shipped ImageNet MobileNetV1 (TF-slim mobilenet_v1_1.0_224,
-    1001 classes: "background" + ImageNet-1k); its location is the model's `path`.
+    1001 classes: "background" + ImageNet-1k), or its int8 variant with precision="int8";
+    its location is the model's `path`. With a path, `precision` (if given) must be the
+    file's: a float32 file is made int8 by `mobinumba quantize`.
     """
-    return Model(read_model_file(default_weights_path() if path is None else path))
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    model_file = read_model_file(default_weights_path(precision) if path is None else path)
+    if precision is not None and model_file.info.precision != precision:
+        hint = (f"; make an int8 file with `mobinumba quantize {path} -o OUT.h5`"
+                if precision == "int8" else "")
+        raise InputError(f"{path}: the model is {model_file.info.precision}, not "
+                         f"{precision}{hint}")
+    return Model(model_file)
 
 
 def no_classifier_message(where):
@@ -52,11 +65,13 @@ def no_classifier_message(where):
             f"Model.features(x) for its features")
 
 
-def default_weights_path():
-    """The path of the shipped model inside the installed package."""
-    path = importlib.resources.files("mobinumba") / "data" / DEFAULT_WEIGHTS
+def default_weights_path(precision=None):
+    """The path of the shipped model (precision "int8": its int8 variant) inside the
+    installed package."""
+    name = DEFAULT_INT8_WEIGHTS if precision == "int8" else DEFAULT_WEIGHTS
+    path = importlib.resources.files("mobinumba") / "data" / name
     if not path.is_file():
-        raise FormatError(f"the default model {DEFAULT_WEIGHTS} is not installed at {path}; "
+        raise FormatError(f"the default model {name} is not installed at {path}; "
                           f"reinstall mobinumba or pass a weight file")
     return os.fspath(path)
 
@@ -67,6 +82,10 @@ class Model:
     m(x) maps float32 (N, 3, H, W) to (N, num_classes) logits, or for a backbone without
     classifier (num_classes 0) to its (N, channels) globally pooled features. Calls from
     several Python threads are safe: they run one at a time (see threads.py).
+
+    An int8 model (info.precision "int8") quantizes x with input_quantization, runs TFLite's
+    int8 arithmetic and dequantizes the int8 logits with output_quantization, so m(x) still
+    returns float32; run_quantized() is the integer path alone.
     """
 
     def __init__(self, model_file):
@@ -75,9 +94,25 @@ class Model:
         self.path = model_file.path
         self.layers = [record.spec for record in model_file.layers]
         self._ops = build_ops(model_file.layers, self.info.activation_function,
-                              self.info.padding)
+                              self.info.padding, self.info.input_quantization)
         self._workspaces = OrderedDict()  # (N, H, W) -> Workspace
         self._map_index = _feature_map_names(self._ops)  # feature_maps name -> op index
+
+    @property
+    def precision(self):
+        """"float32" or "int8"."""
+        return self.info.precision
+
+    @property
+    def input_quantization(self):
+        """An int8 model's input Quantization (scale, zero_point) of the normalised image;
+        None for float32."""
+        return self.info.input_quantization
+
+    @property
+    def output_quantization(self):
+        """An int8 model's logits Quantization; None for float32."""
+        return getattr(self._ops[-1], "output_quantization", None)
 
     @property
     def num_classes(self):
@@ -121,12 +156,15 @@ class Model:
         x = self._check_input(x)
         with kernel_section():
             workspace = self._workspace(*x.shape[:1], *x.shape[2:])
-            np.copyto(workspace.input, x, casting="same_kind")
+            self._copy_input(workspace, x)
             if output == "features":
                 workspace.run_features()
             else:
                 workspace.run()
             result = getattr(workspace, output).copy()  # (N, C) or (N, num_classes)
+        if self.precision == "int8":  # int8 outputs: dequantized with their op's quantization
+            op = self._ops[pooling_index(self._ops) if output == "features" else -1]
+            return op.output_quantization.dequantize(result)
         if not np.isfinite(result).all():
             raise NumericError(f"the forward pass overflowed float32: {output} of input "
                                f"{int(np.argwhere(~np.isfinite(result))[0][0])} contain NaN "
@@ -156,8 +194,11 @@ class Model:
         indices = {self._map_index[name] for name in layers}
         with kernel_section():
             workspace = self._workspace(*x.shape[:1], *x.shape[2:])
-            np.copyto(workspace.input, x, casting="same_kind")
+            self._copy_input(workspace, x)
             kept = workspace.run_keeping(indices)
+        if self.precision == "int8":  # int8 maps: dequantized with their op's quantization
+            kept = {index: self._ops[index].output_quantization.dequantize(values)
+                    for index, values in kept.items()}
         maps = {name: kept[self._map_index[name]] for name in layers}
         for name, values in maps.items():
             if not np.isfinite(values).all():
@@ -171,13 +212,38 @@ class Model:
         if not self.info.has_classifier:
             raise InputError(no_classifier_message(self.path or "the model"))
 
+    def run_quantized(self, q):
+        """int8 logits (N, num_classes) of an int8 model for an int8 NHWC batch
+        (N, H, W, 3), already quantized with input_quantization: TFLite's integer path,
+        for comparing int8 tensors with LiteRT's."""
+        if self.precision != "int8":
+            raise InputError("run_quantized needs an int8 model; this one is float32")
+        q = np.asarray(q)
+        if q.dtype != np.int8 or q.ndim != 4 or q.shape[3] != 3 or 0 in q.shape:
+            raise InputError(f"run_quantized takes an int8 (N, H, W, 3) batch, got "
+                             f"{q.dtype} with shape {q.shape}")
+        n, height, width, _ = q.shape
+        self._check_workspace_size(n, height, width, (n, height, width, 3))
+        with kernel_section():
+            workspace = self._workspace(n, height, width)
+            workspace.input[...] = q.transpose(0, 3, 1, 2)
+            workspace.run()
+            return workspace.logits.copy()
+
     def profile(self, x):
         """Run like m(x) and return [(layer name, seconds)] for every op, in order."""
         x = self._check_input(x)
         with kernel_section():
             workspace = self._workspace(*x.shape[:1], *x.shape[2:])
-            np.copyto(workspace.input, x, casting="same_kind")
+            self._copy_input(workspace, x)
             return [(op.spec.name, seconds) for op, seconds in workspace.run_profiled()]
+
+    def _copy_input(self, workspace, x):
+        """x (N, 3, H, W) float into the workspace's input: as is, or quantized (int8)."""
+        if self.precision == "int8":
+            workspace.input[...] = self.input_quantization.quantize(x)
+        else:
+            np.copyto(workspace.input, x, casting="same_kind")
 
     def predict(self, images, topk=5):
         """Top-k predictions for each image (paths or PIL images), in input order.
@@ -300,16 +366,20 @@ class Model:
                              f"in axis 1 (N, 3, H, W)")
         if n < 1 or height < 1 or width < 1:
             raise InputError(f"input has shape {array.shape}: every dimension must be >= 1")
-        if (n, height, width) not in self._workspaces:  # a new shape: will its buffers fit?
-            needed = workspace_bytes(self._ops, n, height, width)
-            if needed > MAX_WORKSPACE_BYTES:
-                raise InputError(f"input of shape {array.shape} needs {needed / 2 ** 30:.1f} "
-                                 f"GiB of buffers, more than the "
-                                 f"{MAX_WORKSPACE_BYTES / 2 ** 30:.0f} GiB limit; split the batch")
+        self._check_workspace_size(n, height, width, array.shape)
         if not np.isfinite(array).all():
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
             raise InputError(f"input contains NaN or Inf (first at index {bad})")
         return array
+
+    def _check_workspace_size(self, n, height, width, shape):
+        """InputError when a new input shape's buffers would exceed MAX_WORKSPACE_BYTES."""
+        if (n, height, width) not in self._workspaces:  # a new shape: will its buffers fit?
+            needed = workspace_bytes(self._ops, n, height, width)
+            if needed > MAX_WORKSPACE_BYTES:
+                raise InputError(f"input of shape {shape} needs {needed / 2 ** 30:.1f} "
+                                 f"GiB of buffers, more than the "
+                                 f"{MAX_WORKSPACE_BYTES / 2 ** 30:.0f} GiB limit; split the batch")
 
     def _workspace(self, n, height, width):
         key = (n, height, width)

@@ -25,7 +25,7 @@ from ..errors import CheckpointError, check_regular_file
 from ..ops import kind_of
 from ..filetype import (GRAPHDEF, KERAS_H5, KERAS_V3, PICKLE, SAFETENSORS, TORCH_LEGACY,
                         TORCH_ZIP, identify, not_a_checkpoint)
-from ..weights import ARCH, FORMAT_VERSION, ModelFile, ModelInfo, write_model_file
+from ..weights import ARCH, ModelFile, ModelInfo, write_model_file
 from . import classic, keras, retinaface, ssd, tfslim, timm
 from .check import check_conversion, torch_available
 from .checkpoint import read_state_dict, sha256_of
@@ -205,7 +205,6 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
     last_block = [r for r in records if r.name.startswith("block")][-1]
     info = ModelInfo(
         arch=ARCH,
-        format_version=FORMAT_VERSION,
         width_multiplier=round(last_block.weight.shape[0] / 1024, 4),
         num_classes=num_classes,
         input_size=setting("input_size", input_size) or DEFAULT_INPUT_SIZE,

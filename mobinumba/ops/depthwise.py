@@ -3,10 +3,12 @@
 Runtime: (N, H, W, C) -> (N, Ho, Wo, C). Stride-1 layers with one pixel of padding on every
 side (both padding rules agree there) use the row-streaming kernel; others the per-pixel one.
 """
+import numpy as np
+
+from ..activation import activation_of
 from ..kernels._common import aligned_copy
 from ..kernels.depthwise import (dwconv3x3_nhwc_clamp, dwconv3x3s1_nhwc_clamp,
                                  pack_dwconv3x3_weights, tile_dwconv3x3_weights)
-from ..activation import activation_of
 from .base import LayerKind, fold_batch_norm
 
 
@@ -41,10 +43,44 @@ class DepthwiseConv:
                                       *self.epilogue_args)
 
 
+class QuantizedDepthwiseConv(DepthwiseConv):
+    """The int8 depthwise op (TFLite DEPTHWISE_CONV_2D int8, per-channel weights):
+    kernels/qdepthwise.py, which borders its input rows with the input zero point (TFLite
+    skips padded taps: the same sums)."""
+
+    output_dtype = np.int8
+
+    def __init__(self, record, activation, padding, input_quantization):
+        from ..kernels.qdepthwise import pack_qdwconv3x3_weights
+        from .base import Int8Epilogue, int8_bias
+
+        self.spec = record.spec
+        self.padding = padding
+        self.input_zero_point = input_quantization.zero_point
+        self.epilogue = Int8Epilogue(record, input_quantization, activation)
+        self.output_quantization = self.epilogue.output_quantization
+        self.weight = pack_qdwconv3x3_weights(record.weight)  # (3, 3, C) int16
+        self.bias = int8_bias(record, self.input_zero_point, fold=True)  # (C,) int32
+
+    def bind(self, src, dst):
+        """(kernel, args) computing dst (N, Ho, Wo, C) int8 from src (N, H, W, C) int8."""
+        from ..kernels.qdepthwise import qdwconv3x3_nhwc, tile_qdwconv3x3_weights
+
+        _, out_w, top, left = self.spec.output_size(src.shape[1], src.shape[2], self.padding)
+        # (3, 3, Wo * C) for stride 1; other strides read the (3, 3, C) weights.
+        weight_row = (tile_qdwconv3x3_weights(self.weight, out_w) if self.spec.stride == 1
+                      else self.weight[:, :, :0])
+        multiplier, shift, zero_point, low, high = self.epilogue.args
+        return qdwconv3x3_nhwc, (src, self.weight, weight_row, self.bias, multiplier, shift,
+                                 self.spec.stride, top, left, self.input_zero_point,
+                                 zero_point, low, high, dst)
+
+
 class Depthwise3x3(LayerKind):
     """A depthwise 3x3 convolution: weight (C, 1, 3, 3), as many outputs as inputs."""
 
     op_class = DepthwiseConv
+    int8_op_class = QuantizedDepthwiseConv
     name = "dwconv"
     description = "a depthwise 3x3 conv"
     kernel_size = 3
