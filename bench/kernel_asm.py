@@ -10,7 +10,8 @@ runs but a tiny call per kernel), finds each function's innermost loops in the a
 instructions, FMAs, packed multiplies and adds (SSE has no FMA), scalar multiplies and adds
 (a loop LLVM did not vectorise), stack accesses (%rsp: spilled vectors or pointers, or
 accumulators kept in memory) and the vector registers used. A kernel has several such loops
-(full tiles, row tiles, vector remainders); docs/performance.md says which is the hot one. x86 only (it reads AT&T x86 assembly).
+(full tiles, row tiles, vector remainders); docs/performance.md says which is the hot one.
+x86 only (it reads AT&T x86 assembly).
 """
 import argparse
 import os
@@ -19,7 +20,6 @@ import re
 import numpy as np
 
 from mobinumba.kernels import depthwise
-from mobinumba.kernels._tile import Tile
 from mobinumba.kernels.conv import conv3x3_nchw_to_nhwc_clamp_kernel
 from mobinumba.kernels.pointwise import pwconv_nhwc_clamp_kernel
 from mobinumba.kernels.targets import compile_target, target_tiles
