@@ -25,7 +25,7 @@ TILE = target_tiles().pointwise
 # Panel widths from which a 1 x NR row tile is vectorised. LLVM fully unrolls a shorter
 # constant-count tile loop into scalar code before its loop vectoriser sees it (Numba leaves
 # the SLP vectoriser off): one leftover row through a 1 x 32 tile built for haswell cost
-# 13 rows' time (49 x 1024 -> 1024: 1.09 ms vs 0.86 for 48 rows), while 1 x 48 (SSE) and
+# 13 rows' time (49 x 1024 -> 1024: median 1.09 ms vs 0.86 for 48 rows), while 1 x 48 (SSE) and
 # 1 x 64 (AVX-512) rows run at vector speed. Narrower panels take their leftover rows in
 # one shifted MR-row tile instead (docs/performance.md, "Tiles per target").
 VECTOR_ROW_NR = 48
