@@ -122,6 +122,7 @@ TARGET_CHILD = textwrap.dedent("""
     from mobinumba.reference import reference_logits
     from mobinumba.weights import read_model_file
     from test_kernels import assert_close, clamp, naive_conv3x3, random
+    from kernel_asm import innermost_loops, loop_counts  # bench/
 
     tiles = target_tiles()
     rng = np.random.default_rng(0)
@@ -133,6 +134,11 @@ TARGET_CHILD = textwrap.dedent("""
         pwconv_nhwc_clamp(x, *pack_pointwise_weights(weight, bias), np.float32(6), out)
         assert_close(out, clamp(x.astype(np.float64) @ weight[:, :, 0, 0].T.astype(np.float64)
                                 + bias, np.float32(6)), f"pwconv {rows}x{c_in}->{c_out}")
+    # The reduction loops of the pointwise kernel (full tiles and row tiles), counted.
+    asm = next(iter(pwconv_nhwc_clamp.compiled.inspect_asm().values()))
+    loops = [loop_counts(body) for _, body in innermost_loops(asm)]
+    for loop in loops:
+        loop["registers"] = len(loop["registers"])
     for c_out, out_w, stride in ((32, 17, 2), (32, 5, 1), (tiles.stem.nr + 3, 9, 2)):
         out_h = 4
         height, width = (out_h - 1) * stride + 3, (out_w - 1) * stride + 3
@@ -153,7 +159,7 @@ TARGET_CHILD = textwrap.dedent("""
     error = float((np.abs(logits - expected) / np.maximum(1, np.abs(expected))).max())
     print(json.dumps({"target": str(compile_target()), "bits": compile_target().vector_bits,
                       "pointwise": str(tiles.pointwise), "stem": str(tiles.stem),
-                      "logit_error": error}))
+                      "logit_error": error, "pointwise_loops": loops}))
 """)
 
 
@@ -161,7 +167,8 @@ def run_child(code, cpu, cache_dir, *args):
     """Run `code` in a child compiled for `cpu` with NUMBA_CACHE_DIR=cache_dir; its stdout."""
     env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES="",
                NUMBA_CACHE_DIR=str(cache_dir),
-               PYTHONPATH=os.pathsep.join([ROOT, TESTS, os.environ.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join([ROOT, TESTS, os.path.join(ROOT, "bench"),
+                                           os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
                             text=True, timeout=900, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -172,12 +179,23 @@ def run_child(code, cpu, cache_dir, *args):
 @pytest.mark.parametrize("cpu,bits", [("haswell", 256), ("x86-64", 128)])
 def test_kernels_built_for_another_target(tmp_path, cpu, bits):
     """The kernels compiled for `cpu` at its table entry's tiles agree with the naive
-    references, and the shipped model's logits with float64 PyTorch (1e-4 * max(1, |logit|))."""
+    references, and the shipped model's logits with float64 PyTorch (1e-4 * max(1, |logit|)).
+    The register model of the table holds in the machine code: the pointwise full tile's
+    reduction loop has its MR x NR / lanes multiply-adds (FMAs; a multiply and an add each
+    without FMA) vectorised, within the 16 vector registers and without any stack access
+    (bench/kernel_asm.py counts them)."""
     report = json.loads(run_child(TARGET_CHILD, cpu, tmp_path).splitlines()[-1])
     assert report["target"].startswith(cpu + " (") and report["bits"] == bits
     entry = TILES[(bits, 16)]
     assert (report["pointwise"], report["stem"]) == (str(entry.pointwise), str(entry.stem))
     assert report["logit_error"] <= 1e-4
+    vectors = entry.pointwise.mr * entry.pointwise.nr // (bits // 32)
+    kind = "fma" if bits == 256 else "mul"
+    tile_loops = [loop for loop in report["pointwise_loops"] if loop[kind] == vectors
+                  and loop["add"] == (vectors if kind == "mul" else 0)]
+    assert tile_loops, report["pointwise_loops"]
+    for loop in tile_loops:
+        assert loop["stack"] == 0 and loop["scalar"] == 0 and loop["registers"] <= 16, loop
 
 
 # One small pointwise kernel (Tile 2x8): its result, whether it came from the cache, and
