@@ -65,10 +65,11 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser("convert", parents=[common],
-                                  help="convert a PyTorch checkpoint or a TF-slim frozen graph "
-                                       "to a mobinumba .h5 file")
-    convert.add_argument("checkpoint", help=".pth / .pt / .pth.tar / .safetensors, or a "
-                                            "frozen TensorFlow graph .pb")
+                                  help="convert a PyTorch checkpoint, a TF-slim frozen graph "
+                                       "or a TensorFlow Lite model to a mobinumba .h5 file")
+    convert.add_argument("checkpoint", help=".pth / .pt / .pth.tar / .safetensors, a "
+                                            "frozen TensorFlow graph .pb, or a float32 "
+                                            "TensorFlow Lite model .tflite")
     convert.add_argument("-o", "--output", required=True, help="the .h5 file to write")
     convert.add_argument("--layout", choices=_layout_names(), default=None,
                          help="source layout (default: detected from the keys; .pb files are "
@@ -88,7 +89,9 @@ def build_parser():
                               "crop (timm); central_crop: crop the central crop_pct, resize to "
                               "size (TF-slim)")
     convert.add_argument("--crop-pct", type=_bounded(float, 0.0, 1.0, low_open=True))
-    convert.add_argument("--input-size", type=_bounded(int, 1, 8192), default=224)
+    convert.add_argument("--input-size", type=_bounded(int, 1, 8192), default=None,
+                         help="the square input side (default: a .tflite file's own, else "
+                              "224)")
     convert.add_argument("--bn-eps", type=_bounded(float, 0.0, 1.0, low_open=True),
                          default=None,
                          help="batch-norm epsilon (default: the graph's for tf-slim, else "
@@ -98,8 +101,8 @@ def build_parser():
                               "(default: imagenet for 1000 classes, background + imagenet "
                               "for 1001)")
     convert.add_argument("--check", action=argparse.BooleanOptionalAction, default=None,
-                         help="compare the written file with PyTorch (default: on when torch "
-                              "is installed)")
+                         help="compare the written file with PyTorch, or with LiteRT for a "
+                              ".tflite (default: on when torch / ai-edge-litert is installed)")
     convert.add_argument("--tolerance", type=_bounded(float, 0.0, 1.0, low_open=True),
                          default=1e-4,
                          help="self-check tolerance, relative to max(1, max |logit|)")
@@ -218,10 +221,12 @@ def run_convert(args):
         shown = ", ".join(report.ignored[:3]) + (", ..." if len(report.ignored) > 3 else "")
         print(f"ignored {len(report.ignored)} constant(s) outside the MobileNetV1 scope: {shown}")
     if report.check_difference is None:
-        reason = "--no-check" if args.check is False else "torch is not installed"
+        reason = ("--no-check" if args.check is False else
+                  "neither ai-edge-litert nor torch is installed"
+                  if report.layout == "tflite" else "torch is not installed")
         print(f"self-check skipped ({reason})")
     else:
-        print(f"self-check against PyTorch: max |logit difference| "
+        print(f"self-check against {report.check_reference}: max |logit difference| "
               f"{report.check_difference:.3g} (allowed {report.check_allowed:.3g})")
     return 0
 

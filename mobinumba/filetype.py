@@ -39,7 +39,7 @@ KERAS_H5 = FileType("keras_h5", "a Keras HDF5 model", False)
 KERAS_WEIGHTS = FileType("keras_weights", "a Keras HDF5 weights file (save_weights)", False)
 KERAS_V3 = FileType("keras_v3", "a Keras v3 model archive (.keras)", False)
 HDF5 = FileType("hdf5", "an HDF5 file", False)
-TFLITE = FileType("tflite", "a TensorFlow Lite model", False)
+TFLITE = FileType("tflite", "a TensorFlow Lite model", True)
 ONNX = FileType("onnx", "an ONNX model", False)
 GRAPHDEF = FileType("graphdef", "a TensorFlow GraphDef", True)
 SAFETENSORS = FileType("safetensors", "a safetensors checkpoint", True)
@@ -261,7 +261,8 @@ def _is_onnx(stream, size):
 def convert_command(path):
     """The `mobinumba convert` command line that turns `path` into a weight file."""
     stem = path
-    for suffix in (".tar", ".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pb", ".pkl", ".h5"):
+    for suffix in (".tar", ".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pb", ".tflite",
+                   ".pkl", ".h5"):
         if stem.lower().endswith(suffix) and len(stem) > len(suffix):
             stem = stem[:-len(suffix)]
     output = stem + ".h5" if stem + ".h5" != path else stem + ".mobinumba.h5"
@@ -275,8 +276,8 @@ def not_a_weight_file(path, filetype):
                 f"convert it first: {convert_command(path)}")
     return (f"{path}: this is {filetype.description}, not a mobinumba weight file; mobinumba "
             f"reads only its own .h5 files, made by `mobinumba convert` from PyTorch "
-            f"checkpoints (.pth/.safetensors) or TF-slim frozen graphs (.pb)"
-            f"{_not_yet(filetype)}")
+            f"checkpoints (.pth/.safetensors), TF-slim frozen graphs (.pb) or TensorFlow Lite "
+            f"models (.tflite){_not_yet(filetype)}")
 
 
 def not_a_checkpoint(path, filetype):
@@ -285,11 +286,11 @@ def not_a_checkpoint(path, filetype):
         return (f"{path}: is already a mobinumba weight file; use it as it is "
                 f"(mobinumba predict --weights {shlex.quote(path)} ...)")
     return (f"{path}: this is {filetype.description}; mobinumba convert reads PyTorch "
-            f"checkpoints (.pth/.safetensors) and TF-slim frozen graphs (.pb)"
-            f"{_not_yet(filetype)}")
+            f"checkpoints (.pth/.safetensors), TF-slim frozen graphs (.pb) and TensorFlow "
+            f"Lite models (.tflite){_not_yet(filetype)}")
 
 
 def _not_yet(filetype):
     family = {KERAS_H5: "Keras", KERAS_WEIGHTS: "Keras", KERAS_V3: "Keras",
-              TFLITE: "TensorFlow Lite", ONNX: "ONNX"}.get(filetype)
+              ONNX: "ONNX"}.get(filetype)
     return f"; {family} files are not supported yet" if family else ""

@@ -1,6 +1,7 @@
 """Convert a source checkpoint into a mobinumba HDF5 weight file.
 
-read the state dict (a frozen TensorFlow graph's constants for `.pb`) -> detect (or take) the
+read the state dict (a frozen TensorFlow graph's constants for `.pb`, a TensorFlow Lite
+model's weights for `.tflite`) -> detect (or take) the
 layout -> map keys to layer records, checking every shape -> write atomically -> optionally
 check the written file against PyTorch. One module per source layout; adding a layout means
 adding it to LAYOUTS.
@@ -15,18 +16,19 @@ from dataclasses import dataclass, field
 
 from ..padding import PADDINGS
 from ..errors import CheckpointError, check_regular_file
-from ..filetype import (GRAPHDEF, PICKLE, SAFETENSORS, TORCH_LEGACY, TORCH_ZIP, identify,
-                        not_a_checkpoint)
+from ..filetype import (GRAPHDEF, PICKLE, SAFETENSORS, TFLITE, TORCH_LEGACY, TORCH_ZIP,
+                        identify, not_a_checkpoint)
 from ..weights import ARCH, FORMAT_VERSION, ModelFile, ModelInfo, write_model_file
-from . import classic, tfslim, timm
-from .check import check_conversion, torch_available
+from . import classic, tflite, tfslim, timm
+from .check import check_conversion, check_against_litert, litert_available, torch_available
 from .checkpoint import read_state_dict, sha256_of
 from .known_nets import name_network
 from .labels import resolve_labels
 from .plan import records_from_plan
 
-LAYOUTS = {module.NAME: module for module in (timm, classic, tfslim)}
+LAYOUTS = {module.NAME: module for module in (timm, classic, tfslim, tflite)}
 GRAPH_SUFFIX = ".pb"
+TFLITE_SUFFIX = ".tflite"
 SAFETENSORS_SUFFIX = ".safetensors"
 # A test hook, not an option (tests/test_interrupts.py): when this environment variable
 # names a path, the converter, its temp file complete and not yet checked nor moved into
@@ -51,6 +53,7 @@ class ConversionReport:
     ignored: list = field(default_factory=list)
     check_difference: float | None = None
     check_allowed: float | None = None
+    check_reference: str = "PyTorch"
 
 
 def detect_layout(keys, source):
@@ -72,27 +75,34 @@ def detect_layout(keys, source):
 def read_source(source, padding=None):
     """(state dict, settings the file states, names it ignored) of a checkpoint or graph.
 
-    A `.pb` file is a frozen TensorFlow graph read by tfslim.read_graph (which takes the
-    user's `padding` override); anything else is a PyTorch state dict, which states nothing.
+    A `.pb` file is a frozen TensorFlow graph read by tfslim.read_graph, a `.tflite` file a
+    TensorFlow Lite model read by tflite.read_tflite_network (both take the user's `padding`
+    override); anything else is a PyTorch state dict, which states nothing.
     A file recognised as another kind (a Keras, TFLite or ONNX model, a mobinumba weight
     file, or a checkpoint whose name picks the wrong reader) is refused with what it is.
     """
     reader = reader_for(source)
     # Before identify() opens it: a FIFO or a device would block or never end.
-    check_regular_file(source, CheckpointError,
-                       "a GraphDef" if reader is GRAPHDEF else "a checkpoint")
+    check_regular_file(source, CheckpointError, {GRAPHDEF: "a GraphDef",
+                                                 TFLITE: "a TensorFlow Lite model"}.get(
+                                                     reader, "a checkpoint"))
     refuse_other_formats(source, reader)
     if reader is GRAPHDEF:
         return tfslim.read_graph(source, padding=padding)
+    if reader is TFLITE:
+        return tflite.read_tflite_network(source, padding=padding)
     return read_state_dict(source), {}, []
 
 
 def reader_for(source):
-    """The FileType whose reader the file's name picks: GRAPHDEF for `.pb`, SAFETENSORS for
-    `.safetensors`, TORCH_ZIP (torch.load, which reads both torch.save formats) otherwise."""
+    """The FileType whose reader the file's name picks: GRAPHDEF for `.pb`, TFLITE for
+    `.tflite`, SAFETENSORS for `.safetensors`, TORCH_ZIP (torch.load, which reads both
+    torch.save formats) otherwise."""
     name = source.lower()
     if name.endswith(GRAPH_SUFFIX):
         return GRAPHDEF
+    if name.endswith(TFLITE_SUFFIX):
+        return TFLITE
     return SAFETENSORS if name.endswith(SAFETENSORS_SUFFIX) else TORCH_ZIP
 
 
@@ -107,31 +117,38 @@ def refuse_other_formats(source, reader):
     torch_load_reads = (TORCH_ZIP, TORCH_LEGACY, PICKLE)
     if found is reader or (reader is TORCH_ZIP and found in torch_load_reads):
         return
-    suffix = {GRAPHDEF: GRAPH_SUFFIX, SAFETENSORS: SAFETENSORS_SUFFIX}.get(found, ".pth")
+    suffix = {GRAPHDEF: GRAPH_SUFFIX, SAFETENSORS: SAFETENSORS_SUFFIX,
+              TFLITE: TFLITE_SUFFIX}.get(found, ".pth")
     raise CheckpointError(f"{source}: this is {found.description}, but mobinumba convert "
                           f"picks its reader by the file name; name it *{suffix}")
 
 
 def convert_checkpoint(source, output, *, layout=None, activation=None, padding=None, mean=None,
-                       std=None, interpolation=None, crop_pct=None, resize=None, input_size=224,
+                       std=None, interpolation=None, crop_pct=None, resize=None, input_size=None,
                        bn_eps=None,
                        labels="auto", check=None, tolerance=1e-4, force=False):
     """Convert `source` to the HDF5 file `output`; returns a ConversionReport.
 
-    Options left as None take what the source states, else the layout's defaults. check=None
-    runs the self-check when torch is importable; check=True requires torch. The output is
-    written atomically; when the check fails nothing is left at `output`.
+    Options left as None take what the source states, else the layout's defaults (input_size:
+    a `.tflite` file's input side, else 224). check=None runs the self-check when its
+    reference is importable (LiteRT for a `.tflite` file, falling back to torch; torch for
+    the others); check=True requires one. The output is written atomically; when the check
+    fails nothing is left at `output`.
     """
     source = os.fspath(source)
     output = os.fspath(output)
     if os.path.exists(output) and not force:
         raise CheckpointError(f"{output}: file exists (use --force to overwrite)")
-    if check and not torch_available():
+    from_tflite = reader_for(source) is TFLITE
+    if check and not torch_available() and not (from_tflite and litert_available()):
         raise CheckpointError("--check needs torch (pip install 'mobinumba[convert]')")
     if layout is not None and layout not in LAYOUTS:
         raise CheckpointError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if padding is not None and padding not in PADDINGS:
         raise CheckpointError(f"unknown padding {padding!r}; known: {', '.join(PADDINGS)}")
+    if bn_eps is not None and from_tflite:
+        raise CheckpointError(f"{source}: --bn-eps does not apply to a TensorFlow Lite model "
+                              f"(its batch norms are folded into the convolutions)")
     state, stated, ignored = read_source(source, padding)
     if layout is None:
         layout = detect_layout(set(state), source)
@@ -143,6 +160,7 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         return stated.get(name, module.DEFAULTS[name])
 
     bn_eps = setting("bn_eps", bn_eps)
+    input_size = input_size if input_size is not None else stated.get("input_size", 224)
     plan = module.plan(set(state))
     records = records_from_plan(plan, state, bn_eps, source)
     num_classes = records[-1].weight.shape[0]
@@ -172,11 +190,16 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
                               num_layers=len(records), head_conv=plan[-2].name == "conv_head",
                               activation=info.activation, padding=info.padding, bn_eps=bn_eps,
                               ignored=ignored)
-    run_check = torch_available() if check is None else check
+    use_litert = from_tflite and litert_available()
+    run_check = (use_litert or torch_available()) if check is None else check
 
     def verify(temp_path):
         _pause_for_tests()
-        if run_check:
+        if run_check and use_litert:
+            report.check_reference = "LiteRT"
+            report.check_difference, report.check_allowed = check_against_litert(
+                temp_path, source, stated["logits_tensor"], info, tolerance)
+        elif run_check:
             report.check_difference, report.check_allowed = check_conversion(
                 temp_path, records, info, tolerance)
 

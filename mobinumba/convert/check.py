@@ -1,8 +1,10 @@
-"""The converter's self-check: the written file against PyTorch on the source tensors.
+"""The converter's self-check: the written file against an independent reference.
 
-The reference is mobinumba.reference's PyTorch network in float64 over the records taken from
-the source (its own tensors, batch norm unfolded, PyTorch's grouped convolution for the
-depthwise layers): none of the runtime's folding, packing or kernels is involved.
+For checkpoints and graphs the reference is mobinumba.reference's PyTorch network in float64
+over the records taken from the source (its own tensors, batch norm unfolded, PyTorch's
+grouped convolution for the depthwise layers): none of the runtime's folding, packing or
+kernels is involved. For a `.tflite` file it is the file itself run by LiteRT's reference
+kernels (no XNNPACK delegate), when ai-edge-litert is installed.
 """
 import numpy as np
 
@@ -18,19 +20,65 @@ def torch_available():
     return True
 
 
+def litert_available():
+    """True when LiteRT (ai-edge-litert) can be imported."""
+    try:
+        from ai_edge_litert import interpreter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def litert_logits(tflite_path, logits_tensor, x):
+    """(N, K) float64 logits of the `.tflite` file on NCHW `x`, run image by image by LiteRT's
+    builtin reference kernels; `logits_tensor` is the classifier's output tensor index (read
+    before any softmax, so all tensors are preserved)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_path=tflite_path, num_threads=1,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]["index"]
+    rows = []
+    for image in x:
+        interpreter.set_tensor(source, image.transpose(1, 2, 0)[None].astype(np.float32))
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(logits_tensor).astype(np.float64).reshape(-1))
+    return np.stack(rows)
+
+
+def check_against_litert(model_path, tflite_path, logits_tensor, info, tolerance, batch=2,
+                         seed=0):
+    """Max |logit difference| between the runtime on `model_path` and LiteRT on the source
+    `.tflite`; CheckpointError beyond tolerance * max(1, max |LiteRT logit|). Returns (max
+    difference, allowed difference)."""
+    rng = np.random.default_rng(seed)
+    size = info.input_size
+    x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    return _compare(model_path, x, litert_logits(tflite_path, logits_tensor, x), tolerance)
+
+
 def check_conversion(model_path, records, info, tolerance, batch=2, seed=0):
     """Max |logit difference| between the runtime on `model_path` and the torch reference.
 
     Raises CheckpointError when it exceeds tolerance * max(1, max |reference logit|).
     Returns (max difference, allowed difference).
     """
-    from ..model import load
     from ..reference import reference_logits
 
     rng = np.random.default_rng(seed)
     size = info.input_size
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
     expected = reference_logits(records, info.activation, info.padding, x)
+    return _compare(model_path, x, expected, tolerance)
+
+
+def _compare(model_path, x, expected, tolerance):
+    """(max |difference|, allowed) of the runtime's logits on `x` against `expected`."""
+    from ..model import load
+
     try:
         actual = load(model_path)(x)
     except NumericError as error:
