@@ -1,4 +1,4 @@
-"""The `mobinumba` command: convert | predict | inspect | bench.
+"""The `mobinumba` command: convert | export | predict | inspect | bench.
 
 User mistakes (bad paths, files, options) print one line `mobinumba: error: ...` on stderr
 and exit with status 1 (2 for malformed command lines, from argparse); never a traceback.
@@ -108,6 +108,22 @@ def build_parser():
                          help="self-check tolerance, relative to max(1, max |logit|)")
     convert.add_argument("--force", action="store_true", help="overwrite an existing output")
     convert.set_defaults(handler=run_convert)
+
+    export = commands.add_parser("export", parents=[common],
+                                 help="write a mobinumba .h5 file as a float32 TensorFlow Lite "
+                                      "model")
+    export.add_argument("--tflite", action="store_true", required=True,
+                        help="the format to write (the only one so far)")
+    export.add_argument("weights", help="a mobinumba .h5 file")
+    export.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    export.add_argument("--check", action=argparse.BooleanOptionalAction, default=None,
+                        help="run the written file with LiteRT and compare (default: on when "
+                             "ai-edge-litert is installed)")
+    export.add_argument("--tolerance", type=_bounded(float, 0.0, 1.0, low_open=True),
+                        default=1e-4,
+                        help="self-check tolerance, relative to max(1, max |logit|)")
+    export.add_argument("--force", action="store_true", help="overwrite an existing output")
+    export.set_defaults(handler=run_export)
 
     predict = commands.add_parser("predict", parents=[common],
                                   help="classify images and print the top-k classes, or "
@@ -228,6 +244,22 @@ def run_convert(args):
     else:
         print(f"self-check against {report.check_reference}: max |logit difference| "
               f"{report.check_difference:.3g} (allowed {report.check_allowed:.3g})")
+    return 0
+
+
+def run_export(args):
+    """`mobinumba export --tflite`: write the .tflite and report the self-check."""
+    from .export_tflite import export_tflite
+
+    checked = export_tflite(args.weights, args.output, check=args.check,
+                            tolerance=args.tolerance, force=args.force)
+    print(f"wrote {args.output}: float32 TensorFlow Lite model")
+    if checked is None:
+        reason = "--no-check" if args.check is False else "ai-edge-litert is not installed"
+        print(f"self-check skipped ({reason})")
+    else:
+        print(f"self-check against LiteRT: max |logit difference| {checked[0]:.3g} (allowed "
+              f"{checked[1]:.3g})")
     return 0
 
 
