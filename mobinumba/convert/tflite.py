@@ -41,6 +41,8 @@ IDENTITY_EPS = 2.0 ** -10
 # Operators that only compute a RESHAPE's target shape (Keras's dynamic batch dimension).
 SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
 TAIL_OPS = {"RESHAPE", "SQUEEZE", "SOFTMAX"}
+# A fully quantized model with uint8 (or float) input and output converts at its ends.
+CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
 POOL_OPS = {"AVERAGE_POOL_2D", "MEAN"}
 FLOAT32 = 0
 
@@ -72,11 +74,9 @@ def read_tflite_network(path, padding=None):
     input_tensor = tensors[graph.inputs[0]]
     quantized = [op for op, _ in layers if tensors[op.inputs[1]].type != FLOAT32]
     if quantized or input_tensor.type != FLOAT32:
-        op = quantized[0] if quantized else None
-        what = (f"operator {op.index} ({op.name}) has {tensors[op.inputs[1]].type_name} "
-                f"weights" if op else f"its input is {input_tensor.type_name}")
-        raise CheckpointError(f"{path}: a quantized MobileNetV1 ({what}); mobinumba reads "
-                              f"float32 .tflite files (int8 models need the int8 runtime)")
+        raise CheckpointError(f"{path}: a quantized MobileNetV1 ({_quantization(graph, quantized)}"
+                              f"); mobinumba reads float32 .tflite files (int8 models need "
+                              f"the int8 runtime)")
     state = {}
     activations = set()
     rules = set(PADDINGS)
@@ -146,8 +146,9 @@ def _data_chain(graph, path):
 def _match_mobilenet(graph, chain, path):
     """[(operator, role)] of the weight layers: conv_stem, blockNN_dw, blockNN_pw, classifier.
 
-    The chain must read: [PAD] CONV_2D, 13 x ([PAD] DEPTHWISE_CONV_2D, CONV_2D), a pooling,
-    [RESHAPE/SQUEEZE], CONV_2D or FULLY_CONNECTED, then only RESHAPE/SQUEEZE/SOFTMAX.
+    The chain must read: [QUANTIZE] [PAD] CONV_2D, 13 x ([PAD] DEPTHWISE_CONV_2D, CONV_2D),
+    a pooling, [RESHAPE/SQUEEZE], CONV_2D or FULLY_CONNECTED, then only RESHAPE, SQUEEZE,
+    SOFTMAX, QUANTIZE, DEQUANTIZE.
     """
     names = [op.name for op in chain]
     position = 0
@@ -163,6 +164,7 @@ def _match_mobilenet(graph, chain, path):
         _refuse(graph, path, f"expected {' or '.join(sorted(expected))} at step "
                              f"{position + 1} of the main path, found {found}")
 
+    take({"QUANTIZE"}, optional=True)
     take({"PAD"}, optional=True)
     layers = [(take({"CONV_2D"}), STEM)]
     block = 0
@@ -178,7 +180,7 @@ def _match_mobilenet(graph, chain, path):
     while take({"RESHAPE", "SQUEEZE"}, optional=True):
         pass
     layers.append((take({"CONV_2D", "FULLY_CONNECTED"}), CLASSIFIER))
-    while take(TAIL_OPS, optional=True):
+    while take(TAIL_OPS | CONVERSION_OPS, optional=True):
         pass
     if position != len(chain):
         _refuse(graph, path, f"unexpected {names[position]} after the classifier")
@@ -343,10 +345,26 @@ def _matching_rules(graph, chain, op, path):
             if all(pads(source[axis], 3, stride, rule) == found[axis - 1] for axis in (1, 2))}
 
 
+def _quantization(graph, quantized):
+    """What a quantized file holds, e.g. 'int8 weights per channel, uint8 input'."""
+    tensors = graph.tensors
+    weights = sorted({tensors[op.inputs[1]].type_name for op in quantized})
+    scales = {len(tensors[op.inputs[1]].quantization.scale) > 1 for op in quantized
+              if tensors[op.inputs[1]].quantization is not None}
+    per = {frozenset({True}): " per channel", frozenset({False}): " per tensor"}.get(
+        frozenset(scales), "")
+    legacy = " (legacy asymmetric uint8 weights)" if "uint8" in weights else ""
+    parts = [f"{'/'.join(weights) or 'float32'} weights{per}{legacy}",
+             f"{tensors[graph.inputs[0]].type_name} input",
+             f"{tensors[graph.outputs[0]].type_name} output"]
+    return ", ".join(parts)
+
+
 def _refuse(graph, path, why):
     """CheckpointError: not a MobileNetV1, with the file's operator counts."""
     counts = Counter(op.name for op in graph.operators)
     summary = ", ".join(f"{count} {name}" for name, count in counts.most_common(8))
-    more = f", {len(counts) - 8} more kinds" if len(counts) > 8 else ""
+    more = (f", {len(counts) - 8} more kind{'s' if len(counts) > 9 else ''}"
+            if len(counts) > 8 else "")
     raise CheckpointError(f"{path}: not a MobileNetV1 graph: {why} (operators: "
                           f"{summary or 'none'}{more})")
