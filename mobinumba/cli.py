@@ -187,8 +187,8 @@ def build_parser():
     bench.add_argument("--warmup", type=_bounded(int, 0, 10000), default=None,
                        help="untimed runs before timing (default 10)")
     bench.add_argument("--peers", type=_peer_list, default=_peer_list("all"),
-                       help="comma-separated peers to compare: torch, onnxruntime, all or "
-                            "none (default all)")
+                       help="comma-separated peers to compare: torch, onnxruntime, litert, "
+                            "all or none (default all)")
     bench.add_argument("--out", default="bench-report",
                        help="directory for report.md, report.json and report.png "
                             "(default bench-report)")
