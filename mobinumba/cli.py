@@ -1,18 +1,21 @@
-"""The `mobinumba` command: convert | export | predict | inspect | bench.
+"""The `mobinumba` command: convert | export | quantize | predict | inspect | bench.
 
 User mistakes (bad paths, files, options) print one line `mobinumba: error: ...` on stderr
 and exit with status 1 (2 for malformed command lines, from argparse); never a traceback.
 """
 import argparse
 import json
+import os
 import shlex
 import sys
 
 import numba
+import numpy as np
 
 from . import __version__
 from .errors import InputError, MobinumbaError, in_range
 from .padding import PADDINGS
+from .quantization import PRECISIONS
 from .model import PREDICT_BATCH
 from .stream import (DEFAULT_PARTITION_SIZE, MAX_BATCH_SIZE, MAX_DECODE_WORKERS,
                      MAX_PARTITION_SIZE)
@@ -134,6 +137,9 @@ def build_parser():
     predict.add_argument("--weights", default=None,
                          help="a mobinumba .h5 file (default: the shipped ImageNet "
                               "MobileNetV1)")
+    predict.add_argument("--precision", choices=PRECISIONS, default=None,
+                         help="float32 or int8: without --weights, the shipped model or its "
+                              "int8 variant; with --weights, the precision the file must have")
     predict.add_argument("--topk", type=_bounded(int, 1, 10 ** 6), default=5)
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.add_argument("--batch-size", type=_bounded(int, 1, MAX_BATCH_SIZE),
@@ -162,6 +168,22 @@ def build_parser():
                         default=None,
                         help=f"images per Dask task (default {DEFAULT_PARTITION_SIZE})")
     predict.set_defaults(handler=run_predict)
+
+    quantize = commands.add_parser("quantize", parents=[common],
+                                   help="make an int8 model (TFLite's int8 scheme) from a "
+                                        "float32 mobinumba .h5 file")
+    quantize.add_argument("weights", help="a float32 mobinumba .h5 file")
+    quantize.add_argument("-o", "--output", required=True, help="the int8 .h5 file to write")
+    quantize.add_argument("--calibrate", nargs="+", default=None, metavar="DIR_OR_GLOB",
+                          help="calibration images (files, directories, glob patterns): "
+                               "activation ranges from them, and the top-1 agreement with the "
+                               "float model on them (default: none; ReLU6 networks use [0, 6])")
+    quantize.add_argument("--percentile", type=_bounded(float, 50.0, 100.0, low_open=True),
+                          default=None,
+                          help="activation ranges from this percentile of each image's values "
+                               "(e.g. 99.99) instead of min/max")
+    quantize.add_argument("--force", action="store_true", help="overwrite an existing output")
+    quantize.set_defaults(handler=run_quantize)
 
     inspect = commands.add_parser("inspect", parents=[common],
                                   help="print a weight file's metadata and layer table")
@@ -192,6 +214,10 @@ def build_parser():
     bench.add_argument("--out", default="bench-report",
                        help="directory for report.md, report.json and report.png "
                             "(default bench-report)")
+    bench.add_argument("--precision", choices=PRECISIONS, default="float32",
+                       help="int8: the int8 model beside its float32 source (default: the "
+                            "shipped models; a float32 --weights file is quantized without "
+                            "calibration), written to OUT/int8.md and int8.json")
     bench.add_argument("--quick", action="store_true",
                        help="a tiny configuration (width 0.25, 64x64, 10 runs) for testing")
     bench.set_defaults(handler=run_bench)
@@ -263,6 +289,35 @@ def run_export(args):
     return 0
 
 
+def run_quantize(args):
+    """`mobinumba quantize`: calibrate, quantize, write atomically, report the agreement."""
+    from .inputs import expand_inputs
+    from .model import Model
+    from .quantize import quantize_model_file
+    from .weights import read_model_file, write_model_file
+
+    if os.path.exists(args.output) and not args.force:  # before minutes of calibration
+        raise InputError(f"{args.output} exists; use --force to replace it")
+    model_file = read_model_file(args.weights)
+    batches = None
+    if args.calibrate is not None:
+        paths = expand_inputs(args.calibrate)
+        model = Model(model_file)
+        images = [model.preprocess(path) for path in paths]  # InputError names a bad one
+        batches = [np.stack(images[i:i + PREDICT_BATCH])
+                   for i in range(0, len(images), PREDICT_BATCH)]
+    int8_file, report = quantize_model_file(model_file, batches, args.percentile)
+    # Read back before it is moved into place: the file written is one the reader accepts.
+    write_model_file(args.output, int8_file, overwrite=args.force, verify=read_model_file)
+    print(f"wrote {args.output} ({os.path.getsize(args.output):,} bytes): int8, "
+          f"calibration {report.calibration}")
+    if report.agreement is not None:
+        print(f"top-1 agreement with the float32 model on the calibration images: "
+              f"{report.agreement:.1%} ({round(report.agreement * report.images)} of "
+              f"{report.images})")
+    return 0
+
+
 def run_predict(args):
     """`mobinumba predict`: top-k per image, printed or into --out FILE; carries on past
     unreadable images.
@@ -281,7 +336,7 @@ def run_predict(args):
         from .batch import check_file_options
         check_file_options(args.out, args.resume, args.force, args.decode_threads,
                            args.dask_scheduler, args.dask_local, args.partition_size)
-    model = load(args.weights)
+    model = load(args.weights, precision=args.precision)
     if args.topk > model.num_classes:  # worded for the command line; the library says topk
         raise InputError(f"--topk {args.topk} exceeds the model's {model.num_classes} classes")
     if args.out is not None:
@@ -348,7 +403,8 @@ def run_inspect(args):
     labels = model.labels
     label_text = (f"{len(labels)} ({', '.join(labels[:3])}, ...)" if labels else "none")
     print(f"file:           {model.path}")
-    print(f"format:         mobinumba v{info.format_version}, {info.arch}")
+    print(f"format:         mobinumba v{info.format_version}, {info.arch}"
+          f"{', int8' if info.precision == 'int8' else ''}")
     print(f"width:          {info.width_multiplier:g}")
     print(f"classes:        {info.num_classes}")
     print(f"labels:         {label_text}")
@@ -368,6 +424,8 @@ def run_bench(args):
     """`mobinumba bench`: run the benchmark report and say where it went."""
     from .bench.runner import make_config, run_benchmarks
 
+    if args.precision == "int8":
+        return _run_int8_bench(args)
     config = make_config(weights=args.weights, width=args.width, size=args.size,
                          batch=args.batch, threads=args.threads, runs=args.runs,
                          warmup=args.warmup, peers=args.peers, out=args.out, quick=args.quick,
@@ -382,6 +440,24 @@ def run_bench(args):
     print(f"depthwise-separable speedup, whole network: {head['separable_speedup_im2col']:.2f}x"
           f" measured (vs im2col), {head['separable_speedup_theoretical']:.2f}x theoretical")
     print("wrote " + ", ".join(f"{args.out}/{name}" for name in report["files"].values()))
+    return 0
+
+
+def _run_int8_bench(args):
+    """`mobinumba bench --precision int8`: int8 beside float32 (bench/int8.py)."""
+    from .bench.int8 import run_int8_benchmarks
+    from .threads import get_threads
+
+    if args.width is not None or args.quick or args.size is not None:
+        raise InputError("--precision int8 measures the shipped models or --weights at their "
+                         "own width and size: --width, --size and --quick do not apply")
+    report = run_int8_benchmarks(args.weights, args.batch, args.threads or get_threads(),
+                                 args.runs or 100, 10 if args.warmup is None else args.warmup,
+                                 args.out)
+    for name, stats in report["latency_ms"].items():
+        print(f"mobinumba {name:<8} p50 {stats['p50_ms']:8.3f} ms  batch 8 "
+              f"{report['batch8_images_per_s'][name]:7.0f} images/s")
+    print(f"wrote {args.out}/int8.md, {args.out}/int8.json")
     return 0
 
 

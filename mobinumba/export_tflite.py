@@ -51,6 +51,9 @@ def export_tflite(weights, output, *, check=None, tolerance=1e-4, force=False):
     if check and not litert_available():
         raise CheckpointError("--check needs ai-edge-litert (pip install 'mobinumba[tflite]')")
     model_file = read_model_file(weights)
+    if model_file.info.precision != "float32":
+        raise CheckpointError(f"{weights}: an {model_file.info.precision} model; export "
+                              f"--tflite writes float32 models (export its float32 source)")
     data, logits_tensor = tflite_bytes(model_file)
     result = None
     with atomic_output(os.fspath(output), force) as temp_path:

@@ -14,16 +14,28 @@ from .kernels._common import aligned_zeros
 from .ops import POOL, kind_of
 
 
-def build_ops(layers, activation, padding):
+def build_ops(layers, activation, padding, input_quantization=None):
     """The op list for validated layer records, in order: each record's op (built by its
-    kind, see mobinumba/ops/), with global pooling before the first op taking flat features."""
+    kind, see mobinumba/ops/), with global pooling before the first op taking flat features.
+
+    int8 records (record.quant set) get int8 ops; each needs its input's quantization: the
+    model's `input_quantization` for the first, then the previous op's output_quantization.
+    """
     ops = []
+    quantization = input_quantization
     for record in layers:
         kind = kind_of(record.kind)
         if kind.flat_input:
-            ops.append(POOL.build_pool(record.spec.in_channels))
-        ops.append(kind.build(record, activation, padding))
+            ops.append(POOL.build_pool(record.spec.in_channels, quantization, record.quant))
+            quantization = getattr(ops[-1], "output_quantization", None)
+        ops.append(kind.build(record, activation, padding, quantization))
+        quantization = getattr(ops[-1], "output_quantization", None)
     return ops
+
+
+def _output_dtype(op):
+    """The dtype an op writes: float32, or int8 for int8 ops (which say so)."""
+    return np.dtype(getattr(op, "output_dtype", np.float32))
 
 
 def workspace_bytes(ops, n, height, width):
@@ -35,7 +47,8 @@ def workspace_bytes(ops, n, height, width):
         shape = op.output_shape(shape)
         largest = max(largest, math.prod(shape))  # Python ints: no overflow for any shape
     logits = n * ops[-1].spec.out_channels
-    return 4 * (math.prod(padded_shape) + 2 * largest + logits)
+    itemsize = _output_dtype(ops[0]).itemsize  # int8 models: 1-byte buffers
+    return itemsize * (math.prod(padded_shape) + 2 * largest + logits)
 
 
 class Workspace:
@@ -46,11 +59,14 @@ class Workspace:
     two ping-pong buffers, each as large as the largest intermediate activation: op i writes
     into buffer i % 2 and reads the other one.
     logits (N, num_classes) float32: the last op's output.
+    An int8 model's buffers are int8 (each op's output_dtype), and its padded input is
+    bordered with the input zero point (the stem op's pad_value) instead of zeros.
     """
 
     def __init__(self, ops, n, height, width):
         padded_shape, top, left = ops[0].padded_input((n, 3, height, width))
-        self.padded_input = aligned_zeros(padded_shape)  # (N, 3, Hp, Wp)
+        self.padded_input = _buffer(padded_shape, getattr(ops[0], "input_dtype", np.float32))
+        self.padded_input[...] = getattr(ops[0], "pad_value", 0)  # (N, 3, Hp, Wp)
         self.input = self.padded_input[:, :, top:top + height, left:left + width]  # (N, 3, H, W)
         shapes = []
         shape = self.input.shape
@@ -58,8 +74,8 @@ class Workspace:
             shape = op.output_shape(shape)
             shapes.append(shape)
         largest = max(int(np.prod(s)) for s in shapes[:-1])
-        ping_pong = [aligned_zeros(largest) for _ in range(2)]
-        self.logits = aligned_zeros(shapes[-1])  # (N, num_classes)
+        ping_pong = [_buffer(largest, _output_dtype(ops[0])) for _ in range(2)]
+        self.logits = _buffer(shapes[-1], _output_dtype(ops[-1]))  # (N, num_classes)
         self.calls = []  # (op, kernel, args) in execution order
         src = self.padded_input
         for index, (op, shape) in enumerate(zip(ops, shapes)):
@@ -76,6 +92,13 @@ class Workspace:
         for _, kernel, args in self.calls:
             kernel(*args)
 
+    def run_layers(self):
+        """Run like run(), yielding (op, its output buffer) after each op (calibration reads
+        every activation; the buffer is reused two ops later)."""
+        for op, kernel, args in self.calls:
+            kernel(*args)
+            yield op, args[-1]
+
     def run_profiled(self):
         """Run like run() and return [(op, seconds)] per op, timed with perf_counter."""
         timings = []
@@ -84,3 +107,14 @@ class Workspace:
             kernel(*args)
             timings.append((op, time.perf_counter() - start))
         return timings
+
+
+def _buffer(shape, dtype):
+    """An aligned zeroed buffer of `shape` and `dtype` (float32 buffers as before)."""
+    if np.dtype(dtype) == np.float32:
+        return aligned_zeros(shape)
+    from .kernels.qcommon import aligned_empty
+
+    buffer = aligned_empty(shape, dtype)
+    buffer[...] = 0
+    return buffer

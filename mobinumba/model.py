@@ -11,6 +11,7 @@ from .errors import FormatError, InputError, NumericError
 from .graph import Workspace, build_ops, workspace_bytes
 from .preprocess import load_image, preprocess_image
 from .threads import kernel_section
+from .quantization import PRECISIONS
 from .weights import read_model_file
 
 # A forward pass whose buffers would exceed this is refused before anything is allocated.
@@ -22,6 +23,8 @@ PREDICT_BATCH = 16
 # The shipped model (package data; a link to weights/ in a source checkout): TF-slim's
 # ImageNet MobileNetV1 1.0 224, 1001 classes. weights/README.md says where it comes from.
 DEFAULT_WEIGHTS = "mobilenet_v1_1.0_224_imagenet.h5"
+# Its int8 variant, made by `mobinumba quantize` (weights/README.md says how).
+DEFAULT_INT8_WEIGHTS = "mobilenet_v1_1.0_224_imagenet_int8.h5"
 
 
 class Prediction(NamedTuple):
@@ -32,20 +35,32 @@ class Prediction(NamedTuple):
     probability: float
 
 
-def load(path=None):
+def load(path=None, precision=None):
     """Load a mobinumba HDF5 weight file; raises mobinumba.FormatError if it is invalid.
 
     With no path, loads the shipped ImageNet MobileNetV1 (TF-slim mobilenet_v1_1.0_224,
-    1001 classes: "background" + ImageNet-1k); its location is the model's `path`.
+    1001 classes: "background" + ImageNet-1k), or its int8 variant with precision="int8";
+    its location is the model's `path`. With a path, `precision` (if given) must be the
+    file's: a float32 file is made int8 by `mobinumba quantize`.
     """
-    return Model(read_model_file(default_weights_path() if path is None else path))
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    model_file = read_model_file(default_weights_path(precision) if path is None else path)
+    if precision is not None and model_file.info.precision != precision:
+        hint = (f"; make an int8 file with `mobinumba quantize {path} -o OUT.h5`"
+                if precision == "int8" else "")
+        raise InputError(f"{path}: the model is {model_file.info.precision}, not "
+                         f"{precision}{hint}")
+    return Model(model_file)
 
 
-def default_weights_path():
-    """The path of the shipped model inside the installed package."""
-    path = importlib.resources.files("mobinumba") / "data" / DEFAULT_WEIGHTS
+def default_weights_path(precision=None):
+    """The path of the shipped model (precision "int8": its int8 variant) inside the
+    installed package."""
+    name = DEFAULT_INT8_WEIGHTS if precision == "int8" else DEFAULT_WEIGHTS
+    path = importlib.resources.files("mobinumba") / "data" / name
     if not path.is_file():
-        raise FormatError(f"the default model {DEFAULT_WEIGHTS} is not installed at {path}; "
+        raise FormatError(f"the default model {name} is not installed at {path}; "
                           f"reinstall mobinumba or pass a weight file")
     return os.fspath(path)
 
@@ -55,6 +70,10 @@ class Model:
 
     m(x) maps float32 (N, 3, H, W) to (N, num_classes) logits. Calls from several Python
     threads are safe: they run one at a time (see threads.py).
+
+    An int8 model (info.precision "int8") quantizes x with input_quantization, runs TFLite's
+    int8 arithmetic and dequantizes the int8 logits with output_quantization, so m(x) still
+    returns float32; run_quantized() is the integer path alone.
     """
 
     def __init__(self, model_file):
@@ -62,8 +81,25 @@ class Model:
         self.labels = model_file.labels
         self.path = model_file.path
         self.layers = [record.spec for record in model_file.layers]
-        self._ops = build_ops(model_file.layers, self.info.activation, self.info.padding)
+        self._ops = build_ops(model_file.layers, self.info.activation, self.info.padding,
+                              self.info.input_quantization)
         self._workspaces = OrderedDict()  # (N, H, W) -> Workspace
+
+    @property
+    def precision(self):
+        """"float32" or "int8"."""
+        return self.info.precision
+
+    @property
+    def input_quantization(self):
+        """An int8 model's input Quantization (scale, zero_point) of the normalised image;
+        None for float32."""
+        return self.info.input_quantization
+
+    @property
+    def output_quantization(self):
+        """An int8 model's logits Quantization; None for float32."""
+        return getattr(self._ops[-1], "output_quantization", None)
 
     @property
     def num_classes(self):
@@ -84,9 +120,11 @@ class Model:
         x = self._check_input(x)
         with kernel_section():
             workspace = self._workspace(*x.shape[:1], *x.shape[2:])
-            np.copyto(workspace.input, x, casting="same_kind")
+            self._copy_input(workspace, x)
             workspace.run()
             logits = workspace.logits.copy()  # (N, num_classes)
+        if self.precision == "int8":
+            return self.output_quantization.dequantize(logits)
         if not np.isfinite(logits).all():
             raise NumericError(f"the forward pass overflowed float32: logits of input "
                                f"{int(np.argwhere(~np.isfinite(logits))[0][0])} contain NaN "
@@ -94,13 +132,38 @@ class Model:
                                f"are too large)")
         return logits
 
+    def run_quantized(self, q):
+        """int8 logits (N, num_classes) of an int8 model for an int8 NHWC batch
+        (N, H, W, 3), already quantized with input_quantization: TFLite's integer path,
+        for comparing int8 tensors with LiteRT's."""
+        if self.precision != "int8":
+            raise InputError("run_quantized needs an int8 model; this one is float32")
+        q = np.asarray(q)
+        if q.dtype != np.int8 or q.ndim != 4 or q.shape[3] != 3 or 0 in q.shape:
+            raise InputError(f"run_quantized takes an int8 (N, H, W, 3) batch, got "
+                             f"{q.dtype} with shape {q.shape}")
+        n, height, width, _ = q.shape
+        self._check_input(np.zeros((n, 3, height, width), np.float32))  # buffer size limit
+        with kernel_section():
+            workspace = self._workspace(n, height, width)
+            workspace.input[...] = q.transpose(0, 3, 1, 2)
+            workspace.run()
+            return workspace.logits.copy()
+
     def profile(self, x):
         """Run like m(x) and return [(layer name, seconds)] for every op, in order."""
         x = self._check_input(x)
         with kernel_section():
             workspace = self._workspace(*x.shape[:1], *x.shape[2:])
-            np.copyto(workspace.input, x, casting="same_kind")
+            self._copy_input(workspace, x)
             return [(op.spec.name, seconds) for op, seconds in workspace.run_profiled()]
+
+    def _copy_input(self, workspace, x):
+        """x (N, 3, H, W) float into the workspace's input: as is, or quantized (int8)."""
+        if self.precision == "int8":
+            workspace.input[...] = self.input_quantization.quantize(x)
+        else:
+            np.copyto(workspace.input, x, casting="same_kind")
 
     def predict(self, images, topk=5):
         """Top-k predictions for each image (paths or PIL images), in input order.

@@ -27,9 +27,14 @@ from .hdf5_guard import check_global_heaps
 from .ops import STORED_KINDS, kind_of, kinds_where
 from .ops.base import ACTIVATIONS, folding_overflows
 from .padding import PADDINGS
+from .quantization import (INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, POOL_OPS, PRECISIONS,
+                           LayerQuantization, Quantization)
 
 FORMAT_NAME = "mobinumba"
-FORMAT_VERSION = 1
+# The newest version this reader knows. Float32 files are still written as version 1 (an
+# older reader reads them correctly); int8 files are version 2, which older readers refuse.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = {"float32": 1, "int8": 2}
 ARCH = "mobilenet_v1"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming", "bilinear_tf")
 RESIZE_MODES = ("shorter_side", "central_crop")
@@ -45,6 +50,8 @@ MAX_TOTAL_ELEMENTS = 2 ** 27
 MAX_ATTRIBUTE_ELEMENTS = 16
 MAX_CHANNELS = 65536
 MAX_CLASSES = 1_000_000
+# int8 layers: the largest |input| a kernel multiplies a weight by, twice (see _read_int8_layer).
+ACCUMULATOR_INPUTS = 2 * 255
 # Layer groups: a decimal execution index, an underscore, an ASCII name.
 LAYER_KEY = re.compile(r"([0-9]{1,6})_([A-Za-z0-9_]+)")
 
@@ -68,7 +75,11 @@ class ModelInfo:
     source_layout: str = ""
     converter_version: str = ""
     arch: str = ARCH
-    format_version: int = FORMAT_VERSION
+    format_version: int = FORMAT_VERSIONS["float32"]
+    # "float32", or "int8": TFLite-style quantized layers (LayerRecord.quant), whose input
+    # (the normalised image) is quantized with input_quantization.
+    precision: str = "float32"
+    input_quantization: Quantization | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,11 @@ class LayerRecord:
     weight: conv (Cout, Cin, 3, 3), dwconv (C, 1, 3, 3), pwconv (Cout, Cin, 1, 1),
     dense (K, C). bias: (Cout,) or None (convolutions normally have none, dense has one).
     bn: BatchNorm for convolutions, None for dense.
+
+    In an int8 model (ModelInfo.precision "int8") the same shapes hold folded, quantized
+    tensors: weight int8 (batch norm folded in, symmetric per output channel), bias int32
+    (Cout,) always present (scale input_scale * weight_scale[c]), bn None, and `quant` the
+    layer's LayerQuantization (weight scales, output quantization; quantization.py).
     """
 
     name: str
@@ -98,6 +114,7 @@ class LayerRecord:
     bias: np.ndarray | None = None
     bn: BatchNorm | None = None
     source_name: str = ""
+    quant: LayerQuantization | None = None
 
     @property
     def spec(self):
@@ -141,7 +158,7 @@ def write_model_file(path, model, overwrite=False, verify=None):
 
 def _write_root(h5, info):
     h5.attrs["format"] = FORMAT_NAME
-    h5.attrs["format_version"] = np.int64(info.format_version)
+    h5.attrs["format_version"] = np.int64(FORMAT_VERSIONS[info.precision])
     h5.attrs["arch"] = info.arch
     h5.attrs["width_multiplier"] = float(info.width_multiplier)
     h5.attrs["num_classes"] = np.int64(info.num_classes)
@@ -157,12 +174,23 @@ def _write_root(h5, info):
     h5.attrs["source_sha256"] = info.source_sha256
     h5.attrs["source_layout"] = info.source_layout
     h5.attrs["converter_version"] = info.converter_version
+    if info.precision != "float32":  # float32 files keep exactly their version-1 attributes
+        h5.attrs["precision"] = info.precision
+        _write_quantization(h5, "input", info.input_quantization)
+
+
+def _write_quantization(obj, prefix, quantization):
+    obj.attrs[f"{prefix}_scale"] = np.float32(quantization.scale)
+    obj.attrs[f"{prefix}_zero_point"] = np.int64(quantization.zero_point)
 
 
 def _write_layer(group, layer):
     group.attrs["kind"] = layer.kind
     group.attrs["stride"] = np.int64(layer.stride)
     group.attrs["source_name"] = layer.source_name
+    if layer.quant is not None:
+        _write_int8_layer(group, layer)
+        return
     group.create_dataset("weight", data=np.asarray(layer.weight, dtype=np.float32))
     if layer.bias is not None:
         group.create_dataset("bias", data=np.asarray(layer.bias, dtype=np.float32))
@@ -170,6 +198,17 @@ def _write_layer(group, layer):
         for name in BN_FIELDS:
             group.create_dataset(name, data=np.asarray(getattr(layer.bn, name), np.float32))
         group.create_dataset("eps", data=np.float32(layer.bn.eps))
+
+
+def _write_int8_layer(group, layer):
+    quant = layer.quant
+    group.create_dataset("weight", data=np.asarray(layer.weight, dtype=np.int8))
+    group.create_dataset("bias", data=np.asarray(layer.bias, dtype=np.int32))
+    group.create_dataset("weight_scale", data=np.asarray(quant.weight_scale, np.float32))
+    _write_quantization(group, "output", quant.output)
+    if quant.pooled is not None:
+        group.attrs["pool"] = quant.pool_op
+        _write_quantization(group, "pool", quant.pooled)
 
 
 # --------------------------------------------------------------------------------- reading
@@ -241,6 +280,7 @@ class _LayerHeader:
     source_name: str
     where: str  # "<path>: layers/NN_name", the prefix of every message about this layer
     datasets: dict  # dataset name -> h5py.Dataset, dtype, shape and storage checked
+    quantizations: dict | None = None  # int8 only: output, pooled, pool_op (read, checked)
 
     @property
     def weight_shape(self):
@@ -261,6 +301,12 @@ def _read(h5, path):
     if version > FORMAT_VERSION:
         raise FormatError(f"{where}: format_version {version} is newer than this mobinumba "
                           f"supports ({FORMAT_VERSION}); upgrade mobinumba")
+    precision = _choice_attr(h5, "precision", PRECISIONS, where, default="float32")
+    if version < FORMAT_VERSIONS[precision]:
+        raise FormatError(f"{where}: precision {precision!r} needs format_version "
+                          f"{FORMAT_VERSIONS[precision]}, the file says {version}")
+    input_quantization = (_quantization_attrs(h5, "input", where)
+                          if precision == "int8" else None)
     info = ModelInfo(
         arch=_choice_attr(h5, "arch", (ARCH,), where),
         format_version=version,
@@ -278,16 +324,20 @@ def _read(h5, path):
         source_sha256=_str_attr(h5, "source_sha256", where),
         source_layout=_str_attr(h5, "source_layout", where),
         converter_version=_str_attr(h5, "converter_version", where),
+        precision=precision,
+        input_quantization=input_quantization,
     )
-    headers = _read_layer_headers(h5, where)
+    headers = _read_layer_headers(h5, where, precision)
     _check_chain(headers, info, where)
     _check_total_size(headers, where)
     labels = _read_labels(h5, info.num_classes, where)
     layers = [_read_layer(header) for header in headers]
+    if precision == "int8":
+        _check_average_pool(layers, where)
     return ModelFile(info=info, layers=layers, labels=labels, path=path)
 
 
-def _read_layer_headers(h5, where):
+def _read_layer_headers(h5, where, precision):
     group = _member(h5, "layers", where, h5py.Group)
     with _reading(f"{where}: layers"):
         keys = list(group.keys())
@@ -309,16 +359,19 @@ def _read_layer_headers(h5, where):
     for index in range(len(keys)):
         key, name = ordered[index]
         layer_group = _member(group, key, f"{where}: layers", h5py.Group)  # "file: layers/k"
-        headers.append(_read_layer_header(layer_group, name, f"{where}: layers/{key}"))
+        headers.append(_read_layer_header(layer_group, name, f"{where}: layers/{key}",
+                                          precision))
     return headers
 
 
-def _read_layer_header(group, name, where):
+def _read_layer_header(group, name, where, precision):
     kind_name = _choice_attr(group, "kind", STORED_KINDS, where)
     kind = kind_of(kind_name)
     stride = _int_attr(group, "stride", where, 1, 2)
     source_name = _str_attr(group, "source_name", where, required=False)
-    weight = _float_dataset(group, "weight", where)
+    int8 = precision == "int8"
+    weight = (_dataset(group, "weight", where, "i1", "int8") if int8
+              else _float_dataset(group, "weight", where))
     shape = weight.shape
     if len(shape) != kind.weight_rank:
         raise FormatError(f"{where}/weight: rank {len(shape)} (shape {shape}), "
@@ -335,6 +388,9 @@ def _read_layer_header(group, name, where):
                           f"{' or '.join(map(str, kind.strides))}")
     _, out_channels = kind.channels(shape)
     datasets = {"weight": weight}
+    if int8:
+        return _read_int8_layer_header(group, name, kind, stride, source_name, where,
+                                       datasets, out_channels)
     if kind.bias_required or _has_member(group, "bias", where):
         datasets["bias"] = _float_dataset(group, "bias", where, shape=(out_channels,))
     if kind.has_bn:
@@ -344,6 +400,52 @@ def _read_layer_header(group, name, where):
         datasets["eps"] = _float_dataset(group, "eps", where, shape=())
     return _LayerHeader(name=name, kind=kind_name, stride=stride, source_name=source_name,
                         where=where, datasets=datasets)
+
+
+def _read_int8_layer_header(group, name, kind, stride, source_name, where, datasets,
+                            out_channels):
+    """The rest of an int8 layer's header: int32 bias, float weight scales, the output
+    quantization (and the pooled features' for the classifier); no batch norm."""
+    for field_name in (*BN_FIELDS, "eps"):
+        if _has_member(group, field_name, where):
+            raise FormatError(f"{where}/{field_name}: an int8 layer has its batch norm folded "
+                              f"into weight and bias; remove the batch-norm datasets")
+    datasets["bias"] = _dataset(group, "bias", where, "i", "integer",
+                                shape=(out_channels,))
+    datasets["weight_scale"] = _float_dataset(group, "weight_scale", where,
+                                              shape=(out_channels,))
+    quantizations = {"output": _quantization_attrs(group, "output", where)}
+    if kind.flat_input:
+        quantizations["pooled"] = _quantization_attrs(group, "pool", where)
+        quantizations["pool_op"] = _choice_attr(group, "pool", POOL_OPS, where)
+    return _LayerHeader(name=name, kind=kind.name, stride=stride, source_name=source_name,
+                        where=where, datasets=datasets, quantizations=quantizations)
+
+
+def _quantization_attrs(obj, prefix, where):
+    """Quantization from attributes `<prefix>_scale` (a float32 > 0) and
+    `<prefix>_zero_point` (an int8 value)."""
+    key = f"{prefix}_scale"
+    scale = _float_attr(obj, key, where, 0.0, float(np.finfo(np.float32).max))
+    if not np.float32(scale) > 0:  # below float32's smallest subnormal
+        raise FormatError(f"{where}: attribute '{key}' is {scale}, which is 0 in float32")
+    zero_point = _int_attr(obj, f"{prefix}_zero_point", where, INT8_MIN, INT8_MAX)
+    return Quantization(float(np.float32(scale)), zero_point)
+
+
+def _check_average_pool(layers, where):
+    """TFLite's AVERAGE_POOL_2D keeps its input's quantization: a classifier reading
+    'average' pooled features must say the quantization of the layer before it."""
+    for previous, layer in zip(layers, layers[1:]):
+        quant = layer.quant
+        if quant.pooled is not None and quant.pool_op == "average" and (
+                quant.pooled != previous.quant.output):
+            raise FormatError(
+                f"{where}: layers/{layer.name}: pool 'average' keeps its input's quantization "
+                f"but pool_scale/pool_zero_point ({quant.pooled.scale}, "
+                f"{quant.pooled.zero_point}) differ from {previous.name!r}'s output "
+                f"({previous.quant.output.scale}, {previous.quant.output.zero_point}); "
+                f"use pool 'mean' for a requantizing pool")
 
 
 def _check_chain(headers, info, where):
@@ -384,6 +486,8 @@ def _check_total_size(headers, where):
 def _read_layer(header):
     """The LayerRecord of a checked header: read every dataset, check values."""
     where = header.where
+    if header.quantizations is not None:
+        return _read_int8_layer(header)
     arrays = {key: _read_values(dataset, f"{where}/{key}")
               for key, dataset in header.datasets.items()}
     bn = None
@@ -401,6 +505,35 @@ def _read_layer(header):
         raise FormatError(f"{where}: folding batch norm overflows float32 (gamma / "
                           f"sqrt(var + eps) is too large for these weights)")
     return record
+
+
+def _read_int8_layer(header):
+    """The LayerRecord of a checked int8 header: int8 weight, int32 bias, weight scales
+    finite, > 0 and float32."""
+    where, datasets = header.where, header.datasets
+    with _reading(f"{where}/weight"):
+        weight = np.asarray(datasets["weight"][()], dtype=np.int8)
+    with _reading(f"{where}/bias"):
+        bias = np.asarray(datasets["bias"][()])
+    if bias.size and (bias.min() < INT32_MIN or bias.max() > INT32_MAX):
+        raise FormatError(f"{where}/bias: values outside the int32 range")
+    # Every kernel's int32 accumulator holds the bias plus at most 2 * 255 * sum |w| (the
+    # VNNI GEMM adds its +128 correction to the bias): refuse what could overflow it.
+    reach = np.abs(bias.astype(np.int64)) + ACCUMULATOR_INPUTS * np.abs(
+        weight.astype(np.int64)).reshape(len(bias), -1).sum(axis=1)
+    if reach.size and reach.max() > INT32_MAX:
+        raise FormatError(f"{where}/bias: bias and weights could overflow the int32 "
+                          f"accumulators (up to {int(reach.max())})")
+    weight_scale = _read_values(datasets["weight_scale"], f"{where}/weight_scale")
+    if not (weight_scale > 0).all():
+        raise FormatError(f"{where}/weight_scale: scales must be > 0 (in float32)")
+    quantizations = header.quantizations
+    quant = LayerQuantization(weight_scale=weight_scale, output=quantizations["output"],
+                              pooled=quantizations.get("pooled"),
+                              pool_op=quantizations.get("pool_op", "average"))
+    return LayerRecord(name=header.name, kind=header.kind, stride=header.stride,
+                       weight=weight, bias=bias.astype(np.int32), bn=None,
+                       source_name=header.source_name, quant=quant)
 
 
 def _read_labels(h5, num_classes, where):
@@ -471,14 +604,22 @@ def _member(group, key, where, cls):
 
 def _float_dataset(group, key, where, shape=None):
     """The dataset `key`, checked for a floating-point dtype, shape, size and storage."""
+    return _dataset(group, key, where, "f", "floating point", shape)
+
+
+def _dataset(group, key, where, dtype_code, dtype_name, shape=None):
+    """The dataset `key`, checked for its dtype (`dtype_code`: a numpy kind 'f' / 'i', or
+    'i1' for exactly int8), shape, size and storage."""
     dataset = _member(group, key, where, h5py.Dataset)
     what = _child(group, key, where)
     with _reading(what):
         actual_shape, dtype = dataset.shape, dataset.dtype
     if actual_shape is None:
         raise FormatError(f"{what}: has no dataspace (an empty dataset)")
-    if dtype.kind != "f":
-        raise FormatError(f"{what}: dtype {dtype}, expected floating point")
+    matches = (dtype.kind == "i" and dtype.itemsize == 1 if dtype_code == "i1"
+               else dtype.kind == dtype_code)
+    if not matches:
+        raise FormatError(f"{what}: dtype {dtype}, expected {dtype_name}")
     if shape is not None and actual_shape != shape:
         raise FormatError(f"{what}: shape {actual_shape}, expected {shape}")
     size = math.prod(actual_shape)

@@ -13,6 +13,9 @@ Reads JSON requests from stdin, one per line, and answers each with one JSON lin
                                                `tflite` package (TFLite's generated classes)
   {"target": "image", "path": P}               decode and preprocess an image, compare it
                                                with Pillow's decode and an exact resample
+  {"target": "int8", "path": P}                load an int8 weight file, run its integer path,
+                                               compare it with tests/qreference.py on the
+                                               tensors read by h5py: bit-exact
 Answers: {"outcome": "refused", "type", "message"} for a mobinumba error;
 {"outcome": "ok", "detail"} for a case that ran and agreed with its reference;
 {"outcome": "wrong", "detail"} when it ran but disagreed; {"outcome": "unexpected", "type",
@@ -31,6 +34,7 @@ import torch
 from PIL import Image, ImageOps
 
 import mobinumba
+import qreference
 from mobinumba.convert import convert_checkpoint
 from mobinumba.preprocess import load_image, preprocess_image
 
@@ -453,8 +457,54 @@ def triangle_weights(in_size, out_size, start, count):
     return weights / weights.sum(axis=1, keepdims=True)
 
 
+# ---------------------------------------------------------------------------- int8 files
+
+INT8_INPUT = np.random.default_rng(1).integers(-128, 128, (2, 24, 24, 3)).astype(np.int8)
+
+
+def int8_case(request):
+    path = request["path"]
+    model = mobinumba.load(path)
+    actual = model.run_quantized(INT8_INPUT)
+    expected = qreference.forward(int8_file_from_h5(path), INT8_INPUT)
+    if not np.array_equal(actual, expected):
+        where = np.argwhere(actual != expected)[0]
+        return {"outcome": "wrong", "detail": f"int8 logit {tuple(where)} differs from the "
+                                              f"reference"}
+    return {"outcome": "ok", "comparison": "compared", "detail": "bit-exact"}
+
+
+def int8_file_from_h5(path):
+    """The int8 model as qreference.forward reads it (info, layers), read with h5py."""
+    from types import SimpleNamespace
+
+    from mobinumba.quantization import LayerQuantization, Quantization
+
+    def quantization(obj, prefix):
+        return Quantization(float(np.float32(obj.attrs[f"{prefix}_scale"])),
+                            int(obj.attrs[f"{prefix}_zero_point"]))
+
+    with h5py.File(path, "r") as h5:
+        info = SimpleNamespace(padding=h5.attrs["padding"], activation=h5.attrs["activation"],
+                               input_quantization=quantization(h5, "input"))
+        groups = h5["layers"]
+        layers = []
+        for key in sorted(groups, key=lambda k: int(k.split("_")[0])):
+            group = groups[key]
+            pooled = quantization(group, "pool") if "pool" in group.attrs else None
+            quant = LayerQuantization(
+                weight_scale=np.asarray(group["weight_scale"][()], np.float32),
+                output=quantization(group, "output"), pooled=pooled,
+                pool_op=group.attrs.get("pool", "average"))
+            layers.append(SimpleNamespace(
+                kind=group.attrs["kind"], stride=int(group.attrs["stride"]),
+                weight=np.asarray(group["weight"][()], np.int8),
+                bias=np.asarray(group["bias"][()], np.int64), quant=quant))
+    return SimpleNamespace(info=info, layers=layers)
+
+
 TARGETS = {"weights": weights_case, "checkpoint": checkpoint_case, "tflite": tflite_case,
-           "image": image_case}
+           "image": image_case, "int8": int8_case}
 
 if __name__ == "__main__":
     main()

@@ -196,7 +196,7 @@ def value_strategy():
 
 # Root attributes set to the values the issue lists: a huge num_classes, a format_version
 # from the future, zero and negative sizes, and valid alternatives that must still load.
-METADATA = [("format_version", v) for v in (2, 7, 10 ** 6, 0, -1)] + [
+METADATA = [("format_version", v) for v in (3, 7, 10 ** 6, 0, -1)] + [
     ("num_classes", v) for v in (10 ** 6, 10 ** 9, 2 ** 63 - 1, 0, -5, 11, 9)] + [
     ("input_size", v) for v in (0, -1, 10 ** 5, 1, 8192)] + [
     ("width_multiplier", v) for v in (0.0, -1.0, float("nan"), float("inf"), 2.0)] + [
@@ -590,9 +590,9 @@ LISTED = {
                          "attribute 'num_classes' is 1000000000, expected 1..1000000"),
     "num_classes not the classifier's": ([("set_attr", "/", "num_classes", 10 ** 6)],
                                          "has 10 outputs but num_classes is 1000000"),
-    "format_version from the future": ([("set_attr", "/", "format_version", 2)],
-                                       "format_version 2 is newer than this mobinumba "
-                                       "supports (1)"),
+    "format_version from the future": ([("set_attr", "/", "format_version", 3)],
+                                       "format_version 3 is newer than this mobinumba "
+                                       "supports (2)"),
     "string format_version": ([("set_attr", "/", "format_version", "1")],
                               "attribute 'format_version' is str"),
     "mismatched channels": ([("channels", "02_block01_pw", 17)],

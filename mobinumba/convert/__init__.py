@@ -18,7 +18,7 @@ from ..padding import PADDINGS
 from ..errors import CheckpointError, check_regular_file
 from ..filetype import (GRAPHDEF, PICKLE, SAFETENSORS, TFLITE, TORCH_LEGACY, TORCH_ZIP,
                         identify, not_a_checkpoint)
-from ..weights import ARCH, FORMAT_VERSION, ModelFile, ModelInfo, write_model_file
+from ..weights import ARCH, ModelFile, ModelInfo, write_model_file
 from . import classic, tflite, tfslim, timm
 from .check import check_conversion, check_against_litert, litert_available, torch_available
 from .checkpoint import read_state_dict, sha256_of
@@ -167,7 +167,6 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
     last_block = [r for r in records if r.name.startswith("block")][-1]
     info = ModelInfo(
         arch=ARCH,
-        format_version=FORMAT_VERSION,
         width_multiplier=round(last_block.weight.shape[0] / 1024, 4),
         num_classes=num_classes,
         input_size=input_size,

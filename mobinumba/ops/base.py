@@ -6,8 +6,9 @@ A layer kind (one module of mobinumba/ops/ each) owns every fact about its layer
                   weight_problem(shape); kernel_size, allowed strides, bias/BN presence
     chain         where it may stand (first, body, last) and whether it takes (N, C) features
     counts        params, weight_count (the paper's rule), macs, output_size
-    runtime       build(record, activation, padding): the op that folds, packs and binds
-                  the kernel that runs it
+    runtime       build(record, activation, padding, input_quantization): the op that
+                  folds, packs and binds the kernel that runs it; float32 records get
+                  op_class, int8 records (record.quant set) int8_op_class
     reference     torch_layers(record, activation, padding): its PyTorch block (reference.py)
 
 Nothing outside mobinumba/ops/ compares kind strings: it asks the kind object.
@@ -40,6 +41,7 @@ class LayerKind:
     last = False          # may be the network's last layer (gives the logits)
     body = False          # may stand between the first and the last layer in a weight file
     op_class = None       # the runtime op: op_class(record, activation, padding)
+    int8_op_class = None  # int8: int8_op_class(record, activation, padding, input_quantization)
 
     def weight_shape(self, in_channels, out_channels):
         """The PyTorch-layout weight shape of a layer of this kind."""
@@ -80,9 +82,13 @@ class LayerKind:
         out_w, pad_left = conv_output_size(width, self.kernel_size, spec.stride, padding)
         return out_h, out_w, pad_top, pad_left
 
-    def build(self, record, activation, padding):
-        """The runtime op of a validated record: folded, packed weights and its kernel."""
-        return self.op_class(record, activation, padding)
+    def build(self, record, activation, padding, input_quantization=None):
+        """The runtime op of a validated record: folded, packed weights and its kernel. An
+        int8 record (record.quant set) gets the int8 op, which needs the quantization of
+        its input (the previous op's output, or the model's input quantization)."""
+        if record.quant is None:
+            return self.op_class(record, activation, padding)
+        return self.int8_op_class(record, activation, padding, input_quantization)
 
     def conv_groups(self, record):
         """The `groups` of the equivalent nn.Conv2d: 1, or C for a depthwise conv."""
@@ -159,3 +165,52 @@ def torch_activation(activation):
     from torch import nn
 
     return {"relu": nn.ReLU, "relu6": nn.ReLU6}[activation]()
+
+
+# ------------------------------------------------------------------------- int8 layers
+
+class Int8Epilogue:
+    """What every int8 kernel's epilogue needs: per-channel (multiplier, shift) int32 (C,)
+    from input_scale * weight_scale[c] / output_scale (quantization.requantization), the
+    output zero point and the fused activation's int8 range."""
+
+    def __init__(self, record, input_quantization, activation):
+        from ..kernels.qcommon import aligned_array
+        from ..quantization import activation_range, requantization
+
+        output = record.quant.output
+        multiplier, shift = requantization(input_quantization.scale, record.quant.weight_scale,
+                                           output.scale)
+        self.multiplier = aligned_array(multiplier, np.int32)  # (C,)
+        self.shift = aligned_array(shift, np.int32)  # (C,)
+        self.zero_point = output.zero_point
+        self.low, self.high = activation_range(activation, output)
+        self.output_quantization = output
+
+    @property
+    def args(self):
+        """(multiplier, shift, zero point, low, high): the epilogue's kernel arguments."""
+        return self.multiplier, self.shift, self.zero_point, self.low, self.high
+
+
+def int8_bias(record, input_zero_point, fold):
+    """The int32 bias (C,) an int8 kernel starts from, after checking that no accumulator
+    can overflow int32 (Numba wraps silently; TFLite's C++ would be undefined).
+
+    fold: subtract input_zero_point * sum_k w[c, k] (kernels that multiply raw x by w);
+    else the kernel multiplies (x - zero point), which is at most 255 in magnitude.
+    """
+    from ..quantization import INT32_MAX
+
+    weight = record.weight.astype(np.int64).reshape(record.weight.shape[0], -1)  # (C, K)
+    bias = record.bias.astype(np.int64)
+    if fold:
+        bias = bias - input_zero_point * weight.sum(axis=1)
+        largest_input = 128
+    else:
+        largest_input = 255
+    bound = np.abs(bias) + largest_input * np.abs(weight).sum(axis=1)
+    if bound.max() > INT32_MAX:
+        raise FormatError(f"layer {record.name!r}: its int32 accumulators could overflow "
+                          f"(bias and weights up to {int(bound.max())}); requantize the model")
+    return bias.astype(np.int32)

@@ -27,10 +27,35 @@ class Dense:
         return dense_bias, (src, self.weight, self.bias, dst)
 
 
+class QuantizedDense(Dense):
+    """The int8 classifier (TFLite FULLY_CONNECTED int8, per-channel or per-tensor weights):
+    kernels/qhead.py, no activation (clamped to [-128, 127])."""
+
+    output_dtype = np.int8
+
+    def __init__(self, record, activation, padding, input_quantization):
+        from ..kernels.qhead import pack_qdense_weights
+        from .base import Int8Epilogue, int8_bias
+
+        self.spec = record.spec
+        self.epilogue = Int8Epilogue(record, input_quantization, None)
+        self.output_quantization = self.epilogue.output_quantization
+        self.weight = pack_qdense_weights(record.weight)  # (chunks, C, CHUNK) int16
+        self.bias = int8_bias(record, input_quantization.zero_point, fold=True)  # (K,)
+
+    def bind(self, src, dst):
+        """(kernel, args) computing dst (N, K) int8 from src (N, C) int8."""
+        from ..kernels.qhead import qdense
+
+        multiplier, shift, zero_point, _, _ = self.epilogue.args
+        return qdense, (src, self.weight, self.bias, multiplier, shift, zero_point, dst)
+
+
 class FullyConnected(LayerKind):
     """A linear layer: weight (K, C), bias (K,)."""
 
     op_class = Dense
+    int8_op_class = QuantizedDense
     name = "dense"
     description = "a linear layer"
     has_bn = False

@@ -6,6 +6,8 @@ side (both padding rules agree there) use the row-streaming kernel; others the p
 from ..kernels._common import aligned_copy
 from ..kernels.depthwise import (dwconv3x3_nhwc_clamp, dwconv3x3s1_nhwc_clamp,
                                  pack_dwconv3x3_weights, tile_dwconv3x3_weights)
+import numpy as np
+
 from .base import ACT_MAX, LayerKind, fold_batch_norm
 
 
@@ -37,10 +39,40 @@ class DepthwiseConv:
                                       pad_top, pad_left, self.act_max, dst)
 
 
+class QuantizedDepthwiseConv(DepthwiseConv):
+    """The int8 depthwise op (TFLite DEPTHWISE_CONV_2D int8, per-channel weights):
+    kernels/qdepthwise.py; taps in the padding are skipped."""
+
+    output_dtype = np.int8
+
+    def __init__(self, record, activation, padding, input_quantization):
+        from ..kernels.qdepthwise import pack_qdwconv3x3_weights
+        from .base import Int8Epilogue, int8_bias
+
+        self.spec = record.spec
+        self.padding = padding
+        self.input_zero_point = input_quantization.zero_point
+        self.epilogue = Int8Epilogue(record, input_quantization, activation)
+        self.output_quantization = self.epilogue.output_quantization
+        self.weight = pack_qdwconv3x3_weights(record.weight)  # (3, 3, C) int16
+        self.bias = int8_bias(record, self.input_zero_point, fold=False)  # (C,) int32
+
+    def bind(self, src, dst):
+        """(kernel, args) computing dst (N, Ho, Wo, C) int8 from src (N, H, W, C) int8."""
+        from ..kernels.qdepthwise import qdwconv3x3_nhwc
+
+        _, _, pad_top, pad_left = self.spec.output_size(src.shape[1], src.shape[2], self.padding)
+        multiplier, shift, zero_point, low, high = self.epilogue.args
+        return qdwconv3x3_nhwc, (src, self.weight, self.bias, multiplier, shift,
+                                 self.spec.stride, pad_top, pad_left, self.input_zero_point,
+                                 zero_point, low, high, dst)
+
+
 class Depthwise3x3(LayerKind):
     """A depthwise 3x3 convolution: weight (C, 1, 3, 3), as many outputs as inputs."""
 
     op_class = DepthwiseConv
+    int8_op_class = QuantizedDepthwiseConv
     name = "dwconv"
     description = "a depthwise 3x3 conv"
     kernel_size = 3

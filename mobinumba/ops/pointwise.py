@@ -2,8 +2,12 @@
 second half, and timm's optional head conv.
 
 Runtime: (N, H, W, Cin) -> (N, H, W, Cout) as one GEMM over the N*H*W pixels
-(kernels/pointwise.py). Stride 1 only: the runtime has no strided 1x1 kernel.
+(kernels/pointwise.py). Stride 1 only: the runtime has no strided 1x1 kernel. int8
+(QuantizedPointwiseConv): kernels/vnni.py where the compile target has AVX-512 VNNI, else
+the portable kernels/qpointwise.py.
 """
+import numpy as np
+
 from ..kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp_kernel
 from ..kernels.targets import target_tiles
 from .base import ACT_MAX, LayerKind, fold_batch_norm
@@ -33,10 +37,51 @@ class PointwiseConv:
                              self.act_max, dst.reshape(rows, dst.shape[3]))
 
 
+class QuantizedPointwiseConv(PointwiseConv):
+    """The int8 pointwise op (TFLite CONV_2D int8, 1x1): the vpdpbusd GEMM when the compile
+    target has AVX-512 VNNI (kernels/qtargets.py), else the portable one. Both fold the
+    input zero point into the bias; vpdpbusd's u8 operand adds 128 more (kernels/vnni.py)."""
+
+    output_dtype = np.int8
+
+    def __init__(self, record, activation, padding, input_quantization):
+        from ..kernels.qtargets import int8_dot_product
+        from .base import Int8Epilogue, int8_bias
+
+        self.spec = record.spec
+        self.epilogue = Int8Epilogue(record, input_quantization, activation)
+        self.output_quantization = self.epilogue.output_quantization
+        zero_point = input_quantization.zero_point
+        self.bias = int8_bias(record, zero_point, fold=True)  # (Cout,) int32
+        self.variant = int8_dot_product() or "portable"
+        if self.variant == "avx512vnni":
+            from ..kernels.vnni import pack_vnni_weights, qpwconv_nhwc_vnni
+
+            # x + 128 as u8: the bias absorbs 128 * sum_k w (checked like the zero point).
+            self.kernel = qpwconv_nhwc_vnni
+            # (P, ceil(Cin/4), NR*4) int8, (P, NR) int32
+            self.weight, self.bias = pack_vnni_weights(
+                record.weight, int8_bias(record, zero_point + 128, fold=True))
+        else:
+            from ..kernels.qpointwise import pack_qpointwise_weights, qpwconv_nhwc
+
+            self.kernel = qpwconv_nhwc
+            self.weight = pack_qpointwise_weights(record.weight)  # (P, Cin, NR) int16
+
+    def bind(self, src, dst):
+        """(kernel, args): the int8 GEMM over src and dst flattened to (N*H*W, C)."""
+        rows = src.shape[0] * src.shape[1] * src.shape[2]
+        multiplier, shift, zero_point, low, high = self.epilogue.args
+        return self.kernel, (src.reshape(rows, src.shape[3]), self.weight, self.bias,
+                             multiplier, shift, zero_point, low, high,
+                             dst.reshape(rows, dst.shape[3]))
+
+
 class Pointwise(LayerKind):
     """A 1x1 convolution: weight (Cout, Cin, 1, 1)."""
 
     op_class = PointwiseConv
+    int8_op_class = QuantizedPointwiseConv
     name = "pwconv"
     description = "a 1x1 conv"
     kernel_size = 1

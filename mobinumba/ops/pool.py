@@ -4,6 +4,8 @@ Not a weight layer and not stored in weight files: build_ops puts one before the
 that takes flat features (the classifier). Its additions are not counted as multiply-adds, as
 in the paper.
 """
+import numpy as np
+
 from ..kernels.head import global_avgpool_nhwc
 from .base import LayerKind
 
@@ -17,9 +19,12 @@ class GlobalAveragePool(LayerKind):
     has_bn = False
     flat_output = True
 
-    def build_pool(self, channels):
-        """The runtime op pooling `channels` channels."""
-        return GlobalAvgPool(channels)
+    def build_pool(self, channels, input_quantization=None, layer_quantization=None):
+        """The runtime op pooling `channels` channels; int8 when the classifier after it
+        is (its LayerQuantization says the pool op and the pooled quantization)."""
+        if layer_quantization is None:
+            return GlobalAvgPool(channels)
+        return QuantizedGlobalAvgPool(channels, input_quantization, layer_quantization)
 
 
 KIND = GlobalAveragePool()
@@ -40,3 +45,31 @@ class GlobalAvgPool:
     def bind(self, src, dst):
         """(kernel, args) computing dst (N, C) from src (N, H, W, C)."""
         return global_avgpool_nhwc, (src, dst)
+
+
+class QuantizedGlobalAvgPool(GlobalAvgPool):
+    """The int8 pooling op: TFLite's AVERAGE_POOL_2D over the whole image (pool_op
+    'average': keeps its input's quantization) or MEAN over H and W (pool_op 'mean':
+    requantized by input_scale / output_scale, see kernels/qhead.py)."""
+
+    output_dtype = np.int8
+
+    def __init__(self, channels, input_quantization, layer_quantization):
+        from ..quantization import quantize_multiplier
+
+        super().__init__(channels)
+        self.pool_op = layer_quantization.pool_op
+        self.input_zero_point = input_quantization.zero_point
+        self.output_quantization = layer_quantization.pooled
+        self.multiplier, self.shift = quantize_multiplier(
+            float(np.float32(input_quantization.scale))
+            / float(np.float32(self.output_quantization.scale)))
+
+    def bind(self, src, dst):
+        """(kernel, args) computing dst (N, C) int8 from src (N, H, W, C) int8."""
+        from ..kernels.qhead import qaverage_pool_nhwc, qmean_nhwc
+
+        if self.pool_op == "average":
+            return qaverage_pool_nhwc, (src, dst)
+        return qmean_nhwc, (src, self.input_zero_point, self.multiplier, self.shift,
+                            self.output_quantization.zero_point, dst)

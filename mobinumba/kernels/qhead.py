@@ -1,0 +1,97 @@
+"""The int8 classifier head: global pooling (TFLite's AVERAGE_POOL_2D or MEAN) and the
+fully connected layer (TFLite's FULLY_CONNECTED int8)."""
+import numpy as np
+from numba import njit, prange
+
+from ._common import CACHE
+from .qcommon import aligned_array, multiply_by_quantized_multiplier, requantize
+
+# Classes per dense task, as the float kernel (head.py): 4 tasks per image at 1000 classes.
+QDENSE_CHUNK = 256
+
+
+@njit(inline="always")
+def _rounded_divide(acc, count):
+    """acc / count rounded half away from zero, in C's truncating integer division, as
+    TFLite's pooling and MEAN kernels write it."""
+    if acc > 0:
+        return (acc + count // 2) // count
+    return -((-acc + count // 2) // count)
+
+
+@njit(parallel=True, cache=CACHE)
+def qaverage_pool_nhwc(x, out):
+    """out[n, c] = the rounded mean of x[n, :, :, c] (TFLite AVERAGE_POOL_2D int8 over the
+    whole image, which keeps its input's quantization). x (N, H, W, C) int8; out (N, C)."""
+    n_batch, height, width, channels = x.shape
+    count = height * width
+    for n in prange(n_batch):
+        acc = np.zeros(channels, np.int32)  # (C,)
+        for h in range(height):
+            for w in range(width):
+                pixel = x[n, h, w]
+                for c in range(channels):
+                    acc[c] += np.int32(pixel[c])
+        for c in range(channels):
+            out[n, c] = np.int8(min(max(_rounded_divide(np.int64(acc[c]), count), -128), 127))
+
+
+@njit(parallel=True, cache=CACHE)
+def qmean_nhwc(x, in_zero_point, multiplier, shift, out_zero_point, out):
+    """out[n, c] = TFLite MEAN int8 over H and W: sum of (x - zp_in), multiplied by
+    in_scale / out_scale (multiplier, shift), rounded division by H*W, + zp_out, clamped.
+    x (N, H, W, C) int8; out (N, C) int8."""
+    n_batch, height, width, channels = x.shape
+    count = height * width
+    for n in prange(n_batch):
+        acc = np.zeros(channels, np.int32)  # (C,)
+        for h in range(height):
+            for w in range(width):
+                pixel = x[n, h, w]
+                for c in range(channels):
+                    acc[c] += np.int32(pixel[c]) - in_zero_point
+        for c in range(channels):
+            scaled = multiply_by_quantized_multiplier(acc[c], multiplier, shift)
+            value = _rounded_divide(scaled, count) + out_zero_point
+            out[n, c] = np.int8(min(max(value, -128), 127))
+
+
+def pack_qdense_weights(weight):
+    """(K, C) int8 -> (ceil(K / CHUNK), C, CHUNK) int16, zero-padded: each task streams one
+    contiguous block of classes (as head.pack_dense_weights)."""
+    classes, features = weight.shape
+    chunks = (classes + QDENSE_CHUNK - 1) // QDENSE_CHUNK
+    packed = np.zeros((chunks, features, QDENSE_CHUNK), np.int16)
+    for chunk in range(chunks):
+        block = weight[chunk * QDENSE_CHUNK:(chunk + 1) * QDENSE_CHUNK].T  # (C, <= CHUNK)
+        packed[chunk, :, :block.shape[1]] = block
+    return aligned_array(packed, np.int16)
+
+
+@njit(parallel=True, cache=CACHE)
+def qdense(x, weight, bias, multiplier, shift, out_zero_point, out):
+    """out = requantize(x @ W + bias), clamped to [-128, 127] (no activation).
+
+    x (N, C) int8; weight (chunks, C, CHUNK) int16 from pack_qdense_weights; bias (K,) int32
+    with the input zero point folded in; multiplier, shift (K,) int32; out (N, K) int8.
+    """
+    n_batch, features = x.shape
+    classes = out.shape[1]
+    chunks = weight.shape[0]
+    for task in prange(n_batch * chunks):
+        n = task // chunks
+        chunk = task - n * chunks
+        start = chunk * QDENSE_CHUNK
+        stop = min(start + QDENSE_CHUNK, classes)
+        acc = np.empty(stop - start, np.int32)
+        for j in range(stop - start):
+            acc[j] = bias[start + j]
+        block = weight[chunk]  # (C, CHUNK)
+        for c in range(features):
+            value = np.int32(x[n, c])
+            row = block[c]
+            for j in range(stop - start):
+                acc[j] += value * np.int32(row[j])
+        for j in range(stop - start):
+            k = start + j
+            out[n, k] = requantize(acc[j], multiplier[k], shift[k], out_zero_point, -128, 127)

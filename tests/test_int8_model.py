@@ -1,0 +1,125 @@
+"""The shipped int8 model, `mobinumba quantize`, `predict --precision int8` and the int8
+load() options: what users see (agreement with float32, sizes, one-line errors, atomic
+output). The arithmetic itself is tested bit-exact in test_qkernels.py."""
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+import mobinumba
+from conftest import run_cli
+from mobinumba.bench.synthetic import random_model_file
+from mobinumba.model import default_weights_path
+from mobinumba.weights import read_model_file, write_model_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = os.path.join(ROOT, "weights", "samples")
+PHOTOS = [os.path.join(SAMPLES, name) for name in sorted(os.listdir(SAMPLES))]
+
+
+@pytest.fixture(scope="module")
+def int8_model():
+    return mobinumba.load(precision="int8")
+
+
+def test_default_int8_model_agrees_with_float32_on_every_sample_photo(int8_model):
+    float_model = mobinumba.load()
+    assert int8_model.precision == "int8" and float_model.precision == "float32"
+    float_top = [p[0].index for p in float_model.predict(PHOTOS, topk=1)]
+    int8_top = [p[0].index for p in int8_model.predict(PHOTOS, topk=1)]
+    assert int8_top == float_top == [286, 968, 458]  # Egyptian cat, espresso, bow tie
+
+
+def test_default_int8_model_is_small(int8_model):
+    assert os.path.getsize(default_weights_path("int8")) < 5 * 2 ** 20
+    assert int8_model.info.format_version == 2 and int8_model.labels[0] == "background"
+
+
+def test_predict_with_precision_int8(capsys):
+    assert run_cli("predict", "--precision", "int8", PHOTOS[1], "--topk", "1") == 0
+    assert "espresso (968)" in capsys.readouterr().out
+
+
+def test_precision_of_a_given_file_must_match(tmp_path, capsys):
+    path = default_weights_path()
+    with pytest.raises(mobinumba.InputError, match="float32, not int8; make an int8 file"):
+        mobinumba.load(path, precision="int8")
+    assert run_cli("predict", "--weights", path, "--precision", "int8", PHOTOS[0]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "mobinumba quantize" in error
+
+
+@pytest.fixture(scope="module")
+def float_file(tmp_path_factory):
+    """A small float32 file (width 0.25, 10 classes, input 32)."""
+    path = tmp_path_factory.mktemp("int8") / "small.h5"
+    write_model_file(path, random_model_file(0.25, 10, 32, seed=2))
+    return str(path)
+
+
+def test_quantize_command(float_file, tmp_path, capsys):
+    output = tmp_path / "small-int8.h5"
+    assert run_cli("quantize", float_file, "-o", output, "--calibrate", SAMPLES) == 0
+    out = capsys.readouterr().out
+    assert "int8, calibration 3 images, min/max" in out
+    assert "top-1 agreement with the float32 model on the calibration images" in out
+    int8 = read_model_file(output)
+    assert int8.info.precision == "int8" and all(r.weight.dtype == np.int8 for r in int8.layers)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    logits, reference = mobinumba.load(output)(x), mobinumba.load(float_file)(x)
+    assert np.abs(logits - reference).max() < 0.15 * np.abs(reference).max()
+    # Without calibration (ReLU6): [0, 6] everywhere.
+    assert run_cli("quantize", float_file, "-o", tmp_path / "plain.h5") == 0
+    assert "calibration none: [0, 6]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case,message", [
+    ("exists", "exists; use --force"), ("already int8", "is already int8"),
+    ("relu without calibration", "uses relu, whose outputs have no known range"),
+    ("missing image", "nothing.png")])
+def test_quantize_errors_are_one_line(float_file, tmp_path, capsys, case, message):
+    output = tmp_path / "out.h5"
+    source, extra = float_file, []
+    if case == "exists":
+        output.write_bytes(b"keep")
+    elif case == "already int8":
+        source = default_weights_path("int8")
+    elif case == "relu without calibration":
+        model_file = random_model_file(0.25, 10, 32)
+        model_file.info = dataclasses.replace(model_file.info, activation="relu")
+        source = str(tmp_path / "relu.h5")
+        write_model_file(source, model_file)
+    else:
+        extra = ["--calibrate", str(tmp_path / "nothing.png")]
+    assert run_cli("quantize", source, "-o", output, *extra) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error, error
+    assert (output.read_bytes() == b"keep") if case == "exists" else not output.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_run_quantized_checks_its_input(int8_model):
+    with pytest.raises(mobinumba.InputError, match="int8 \\(N, H, W, 3\\)"):
+        int8_model.run_quantized(np.zeros((1, 3, 224, 224), np.int8))
+    with pytest.raises(mobinumba.InputError, match="needs an int8 model"):
+        mobinumba.load().run_quantized(np.zeros((1, 224, 224, 3), np.int8))
+
+
+def test_float32_models_never_import_the_int8_kernels():
+    """The int8 kernels compile only when an int8 model is used: a float32 model's process
+    never imports their modules (so a cold start compiles what it compiled before)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, mobinumba; m = mobinumba.load(); "
+            "m(np.zeros((1, 3, 224, 224), np.float32)); "
+            "print(sorted(n for n in sys.modules if n.startswith('mobinumba.kernels.')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = result.stdout.strip()
+    assert "kernels.pointwise" in loaded
+    for module in ("qcommon", "qconv", "qdepthwise", "qpointwise", "qhead", "vnni", "qtargets"):
+        assert f"kernels.{module}'" not in loaded, loaded

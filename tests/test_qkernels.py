@@ -1,0 +1,279 @@
+"""The int8 kernels and the int8 network against the naive NumPy reference of TFLite's
+arithmetic (tests/qreference.py): bit-exact, on boundary sizes (channels 1 and odd, K not a
+multiple of 4 or 64, batch > 1, non-zero zero points, both paddings, strides 1 and 2).
+
+The VNNI kernel runs where the host has AVX-512 VNNI; the portable kernels everywhere. The
+slow tests build the int8 network for haswell (AVX2) and x86-64 (SSE2) in a child process
+with a fresh NUMBA_CACHE_DIR (as tests/test_targets.py does for float32).
+"""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from numba import njit
+
+import qreference
+from mobinumba.bench.synthetic import random_model_file
+from mobinumba.kernels.qcommon import multiply_by_quantized_multiplier
+from mobinumba.kernels.qconv import pack_qconv3x3_weights, qconv3x3_nchw_to_nhwc
+from mobinumba.kernels.qdepthwise import pack_qdwconv3x3_weights, qdwconv3x3_nhwc
+from mobinumba.kernels.qhead import (pack_qdense_weights, qaverage_pool_nhwc, qdense,
+                                     qmean_nhwc)
+from mobinumba.kernels.qpointwise import pack_qpointwise_weights, qpwconv_nhwc
+from mobinumba.kernels.qtargets import int8_dot_product
+from mobinumba.model import Model
+from mobinumba.padding import conv_output_size
+from mobinumba.quantization import Quantization, quantize_multiplier
+from mobinumba.quantize import quantize_model_file
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+VNNI = int8_dot_product() == "avx512vnni"
+
+
+def int8(rng, *shape):
+    return rng.integers(-128, 128, shape).astype(np.int8)
+
+
+def epilogue(rng, channels):
+    """Random per-channel (multiplier, shift) from real multipliers 2^-14 .. 2^1, an output
+    zero point and a clamp range inside int8."""
+    reals = 2.0 ** rng.uniform(-14, 1, channels)
+    pairs = [quantize_multiplier(real) for real in reals]
+    multiplier = np.array([m for m, _ in pairs], np.int32)
+    shift = np.array([s for _, s in pairs], np.int32)
+    return multiplier, shift, int(rng.integers(-20, 20)), -100, 120
+
+
+@njit
+def _mbqm(values, multiplier, shift):
+    out = np.empty(values.shape[0], np.int64)
+    for i in range(values.shape[0]):
+        out[i] = multiply_by_quantized_multiplier(values[i], multiplier[i], shift[i])
+    return out
+
+
+def test_multiply_by_quantized_multiplier_matches_the_reference():
+    rng = np.random.default_rng(0)
+    size = 20_000
+    values = rng.integers(-2 ** 31, 2 ** 31, size).astype(np.int32)
+    values[:6] = [0, 1, -1, 2 ** 31 - 1, -2 ** 31, 2 ** 30]
+    reals = 2.0 ** rng.uniform(-40, 3, size)
+    pairs = [quantize_multiplier(real) for real in reals]
+    multiplier = np.array([m for m, _ in pairs], np.int32)
+    shift = np.array([s for _, s in pairs], np.int32)
+    small = np.abs(values) < 2 ** 20  # where the left shift cannot wrap: the real product
+    got = _mbqm(values, multiplier, shift)
+    assert np.array_equal(got, qreference.multiply_by_quantized_multiplier(values, multiplier,
+                                                                           shift))
+    exact = values[small].astype(np.float64) * reals[small]
+    assert np.abs(got[small] - exact).max() <= 0.5 + 1e-6 * np.abs(exact).max()
+
+
+def test_quantize_multiplier_represents_the_real():
+    for real in [1e-9, 2.0 ** -31, 0.0037, 0.25, 0.5, 0.99999999, 1.0, 1.5, 7.3]:
+        multiplier, shift = quantize_multiplier(real)
+        assert 2 ** 30 <= multiplier < 2 ** 31
+        assert abs(multiplier * 2.0 ** (shift - 31) - real) <= 2.0 ** (shift - 32)
+    assert quantize_multiplier(0.0) == (0, 0) and quantize_multiplier(2.0 ** -40) == (0, 0)
+
+
+@pytest.mark.parametrize("c_out,out_w,stride,padding,batch", [
+    (32, 17, 2, "tf_same", 2), (5, 7, 1, "torch", 1), (1, 3, 2, "torch", 3),
+    (33, 6, 2, "tf_same", 1)])
+def test_qconv3x3_stem(c_out, out_w, stride, padding, batch):
+    rng = np.random.default_rng(c_out)
+    height, width = 9, (out_w - 1) * stride + 2
+    out_h, top = conv_output_size(height, 3, stride, padding)
+    out_w, left = conv_output_size(width, 3, stride, padding)
+    x = int8(rng, batch, height, width, 3)  # NHWC
+    weight, bias = int8(rng, c_out, 3, 3, 3), rng.integers(-5000, 5000, c_out).astype(np.int32)
+    zero_point = -7
+    multiplier, shift, out_zp, low, high = epilogue(rng, c_out)
+    # The runner's input buffer: NCHW, bordered with the zero point past both sides.
+    padded = np.full((batch, 3, (out_h - 1) * stride + 3 + 2, (out_w - 1) * stride + 3 + 2),
+                     zero_point, np.int8)
+    padded[:, :, top:top + height, left:left + width] = x.transpose(0, 3, 1, 2)
+    folded = (bias - zero_point * weight.reshape(c_out, -1).astype(np.int64).sum(1))
+    out = np.full((batch, out_h, out_w, c_out), 99, np.int8)
+    qconv3x3_nchw_to_nhwc(padded, pack_qconv3x3_weights(weight), folded.astype(np.int32),
+                          multiplier, shift, stride, out_zp, low, high, out)
+    acc = qreference.conv2d(x, weight, bias, stride, top, left, out_h, out_w, zero_point)
+    expected = qreference.requantize(acc, multiplier, shift, out_zp, low, high)
+    assert np.array_equal(out, expected)
+
+
+@pytest.mark.parametrize("channels,size,stride,padding,batch", [
+    (1, 5, 1, "torch", 2), (7, 8, 2, "tf_same", 1), (33, 7, 2, "torch", 2),
+    (64, 6, 1, "tf_same", 1)])
+def test_qdwconv3x3(channels, size, stride, padding, batch):
+    rng = np.random.default_rng(channels)
+    out_h, top = conv_output_size(size, 3, stride, padding)
+    out_w, left = conv_output_size(size + 1, 3, stride, padding)
+    x = int8(rng, batch, size, size + 1, channels)
+    weight = int8(rng, channels, 1, 3, 3)
+    bias = rng.integers(-5000, 5000, channels).astype(np.int32)
+    zero_point = 11
+    multiplier, shift, out_zp, low, high = epilogue(rng, channels)
+    out = np.full((batch, out_h, out_w, channels), 99, np.int8)
+    qdwconv3x3_nhwc(x, pack_qdwconv3x3_weights(weight), bias, multiplier, shift, stride, top,
+                    left, zero_point, out_zp, low, high, out)
+    acc = qreference.conv2d(x, weight, bias, stride, top, left, out_h, out_w, zero_point,
+                            groups=channels)
+    assert np.array_equal(out, qreference.requantize(acc, multiplier, shift, out_zp, low, high))
+
+
+POINTWISE_SHAPES = [(1, 1, 1), (37, 13, 70), (61, 64, 64), (7, 130, 33), (29, 3, 129),
+                    (100, 1024, 65)]
+
+
+def _pointwise_case(rows, c_in, c_out):
+    rng = np.random.default_rng(rows * c_in + c_out)
+    x = int8(rng, rows, c_in)
+    weight = int8(rng, c_out, c_in, 1, 1)
+    bias = rng.integers(-5000, 5000, c_out).astype(np.int32)
+    zero_point = -3
+    multiplier, shift, out_zp, low, high = epilogue(rng, c_out)
+    acc = qreference.dense(x, weight[:, :, 0, 0], bias, zero_point)
+    expected = qreference.requantize(acc, multiplier, shift, out_zp, low, high)
+    weight_sum = weight.reshape(c_out, -1).astype(np.int64).sum(1)
+    return x, weight, bias, weight_sum, zero_point, (multiplier, shift, out_zp, low,
+                                                     high), expected
+
+
+@pytest.mark.parametrize("rows,c_in,c_out", POINTWISE_SHAPES)
+def test_qpwconv_portable(rows, c_in, c_out):
+    x, weight, bias, weight_sum, zero_point, args, expected = _pointwise_case(rows, c_in,
+                                                                              c_out)
+    out = np.full((rows, c_out), 99, np.int8)
+    folded = (bias - zero_point * weight_sum).astype(np.int32)
+    qpwconv_nhwc(x, pack_qpointwise_weights(weight), folded, *args, out)
+    assert np.array_equal(out, expected)
+
+
+@pytest.mark.skipif(not VNNI, reason="the host has no AVX-512 VNNI")
+@pytest.mark.parametrize("rows,c_in,c_out", POINTWISE_SHAPES)
+def test_qpwconv_vnni(rows, c_in, c_out):
+    from mobinumba.kernels.vnni import pack_vnni_weights, qpwconv_nhwc_vnni
+
+    x, weight, bias, weight_sum, zero_point, args, expected = _pointwise_case(rows, c_in,
+                                                                              c_out)
+    out = np.full((rows, c_out), 99, np.int8)
+    folded = (bias - (zero_point + 128) * weight_sum).astype(np.int32)
+    qpwconv_nhwc_vnni(x, *pack_vnni_weights(weight, folded), *args, out)
+    assert np.array_equal(out, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not VNNI, reason="the host has no AVX-512 VNNI")
+def test_vnni_kernel_uses_vpdpbusd():
+    """Compiled afresh (code loaded from the disk cache has no assembly to inspect): 10 s."""
+    from mobinumba.kernels.vnni import pack_vnni_weights, qpwconv_nhwc_vnni
+
+    fresh = njit(parallel=True)(qpwconv_nhwc_vnni.py_func)
+    x, weight, bias, weight_sum, zero_point, args, expected = _pointwise_case(7, 130, 33)
+    out = np.empty((7, 33), np.int8)
+    fresh(x, *pack_vnni_weights(weight, (bias - (zero_point + 128) * weight_sum).astype(
+        np.int32)), *args, out)
+    assert np.array_equal(out, expected)
+    assert any("vpdpbusd" in asm and "zmm" in asm for asm in fresh.inspect_asm().values())
+
+
+@pytest.mark.parametrize("size,channels,batch", [(7, 33, 2), (4, 1, 1), (2, 1024, 3)])
+def test_qpools(size, channels, batch):
+    rng = np.random.default_rng(size)
+    x = int8(rng, batch, size, size, channels)
+    out = np.full((batch, channels), 99, np.int8)
+    qaverage_pool_nhwc(x, out)
+    assert np.array_equal(out, qreference.average_pool(x))
+    source, target = Quantization(0.05, -9), Quantization(0.031, 4)
+    multiplier, shift = quantize_multiplier(float(np.float32(0.05)) / float(np.float32(0.031)))
+    qmean_nhwc(x, source.zero_point, multiplier, shift, target.zero_point, out)
+    assert np.array_equal(out, qreference.mean(x, source, target))
+
+
+@pytest.mark.parametrize("features,classes,batch", [(1024, 1001, 2), (13, 5, 1), (64, 257, 3)])
+def test_qdense(features, classes, batch):
+    rng = np.random.default_rng(classes)
+    x = int8(rng, batch, features)
+    weight = int8(rng, classes, features)
+    bias = rng.integers(-5000, 5000, classes).astype(np.int32)
+    zero_point = 5
+    multiplier, shift, out_zp, _, _ = epilogue(rng, classes)
+    out = np.full((batch, classes), 99, np.int8)
+    folded = (bias - zero_point * weight.astype(np.int64).sum(1)).astype(np.int32)
+    qdense(x, pack_qdense_weights(weight), folded, multiplier, shift, out_zp, out)
+    expected = qreference.requantize(qreference.dense(x, weight, bias, zero_point),
+                                     multiplier, shift, out_zp, -128, 127)
+    assert np.array_equal(out, expected)
+
+
+@pytest.fixture(scope="module")
+def small_int8_model():
+    """A width-0.25 random MobileNetV1 at 40x40 (tf_same padding: asymmetric stride-2 pads),
+    quantized with random calibration batches."""
+    model_file = random_model_file(0.25, 11, 40, seed=3)
+    model_file.info = dataclasses.replace(model_file.info, padding="tf_same")
+    rng = np.random.default_rng(5)
+    batches = [rng.standard_normal((2, 3, 40, 40)).astype(np.float32) for _ in range(2)]
+    int8_file, _ = quantize_model_file(model_file, batches)
+    return int8_file, Model(int8_file), Model(model_file)
+
+
+def test_int8_network_is_bit_exact(small_int8_model):
+    int8_file, model, _ = small_int8_model
+    rng = np.random.default_rng(9)
+    for shape in ((3, 40, 40, 3), (1, 33, 27, 3)):  # batch > 1, odd sizes
+        q = int8(rng, *shape)
+        assert np.array_equal(model.run_quantized(q), qreference.forward(int8_file, q))
+
+
+def test_call_quantizes_and_dequantizes(small_int8_model):
+    """m(x) = dequantize(run_quantized(quantize(x))), and close to the float model."""
+    int8_file, model, float_model = small_int8_model
+    x = np.random.default_rng(4).standard_normal((2, 3, 40, 40)).astype(np.float32)
+    q = model.input_quantization.quantize(x).transpose(0, 2, 3, 1)
+    expected = model.output_quantization.dequantize(qreference.forward(int8_file, q))
+    logits = model(x)
+    assert logits.dtype == np.float32 and np.array_equal(logits, expected)
+    assert np.abs(logits - float_model(x)).max() < 0.1 * np.abs(float_model(x)).max()
+
+
+# A child process built for NUMBA_CPU_NAME: the int8 network against the reference; prints
+# JSON with the pointwise variant it used.
+TARGET_CHILD = textwrap.dedent("""
+    import json
+    import numpy as np
+    import qreference
+    from mobinumba.bench.synthetic import random_model_file
+    from mobinumba.model import Model
+    from mobinumba.quantize import quantize_model_file
+
+    model_file = random_model_file(0.25, 11, 40, seed=3)
+    rng = np.random.default_rng(5)
+    batches = [rng.standard_normal((2, 3, 40, 40)).astype(np.float32)]
+    int8_file, _ = quantize_model_file(model_file, batches)
+    model = Model(int8_file)
+    q = rng.integers(-128, 128, (2, 40, 40, 3)).astype(np.int8)
+    exact = bool(np.array_equal(model.run_quantized(q), qreference.forward(int8_file, q)))
+    variants = sorted({op.variant for op in model._ops if hasattr(op, "variant")})
+    print(json.dumps({"exact": exact, "variants": variants}))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpu", ["haswell", "x86-64"])
+def test_int8_network_built_for_another_target(tmp_path, cpu):
+    env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES="",
+               NUMBA_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([ROOT, TESTS, os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", TARGET_CHILD], env=env, capture_output=True,
+                            text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report == {"exact": True, "variants": ["portable"]}
