@@ -195,7 +195,9 @@ def tf_files(workdir):
         "slim_torch_dense_relu": (lambda: tm.slim_like_mobilenet(
             0.25, 64, 7, padding="torch", head="dense", activation="relu", seed=3), None),
         "keras_int8": (lambda: tm.keras_mobilenet(0.25, 64, 10, seed=4), "int8"),
-        "keras_uint8": (lambda: tm.keras_mobilenet(0.25, 64, 10, seed=5), "uint8"),
+        "slim_int8": (lambda: tm.slim_like_mobilenet(0.25, 64, 7, seed=6), "int8"),
+        "slim_uint8": (lambda: tm.slim_like_mobilenet(0.25, 64, 7, padding="torch",
+                                                      activation="relu", seed=7), "uint8"),
         "mobilenet_v2": (lambda: tm.keras_mobilenet_v2(32, 10, seed=5), None),
     }
     for name, (build, quantize) in builds.items():
@@ -225,14 +227,60 @@ def test_tensorflow_converted_files(tf_files, workdir, capsys, name, padding, ac
     assert np.abs(ours).max() > 0.1  # the random weights leave logits worth comparing
 
 
+def litert_int8(path, count, seed):
+    """(int8 tensors the stem reads, LiteRT's int8 logits) for `count` random inputs in the
+    graph input's own type (int8 or uint8), run by LiteRT's reference kernels."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    graph = parse_tflite(open(path, "rb").read())
+    convs = [op for op in graph.operators if op.name in ("CONV_2D", "FULLY_CONNECTED")]
+    # The network's int8 input: after the QUANTIZE of a uint8 file, before any PAD.
+    stem = next(op for op in graph.operators if op.name != "QUANTIZE").inputs[0]
+    classifier = convs[-1].outputs[0]
+    interpreter = Interpreter(
+        model_path=path,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]
+    limits = np.iinfo(source["dtype"])
+    rng = np.random.default_rng(seed)
+    stems, logits = [], []
+    for _ in range(count):
+        image = rng.integers(limits.min, limits.max + 1, source["shape"]).astype(source["dtype"])
+        interpreter.set_tensor(source["index"], image)
+        interpreter.invoke()
+        stems.append(interpreter.get_tensor(stem)[0].copy())
+        logits.append(interpreter.get_tensor(classifier).reshape(-1).copy())
+    return np.stack(stems), np.stack(logits)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["keras_int8", "keras_uint8"])
-def test_quantized_files_are_refused_until_the_int8_runtime(tf_files, workdir, capsys, name):
+@pytest.mark.parametrize("name", [
+    "slim_int8", "slim_uint8",
+    # LiteRT's int8 MEAN over (1, 2) with keep_dims is optimized_integer_ops::Mean: float
+    # arithmetic with a +0.5 bias before rounding (and, on x86, NEON_2_SSE's approximate
+    # reciprocal of H*W for whole blocks of 8 channels); the int8 runtime's qmean_nhwc is
+    # reference_integer_ops::Mean. The pooled values differ by 1 on most channels and the
+    # logits by up to 3: a defect of the int8 kernel, reported to the lead (notes/tflite.md).
+    pytest.param("keras_int8", marks=pytest.mark.xfail(
+        strict=True, reason="int8 MEAN follows TFLite's reference kernel, LiteRT runs the "
+                            "optimized one"))])
+def test_int8_files_give_litert_int8_logits(tf_files, workdir, capsys, name):
+    """Issue 12: our int8 output tensor equals LiteRT's on every element, or within 1 on at
+    most 0.1% of them (AVERAGE_POOL_2D files, int8 and uint8 input/output)."""
     path = tf_files[name][0]
-    message = error_line(capsys, "convert", path, "-o", workdir / "q.h5")
-    assert message.startswith(f"{path}: a quantized MobileNetV1 (")
-    assert message.endswith("mobinumba reads float32 .tflite files (int8 models need the "
-                            "int8 runtime)")
+    output = workdir / f"{name}.h5"
+    assert run_cli("convert", path, "-o", output, "--labels", "none") == 0
+    assert "self-check against LiteRT (int8 logits): max |logit difference| " in \
+        capsys.readouterr().out
+    model = mobinumba.load(output)
+    assert model.precision == "int8" and model.info.format_version == 2
+    stems, expected = litert_int8(path, 16, seed=9)
+    actual = model.run_quantized(stems.astype(np.int8))
+    difference = np.abs(actual.astype(np.int64) - expected.astype(np.int64))
+    assert difference.max() <= 1 and np.count_nonzero(difference) <= 0.001 * difference.size
+    assert len(np.unique(expected)) > 3  # logits that vary: the comparison means something
 
 
 @pytest.mark.slow

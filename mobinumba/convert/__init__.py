@@ -18,9 +18,10 @@ from ..padding import PADDINGS
 from ..errors import CheckpointError, check_regular_file
 from ..filetype import (GRAPHDEF, PICKLE, SAFETENSORS, TFLITE, TORCH_LEGACY, TORCH_ZIP,
                         identify, not_a_checkpoint)
-from ..weights import ARCH, ModelFile, ModelInfo, write_model_file
+from ..weights import ARCH, FORMAT_VERSIONS, ModelFile, ModelInfo, write_model_file
 from . import classic, tflite, tfslim, timm
-from .check import check_conversion, check_against_litert, litert_available, torch_available
+from .check import (check_against_litert, check_conversion, check_int8_against_litert,
+                    litert_available, torch_available)
 from .checkpoint import read_state_dict, sha256_of
 from .known_nets import name_network
 from .labels import resolve_labels
@@ -150,8 +151,12 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         raise CheckpointError(f"{source}: --bn-eps does not apply to a TensorFlow Lite model "
                               f"(its batch norms are folded into the convolutions)")
     state, stated, ignored = read_source(source, padding)
+    int8 = "int8_records" in stated  # a fully quantized .tflite: records made by tflite.py
     if layout is None:
-        layout = detect_layout(set(state), source)
+        layout = tflite.NAME if int8 else detect_layout(set(state), source)
+    elif int8 and layout != tflite.NAME:
+        raise CheckpointError(f"{source}: an int8 TensorFlow Lite model reads only as layout "
+                              f"{tflite.NAME}")
     module = LAYOUTS[layout]
 
     def setting(name, option):
@@ -162,7 +167,7 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
     bn_eps = setting("bn_eps", bn_eps)
     input_size = input_size if input_size is not None else stated.get("input_size", 224)
     plan = module.plan(set(state))
-    records = records_from_plan(plan, state, bn_eps, source)
+    records = stated["int8_records"] if int8 else records_from_plan(plan, state, bn_eps, source)
     num_classes = records[-1].weight.shape[0]
     last_block = [r for r in records if r.name.startswith("block")][-1]
     info = ModelInfo(
@@ -181,6 +186,8 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         source_sha256=sha256_of(source),
         source_layout=layout,
         converter_version=_version(),
+        **(dict(precision="int8", input_quantization=stated["input_quantization"],
+                format_version=FORMAT_VERSIONS["int8"]) if int8 else {}),
     )
     model_file = ModelFile(info=info, layers=records,
                            labels=resolve_labels(labels, num_classes))
@@ -190,14 +197,23 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
                               activation=info.activation, padding=info.padding, bn_eps=bn_eps,
                               ignored=ignored)
     use_litert = from_tflite and litert_available()
-    run_check = (use_litert or torch_available()) if check is None else check
+    if check and int8 and not use_litert:
+        raise CheckpointError("--check of an int8 .tflite needs ai-edge-litert (pip install "
+                              "'mobinumba[tflite]')")
+    run_check = (use_litert or (torch_available() and not int8)) if check is None else check
 
     def verify(temp_path):
         _pause_for_tests()
         if run_check and use_litert:
             report.check_reference = "LiteRT"
-            report.check_difference, report.check_allowed = check_against_litert(
-                temp_path, source, stated["logits_tensor"], info, tolerance)
+            if int8:
+                report.check_reference = "LiteRT (int8 logits)"
+                report.check_difference, report.check_allowed = check_int8_against_litert(
+                    temp_path, source, stated["stem_input_tensor"], stated["logits_tensor"],
+                    info)
+            else:
+                report.check_difference, report.check_allowed = check_against_litert(
+                    temp_path, source, stated["logits_tensor"], info, tolerance)
         elif run_check:
             report.check_difference, report.check_allowed = check_conversion(
                 temp_path, records, info, tolerance)

@@ -60,6 +60,46 @@ def check_against_litert(model_path, tflite_path, logits_tensor, info, tolerance
     return _compare(model_path, x, litert_logits(tflite_path, logits_tensor, x), tolerance)
 
 
+def check_int8_against_litert(model_path, tflite_path, stem_input, logits_tensor, info,
+                              batch=4, seed=0):
+    """Compare the int8 logits of the runtime on `model_path` with LiteRT's reference kernels
+    on the source `.tflite` (issue 12: equal on every element, or within 1 on at most 0.1%
+    of them). Random inputs in the graph input's own type go through LiteRT; the int8 tensor
+    its stem reads (after any QUANTIZE) is what the runtime gets. Returns (max |difference|,
+    allowed 1); CheckpointError otherwise."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from ..model import load
+
+    interpreter = Interpreter(
+        model_path=tflite_path, num_threads=1,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]
+    rng = np.random.default_rng(seed)
+    size = info.input_size
+    stems, expected = [], []
+    for _ in range(batch):
+        if np.issubdtype(source["dtype"], np.integer):
+            limits = np.iinfo(source["dtype"])
+            image = rng.integers(limits.min, limits.max + 1, (1, size, size, 3))
+        else:
+            image = rng.uniform(-1.0, 1.0, (1, size, size, 3))
+        interpreter.set_tensor(source["index"], image.astype(source["dtype"]))
+        interpreter.invoke()
+        stems.append(interpreter.get_tensor(stem_input).reshape(size, size, 3).copy())
+        expected.append(interpreter.get_tensor(logits_tensor).reshape(-1).astype(np.int64))
+    actual = load(model_path).run_quantized(np.stack(stems).astype(np.int8)).astype(np.int64)
+    difference = np.abs(actual - np.stack(expected))
+    off = int(np.count_nonzero(difference))
+    if difference.max() > 1 or off > 0.001 * difference.size:
+        raise CheckpointError(f"self-check failed: {off} of {difference.size} int8 logits "
+                              f"differ from LiteRT's (max {int(difference.max())}); the output "
+                              f"was not written")
+    return float(difference.max()), 1.0
+
+
 def check_conversion(model_path, records, info, tolerance, batch=2, seed=0):
     """Max |logit difference| between the runtime on `model_path` and the torch reference.
 

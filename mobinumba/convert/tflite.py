@@ -25,6 +25,7 @@ import numpy as np
 from ..architecture import BLOCK_STRIDES, NUM_BLOCKS, STEM_STRIDE
 from ..errors import CheckpointError
 from ..padding import PADDINGS, pads
+from ..weights import LayerRecord
 from .plan import mobilenet_v1_plan
 from .tflite_file import ACTIVATIONS, PADDINGS as TFLITE_PADDINGS, read_tflite
 
@@ -44,7 +45,7 @@ TAIL_OPS = {"RESHAPE", "SQUEEZE", "SOFTMAX"}
 # A fully quantized model with uint8 (or float) input and output converts at its ends.
 CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
 POOL_OPS = {"AVERAGE_POOL_2D", "MEAN"}
-FLOAT32 = 0
+FLOAT32, INT8, INT32 = 0, 9, 2
 
 
 def matches(keys):
@@ -65,32 +66,19 @@ def read_tflite_network(path, padding=None):
 
     Settings: activation, padding, bn_eps, input_size, and logits_tensor (the classifier's
     output tensor, for the self-check against LiteRT). `padding` (the user's override) must
-    be one of the rules the file's zeros match. CheckpointError for anything else.
+    be one of the rules the file's zeros match. A fully quantized int8 file gives an empty
+    state dict and its finished int8 LayerRecords in settings["int8_records"], with
+    settings["input_quantization"] (see int8_records). CheckpointError for anything else.
     """
     graph = read_tflite(path)
     chain = _data_chain(graph, path)
     layers = _match_mobilenet(graph, chain, path)
     tensors = graph.tensors
-    input_tensor = tensors[graph.inputs[0]]
-    quantized = [op for op, _ in layers if tensors[op.inputs[1]].type != FLOAT32]
-    if quantized or input_tensor.type != FLOAT32:
-        raise CheckpointError(f"{path}: a quantized MobileNetV1 ({_quantization(graph, quantized)}"
-                              f"); mobinumba reads float32 .tflite files (int8 models need "
-                              f"the int8 runtime)")
-    state = {}
     activations = set()
     rules = set(PADDINGS)
-    for op, role in layers:
-        weight, bias = _weights(graph, op, role, path)
-        state[f"{role}.weight"] = weight
-        if bias is not None or role == CLASSIFIER:
-            state[f"{role}.bias"] = bias if bias is not None else np.zeros(len(weight),
-                                                                            np.float32)
-        if role == CLASSIFIER:
-            continue
+    for op, role in layers[:-1]:
         activations.add(ACTIVATIONS.get(op.options.get("activation")))
-        state.update(_identity_batch_norm(role, len(weight)))
-        if weight.shape[-1] == 3:
+        if tensors[op.inputs[1]].shape[1:3] == (3, 3):
             rules &= _matching_rules(graph, chain, op, path)
     activation = _one_activation(activations, path)
     if not rules:
@@ -101,9 +89,131 @@ def read_tflite_network(path, padding=None):
                               f"convolutions, which pad as {' or '.join(sorted(rules))}")
     chosen = padding or ("tf_same" if "tf_same" in rules else sorted(rules)[0])
     classifier = layers[-1][0]
+    # The tensor the network starts from: after a QUANTIZE, before the stem's PAD if any.
+    stem_input = tensors[next(op for op in chain if op.name != "QUANTIZE").inputs[0]]
     settings = dict(activation=activation, padding=chosen, bn_eps=IDENTITY_EPS,
-                    input_size=input_tensor.shape[1], logits_tensor=classifier.outputs[0])
+                    input_size=stem_input.shape[1], logits_tensor=classifier.outputs[0],
+                    stem_input_tensor=stem_input.index)
+    quantized = [op for op, _ in layers if tensors[op.inputs[1]].type != FLOAT32]
+    if quantized or tensors[graph.inputs[0]].type != FLOAT32:
+        if [op for op, _ in layers] != quantized or stem_input.type != INT8:
+            raise CheckpointError(f"{path}: a partly quantized MobileNetV1 "
+                                  f"({_quantization(graph, quantized)}); mobinumba reads "
+                                  f"float32 and fully quantized int8 .tflite files")
+        settings["int8_records"], settings["input_quantization"] = int8_records(
+            graph, chain, layers, path)
+        return {}, settings, []
+    state = {}
+    for op, role in layers:
+        weight, bias = _weights(graph, op, role, path)
+        state[f"{role}.weight"] = weight.astype(np.float32)
+        if bias is not None or role == CLASSIFIER:
+            state[f"{role}.bias"] = (bias.astype(np.float32) if bias is not None
+                                     else np.zeros(len(weight), np.float32))
+        if role != CLASSIFIER:
+            state.update(_identity_batch_norm(role, len(weight)))
     return state, settings, []
+
+
+# ------------------------------------------------------------------------------ int8
+
+def int8_records(graph, chain, layers, path):
+    """(int8 LayerRecords, input Quantization) of a fully quantized file, as the int8
+    runtime's records hold them (quantization.py): int8 weights symmetric per output channel
+    (a per-tensor scale repeated), int32 biases, each layer's output quantization, and the
+    classifier's pooling (AVERAGE_POOL_2D 'average', MEAN 'mean') with its output's.
+
+    Refuses asymmetric (legacy uint8) weights, per-channel activations, and a chain whose
+    tensors change quantization where the runtime keeps it (PAD, RESHAPE, AVERAGE_POOL_2D).
+    """
+    from ..quantization import LayerQuantization, Quantization
+
+    tensors = graph.tensors
+
+    def activation_quantization(tensor, what):
+        q = tensor.quantization
+        if tensor.type != INT8 or q is None or len(q.scale) != 1:
+            raise CheckpointError(f"{path}: tensor {tensor.index} ({what}) is "
+                                  f"{tensor.type_name}"
+                                  f"{'' if q is None else f' with {len(q.scale)} scales'}; an "
+                                  f"int8 model's activations are int8, one scale per tensor")
+        if not -128 <= int(q.zero_point[0]) <= 127:
+            raise CheckpointError(f"{path}: tensor {tensor.index} ({what}) has zero point "
+                                  f"{int(q.zero_point[0])}, outside int8")
+        return Quantization(float(q.scale[0]), int(q.zero_point[0]))
+
+    def same_through(op):
+        source = activation_quantization(tensors[op.inputs[0]], f"{op.name} input")
+        result = activation_quantization(tensors[op.outputs[0]], f"{op.name} output")
+        if source != result:
+            raise CheckpointError(f"{path}: operator {op.index} ({op.name}) changes the "
+                                  f"quantization ({source} -> {result}); mobinumba's int8 "
+                                  f"runtime keeps it")
+        return result
+
+    plan = mobilenet_v1_plan(stem=(STEM, None), blocks=[("", None, "", None)] * NUM_BLOCKS,
+                             head=None, classifier=CLASSIFIER)
+    start = next(op for op in chain if op.name != "QUANTIZE")
+    input_quantization = activation_quantization(tensors[start.inputs[0]], "stem input")
+    records = []
+    previous = input_quantization
+    position = 0
+    for (op, role), source_layer in zip(layers, plan):
+        pooled, pool_op = None, "average"
+        while chain[position] is not op:  # PAD, pooling, RESHAPE before this layer
+            between = chain[position]
+            if between.name == "MEAN":
+                pooled, pool_op = activation_quantization(
+                    tensors[between.outputs[0]], "MEAN output"), "mean"
+            elif between.name != "QUANTIZE":
+                pooled = same_through(between)
+                if between.name == "AVERAGE_POOL_2D":
+                    pool_op = "average"
+            position += 1
+        position += 1
+        source = activation_quantization(tensors[op.inputs[0]], f"{role} input")
+        expected = pooled if role == CLASSIFIER else previous
+        if source != expected:
+            raise CheckpointError(f"{path}: operator {op.index} ({op.name}, {role}) reads "
+                                  f"quantization {source}; the tensor before it has {expected}")
+        weight, bias = _weights(graph, op, role, path)
+        weight_scale = _weight_scales(tensors[op.inputs[1]], op, weight.shape[0], path)
+        if bias is None:
+            bias = np.zeros(weight.shape[0], np.int32)
+        elif tensors[op.inputs[2]].type != INT32:
+            raise CheckpointError(f"{path}: operator {op.index} ({op.name}) has a "
+                                  f"{tensors[op.inputs[2]].type_name} bias; expected int32")
+        output = activation_quantization(tensors[op.outputs[0]], f"{role} output")
+        quant = LayerQuantization(weight_scale=weight_scale, output=output,
+                                  pooled=pooled if role == CLASSIFIER else None,
+                                  pool_op=pool_op)
+        records.append(LayerRecord(name=source_layer.name, kind=source_layer.kind,
+                                   stride=source_layer.stride, weight=weight.astype(np.int8),
+                                   bias=bias.astype(np.int32), source_name=role, quant=quant))
+        previous = output
+    return records, input_quantization
+
+
+def _weight_scales(tensor, op, channels, path):
+    """(channels,) float32 weight scales of an int8 weight tensor, symmetric."""
+    q = tensor.quantization
+    if tensor.type != INT8 or q is None:
+        legacy = " (legacy asymmetric uint8 weights)" if tensor.type_name == "uint8" else ""
+        raise CheckpointError(f"{path}: operator {op.index} ({op.name}) has "
+                              f"{tensor.type_name} weights{legacy}; mobinumba's int8 runtime "
+                              f"takes int8 weights with symmetric scales")
+    if np.any(q.zero_point != 0):
+        raise CheckpointError(f"{path}: operator {op.index} ({op.name}) weights have zero "
+                              f"point {int(q.zero_point[q.zero_point != 0][0])}; int8 weights "
+                              f"must be symmetric (zero point 0)")
+    output_axis = 3 if op.name == "DEPTHWISE_CONV_2D" else 0
+    if len(q.scale) == 1:
+        return np.full(channels, q.scale[0], np.float32)
+    if q.axis != output_axis or len(q.scale) != channels:
+        raise CheckpointError(f"{path}: operator {op.index} ({op.name}) weights have "
+                              f"{len(q.scale)} scales along axis {q.axis}; expected one per "
+                              f"output channel (axis {output_axis})")
+    return q.scale.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- the graph
@@ -226,7 +336,7 @@ def _check_pool(graph, op, path):
 # ---------------------------------------------------------------------------- the layers
 
 def _weights(graph, op, role, path):
-    """(weight in PyTorch's layout, float32 bias or None) of a weight layer."""
+    """(weight in PyTorch's layout, bias or None) of a weight layer, in the file's dtypes."""
     weight = _constant(graph, op, 1, path)
     source = graph.tensors[op.inputs[0]].shape
     if len(source) < 2 or source[0] < 1:
@@ -270,9 +380,8 @@ def _weights(graph, op, role, path):
         if bias.shape != (torch_weight.shape[0],):
             raise CheckpointError(f"{path}: operator {op.index} ({op.name}) bias has shape "
                                   f"{list(bias.shape)}; expected ({torch_weight.shape[0]},)")
-        bias = bias.astype(np.float32)
     _check_output(graph, op, torch_weight.shape[0], path)
-    return np.ascontiguousarray(torch_weight, dtype=np.float32), bias
+    return np.ascontiguousarray(torch_weight), bias
 
 
 def _check_output(graph, op, channels, path):
