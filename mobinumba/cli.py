@@ -113,8 +113,8 @@ def build_parser():
     convert.set_defaults(handler=run_convert)
 
     export = commands.add_parser("export", parents=[common],
-                                 help="write a mobinumba .h5 file as a float32 TensorFlow Lite "
-                                      "model")
+                                 help="write a mobinumba .h5 file (float32 or int8) as a "
+                                      "TensorFlow Lite model")
     export.add_argument("--tflite", action="store_true", required=True,
                         help="the format to write (the only one so far)")
     export.add_argument("weights", help="a mobinumba .h5 file")
@@ -279,7 +279,10 @@ def run_export(args):
 
     checked = export_tflite(args.weights, args.output, check=args.check,
                             tolerance=args.tolerance, force=args.force)
-    print(f"wrote {args.output}: float32 TensorFlow Lite model")
+    from .weights import read_model_file
+
+    precision = read_model_file(args.weights).info.precision
+    print(f"wrote {args.output}: {precision} TensorFlow Lite model")
     if checked is None:
         reason = "--no-check" if args.check is False else "ai-edge-litert is not installed"
         print(f"self-check skipped ({reason})")

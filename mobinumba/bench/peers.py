@@ -22,8 +22,11 @@ import numpy as np
 from .timing import latency_stats, time_calls
 
 PEERS = ("torch", "onnxruntime", "litert")
+# `bench --precision int8` compares with this one (bench/int8.py), on an int8 weight file.
+INT8_PEERS = ("litert_int8",)
 LABELS = {"mobinumba": "mobinumba", "torch": "PyTorch eager (CPU)",
-          "onnxruntime": "ONNX Runtime (CPU)", "litert": "LiteRT float32 (XNNPACK)"}
+          "onnxruntime": "ONNX Runtime (CPU)", "litert": "LiteRT float32 (XNNPACK)",
+          "litert_int8": "LiteRT int8 (XNNPACK)"}
 INSTALL_HINT = "pip install 'mobinumba[bench]'"
 # Engines agree when their logits differ by at most this much relative to max(1, |logit|).
 AGREEMENT_TOLERANCE = 1e-3
@@ -36,16 +39,17 @@ class PeerUnavailable(Exception):
 
 
 def measure_peers(weights_path, x, threads, runs, warmup, rounds, pause_s, requested,
-                  workdir):
+                  workdir, peers=PEERS):
     """The section's dict: `engines` (mobinumba first, then each peer that ran) with latency
     statistics, the ratio mobinumba / peer of the p50s and the agreement of the logits;
     `skipped` with a reason for every peer that did not run; `method`.
 
     weights_path: the .h5 every engine builds its model from; x (N, 3, H, W) float32.
+    peers: the engines beside mobinumba (INT8_PEERS for an int8 file).
     """
     engines, skipped = {}, []
     try:
-        for name in ("mobinumba",) + PEERS:
+        for name in ("mobinumba",) + tuple(peers):
             if name != "mobinumba" and name not in requested:
                 skipped.append({"name": name, "label": LABELS[name],
                                 "reason": "not requested (--peers)"})
@@ -242,13 +246,30 @@ def _litert_engine(weights_path, x, threads, workdir):
     `export --tflite`'s float32 file of the same weights. Its input is NHWC, its own layout:
     the transpose is made once, outside the timed calls (mobinumba's own NCHW -> NHWC step
     is inside its calls)."""
+    return _litert_on(weights_path, x, threads, workdir, "float32")
+
+
+def _litert_int8_engine(weights_path, x, threads, workdir):
+    """LiteRT with XNNPACK on `export --tflite`'s fully quantized file of an int8 weight
+    file: float32 input, QUANTIZE, the int8 network, DEQUANTIZE (as mobinumba's int8 m(x))."""
+    return _litert_on(weights_path, x, threads, workdir, "int8")
+
+
+def _litert_on(weights_path, x, threads, workdir, precision):
+    """(call, version) of LiteRT's default interpreter (XNNPACK delegate) on the exported
+    `.tflite` of `weights_path`, which must be a `precision` file."""
     _import("flatbuffers")
     interpreter_module = _import("ai_edge_litert.interpreter", "ai-edge-litert")
     from ..export_tflite import tflite_bytes
     from ..weights import read_model_file
 
-    data, _ = tflite_bytes(read_model_file(weights_path))
-    path = os.path.join(workdir, "model.tflite")
+    model_file = read_model_file(weights_path)
+    if model_file.info.precision != precision:
+        raise PeerUnavailable(f"needs a {precision} weight file; "
+                              f"{os.path.basename(weights_path)} is "
+                              f"{model_file.info.precision}")
+    data, _ = tflite_bytes(model_file)
+    path = os.path.join(workdir, f"model-{precision}.tflite")
     with open(path, "wb") as stream:
         stream.write(data)
     interpreter = interpreter_module.Interpreter(model_path=path, num_threads=threads)
@@ -267,4 +288,5 @@ def _litert_engine(weights_path, x, threads, workdir):
 
 
 BUILDERS = {"mobinumba": _mobinumba_engine, "torch": _torch_engine,
-            "onnxruntime": _onnxruntime_engine, "litert": _litert_engine}
+            "onnxruntime": _onnxruntime_engine, "litert": _litert_engine,
+            "litert_int8": _litert_int8_engine}

@@ -60,8 +60,15 @@ def check_against_litert(model_path, tflite_path, logits_tensor, info, tolerance
     return _compare(model_path, x, litert_logits(tflite_path, logits_tensor, x), tolerance)
 
 
+# The int8 criterion is a share of the logits (issue 12: within 1 on at most 0.1%): the
+# check compares at least this many, so that a rare rounding difference is not a failure
+# (the shipped int8 model: 9 of 16,016 logits one apart from LiteRT's reference kernels).
+INT8_CHECK_LOGITS = 2000
+INT8_CHECK_MAX_IMAGES = 256
+
+
 def check_int8_against_litert(model_path, tflite_path, stem_input, logits_tensor, info,
-                              batch=4, seed=0):
+                              seed=0):
     """Compare the int8 logits of the runtime on `model_path` with LiteRT's reference kernels
     on the source `.tflite` (issue 12: equal on every element, or within 1 on at most 0.1%
     of them). Random inputs in the graph input's own type go through LiteRT; the int8 tensor
@@ -79,6 +86,7 @@ def check_int8_against_litert(model_path, tflite_path, stem_input, logits_tensor
     source = interpreter.get_input_details()[0]
     rng = np.random.default_rng(seed)
     size = info.input_size
+    batch = min(INT8_CHECK_MAX_IMAGES, max(4, -(-INT8_CHECK_LOGITS // info.num_classes)))
     stems, expected = [], []
     for _ in range(batch):
         if np.issubdtype(source["dtype"], np.integer):
@@ -90,7 +98,10 @@ def check_int8_against_litert(model_path, tflite_path, stem_input, logits_tensor
         interpreter.invoke()
         stems.append(interpreter.get_tensor(stem_input).reshape(size, size, 3).copy())
         expected.append(interpreter.get_tensor(logits_tensor).reshape(-1).astype(np.int64))
-    actual = load(model_path).run_quantized(np.stack(stems).astype(np.int8)).astype(np.int64)
+    model = load(model_path)
+    stems = np.stack(stems).astype(np.int8)
+    actual = np.concatenate([model.run_quantized(stems[start:start + 16])
+                             for start in range(0, batch, 16)]).astype(np.int64)
     difference = np.abs(actual - np.stack(expected))
     off = int(np.count_nonzero(difference))
     if difference.max() > 1 or off > 0.001 * difference.size:
