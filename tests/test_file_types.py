@@ -30,11 +30,11 @@ from mobinumba.convert.checkpoint import _torch_reason
 from mobinumba.convert.known_nets import name_network
 from mobinumba.model import default_weights_path
 
-CONVERT_READS = ("mobinumba convert reads PyTorch checkpoints (.pth/.safetensors) and TF-slim "
-                 "frozen graphs (.pb)")
+CONVERT_READS = ("mobinumba convert reads PyTorch checkpoints (.pth/.safetensors), TF-slim "
+                 "frozen graphs (.pb) and TensorFlow Lite models (.tflite)")
 RUNTIME_READS = ("not a mobinumba weight file; mobinumba reads only its own .h5 files, made "
-                 "by `mobinumba convert` from PyTorch checkpoints (.pth/.safetensors) or "
-                 "TF-slim frozen graphs (.pb)")
+                 "by `mobinumba convert` from PyTorch checkpoints (.pth/.safetensors), "
+                 "TF-slim frozen graphs (.pb) or TensorFlow Lite models (.tflite)")
 
 # file name -> (writer, the FileType identify() must give)
 SAMPLES = {
@@ -134,7 +134,6 @@ def test_convert_names_formats_it_does_not_read(samples, tmp_path, capsys):
         "userblock.h5": "this is a Keras HDF5 model; ",
         "weights.h5": "this is a Keras HDF5 weights file (save_weights); ",
         "model.keras": "this is a Keras v3 model archive (.keras); ",
-        "model.tflite": "this is a TensorFlow Lite model; ",
         "model.onnx": "this is an ONNX model; ",
         "plain.h5": "this is an HDF5 file; ",
     }
@@ -144,6 +143,11 @@ def test_convert_names_formats_it_does_not_read(samples, tmp_path, capsys):
         assert words in message
         assert "PyTorch checkpoint (" not in message and "weights_only" not in message
         assert not out.exists()
+    # A .tflite is read (tests/test_tflite.py); this one is a bare flatbuffer, no model.
+    message = cli_error(capsys, "convert", samples["model.tflite"], "-o", out)
+    assert message == (f"{samples['model.tflite']}: not a valid TensorFlow Lite model: 0 "
+                       f"subgraphs; a MobileNetV1 file has exactly one")
+    assert not out.exists()
 
 
 def test_convert_on_a_mobinumba_file_says_it_is_one_already(samples, tmp_path, capsys):
@@ -214,8 +218,9 @@ def test_torch_reason_drops_every_advice_sentence():
     ("model.safetensors", "mobinumba convert {path} -o {stem}.h5"),
     ("data.pkl", "mobinumba convert {path} -o {stem}.h5"),
     ("graph.pb", "mobinumba convert {path} -o {stem}.h5"),
+    ("model.tflite", "mobinumba convert {path} -o {stem}.h5"),
     ("mobilenet.h5", None), ("weights.h5", None), ("model.keras", None),
-    ("model.tflite", None), ("model.onnx", None),
+    ("model.onnx", None),
 ])
 def test_predict_inspect_and_load_say_what_the_file_is(samples, image, capsys, name, command):
     path = str(samples[name])
