@@ -6,8 +6,9 @@
 Every engine runs in a process of its own (spawned, like `mobinumba bench`'s peers:
 mobinumba with the model file, batch 1; ONNX Runtime on the ONNX export of the same weights,
 intra_op_num_threads=--threads; LiteRT with XNNPACK, num_threads=--threads, on the float32
-.tflite that `mobinumba export --tflite` writes of the same weights). For each busy level, --busy N starts N processes spinning in
-`while True` (bounded by a deadline, and killed when the level ends or the script exits), then
+.tflite that `mobinumba export --tflite` writes of the same weights). For each busy level,
+--busy N starts N processes spinning in `while True` (bounded by a deadline, and killed when
+the level ends or the script exits), then
 times --calls calls of each engine in --rounds blocks, the engines alternating block by block
 (A B A B ...), and reports p50 / p90 / p99 / max. Level 0 is the quiet run.
 
