@@ -1,12 +1,14 @@
 """Latency on a busy machine: each engine timed while N busy-loop processes compete for the cores.
 
-    python bench/busy_machine.py MODEL.h5 [--busy 0 2] [--engines mobinumba onnxruntime]
+    python bench/busy_machine.py MODEL.h5 [--busy 0 2] [--engines mobinumba onnxruntime litert]
         [--calls 300] [--rounds 10] [--threads 2] [--json FILE]
 
 Every engine runs in a process of its own (spawned, like `mobinumba bench`'s peers:
 mobinumba with the model file, batch 1; ONNX Runtime on the ONNX export of the same weights,
-intra_op_num_threads=--threads). For each busy level, --busy N starts N processes spinning in
-`while True` (bounded by a deadline, and killed when the level ends or the script exits), then
+intra_op_num_threads=--threads; LiteRT with XNNPACK, num_threads=--threads, on the float32
+.tflite that `mobinumba export --tflite` writes of the same weights). For each busy level,
+--busy N starts N processes spinning in `while True` (bounded by a deadline, and killed when
+the level ends or the script exits), then
 times --calls calls of each engine in --rounds blocks, the engines alternating block by block
 (A B A B ...), and reports p50 / p90 / p99 / max. Level 0 is the quiet run.
 
@@ -36,7 +38,7 @@ def main():
     parser.add_argument("model")
     parser.add_argument("--busy", type=int, nargs="+", default=[0, 2],
                         help="numbers of busy-loop processes, one level each (default 0 2)")
-    parser.add_argument("--engines", nargs="+", default=["mobinumba", "onnxruntime"])
+    parser.add_argument("--engines", nargs="+", default=["mobinumba", "onnxruntime", "litert"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calls", type=int, default=300, help="timed calls per engine and level")
     parser.add_argument("--rounds", type=int, default=10, help="blocks per engine and level")

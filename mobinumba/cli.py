@@ -1,4 +1,4 @@
-"""The `mobinumba` command: convert | quantize | predict | embed | inspect | bench.
+"""The `mobinumba` command: convert | export | quantize | predict | embed | inspect | bench.
 
 User mistakes (bad paths, files, options) print one line `mobinumba: error: ...` on stderr
 and exit with status 1 (2 for malformed command lines, from argparse); never a traceback.
@@ -69,11 +69,13 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser("convert", parents=[common],
-                                  help="convert a PyTorch checkpoint, a TF-slim frozen graph "
-                                       "or a Keras MobileNet to a mobinumba .h5 file")
+                                  help="convert a PyTorch checkpoint, a TF-slim frozen graph, "
+                                       "a Keras MobileNet or a TensorFlow Lite model to a "
+                                       "mobinumba .h5 file")
     convert.add_argument("checkpoint", help=".pth / .pt / .pth.tar / .safetensors, a "
-                                            "frozen TensorFlow graph .pb, or a Keras model "
-                                            ".h5 / .keras")
+                                            "frozen TensorFlow graph .pb, a Keras model "
+                                            ".h5 / .keras, or a TensorFlow Lite model "
+                                            ".tflite (float32 or int8)")
     convert.add_argument("-o", "--output", required=True, help="the .h5 file to write")
     convert.add_argument("--layout", choices=_layout_names(), default=None,
                          help="source layout (default: detected from the keys; .pb files are "
@@ -99,7 +101,8 @@ def build_parser():
     convert.add_argument("--crop-pct", type=_bounded(float, 0.0, 1.0, low_open=True))
     convert.add_argument("--input-size", type=_bounded(int, 1, 8192), default=None,
                          help="the input side preprocessing resizes to (default: a Keras "
-                              "model's input size or a graph's resize op, else 224)")
+                              "model's or a .tflite file's input size, a graph's resize op, "
+                              "else 224)")
     convert.add_argument("--bn-eps", type=_bounded(float, 0.0, 1.0, low_open=True),
                          default=None,
                          help="batch-norm epsilon (default: the graph's for tf-slim, else "
@@ -114,13 +117,29 @@ def build_parser():
                               "imagenet for 1000 classes, background + imagenet for 1001; "
                               "none for a retrained head)")
     convert.add_argument("--check", action=argparse.BooleanOptionalAction, default=None,
-                         help="compare the written file with PyTorch (default: on when torch "
-                              "is installed)")
+                         help="compare the written file with PyTorch, or with LiteRT for a "
+                              ".tflite (default: on when torch / ai-edge-litert is installed)")
     convert.add_argument("--tolerance", type=_bounded(float, 0.0, 1.0, low_open=True),
                          default=1e-4,
                          help="self-check tolerance, relative to max(1, max |logit|)")
     convert.add_argument("--force", action="store_true", help="overwrite an existing output")
     convert.set_defaults(handler=run_convert)
+
+    export = commands.add_parser("export", parents=[common],
+                                 help="write a mobinumba .h5 file (float32 or int8) as a "
+                                      "TensorFlow Lite model")
+    export.add_argument("--tflite", action="store_true", required=True,
+                        help="the format to write (the only one so far)")
+    export.add_argument("weights", help="a mobinumba .h5 file")
+    export.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    export.add_argument("--check", action=argparse.BooleanOptionalAction, default=None,
+                        help="run the written file with LiteRT and compare (default: on when "
+                             "ai-edge-litert is installed)")
+    export.add_argument("--tolerance", type=_bounded(float, 0.0, 1.0, low_open=True),
+                        default=1e-4,
+                        help="self-check tolerance, relative to max(1, max |logit|)")
+    export.add_argument("--force", action="store_true", help="overwrite an existing output")
+    export.set_defaults(handler=run_export)
 
     predict = commands.add_parser("predict", parents=[common],
                                   help="classify images and print the top-k classes, or "
@@ -206,8 +225,8 @@ def build_parser():
     bench.add_argument("--warmup", type=_bounded(int, 0, 10000), default=None,
                        help="untimed runs before timing (default 10)")
     bench.add_argument("--peers", type=_peer_list, default=_peer_list("all"),
-                       help="comma-separated peers to compare: torch, onnxruntime, all or "
-                            "none (default all)")
+                       help="comma-separated peers to compare: torch, onnxruntime, litert, "
+                            "all or none (default all)")
     bench.add_argument("--out", default="bench-report",
                        help="directory for report.md, report.json and report.png "
                             "(default bench-report)")
@@ -294,11 +313,32 @@ def run_convert(args):
                 else "key(s) outside the MobileNetV1 backbone")
         print(f"ignored {len(report.ignored)} {what}: {shown}")
     if report.check_difference is None:
-        reason = "--no-check" if args.check is False else "torch is not installed"
+        reason = ("--no-check" if args.check is False else
+                  "neither ai-edge-litert nor torch is installed"
+                  if report.layout == "tflite" else "torch is not installed")
         print(f"self-check skipped ({reason})")
     else:
-        print(f"self-check against PyTorch: max |logit difference| "
+        print(f"self-check against {report.check_reference}: max |logit difference| "
               f"{report.check_difference:.3g} (allowed {report.check_allowed:.3g})")
+    return 0
+
+
+def run_export(args):
+    """`mobinumba export --tflite`: write the .tflite and report the self-check."""
+    from .export_tflite import export_tflite
+
+    checked = export_tflite(args.weights, args.output, check=args.check,
+                            tolerance=args.tolerance, force=args.force)
+    from .weights import read_model_file
+
+    precision = read_model_file(args.weights).info.precision
+    print(f"wrote {args.output}: {precision} TensorFlow Lite model")
+    if checked is None:
+        reason = "--no-check" if args.check is False else "ai-edge-litert is not installed"
+        print(f"self-check skipped ({reason})")
+    else:
+        print(f"self-check against LiteRT: max |logit difference| {checked[0]:.3g} (allowed "
+              f"{checked[1]:.3g})")
     return 0
 
 

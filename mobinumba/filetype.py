@@ -39,7 +39,7 @@ KERAS_H5 = FileType("keras_h5", "a Keras HDF5 model", True)
 KERAS_WEIGHTS = FileType("keras_weights", "a Keras HDF5 weights file (save_weights)", False)
 KERAS_V3 = FileType("keras_v3", "a Keras v3 model archive (.keras)", True)
 HDF5 = FileType("hdf5", "an HDF5 file", False)
-TFLITE = FileType("tflite", "a TensorFlow Lite model", False)
+TFLITE = FileType("tflite", "a TensorFlow Lite model", True)
 ONNX = FileType("onnx", "an ONNX model", False)
 GRAPHDEF = FileType("graphdef", "a TensorFlow GraphDef", True)
 SAFETENSORS = FileType("safetensors", "a safetensors checkpoint", True)
@@ -264,8 +264,8 @@ def _is_onnx(stream, size):
 def convert_command(path):
     """The `mobinumba convert` command line that turns `path` into a weight file."""
     stem = path
-    for suffix in (".tar", ".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pb", ".pkl", ".h5",
-                   ".keras"):
+    for suffix in (".tar", ".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pb", ".tflite",
+                   ".pkl", ".h5", ".keras"):
         if stem.lower().endswith(suffix) and len(stem) > len(suffix):
             stem = stem[:-len(suffix)]
     output = stem + ".h5" if stem + ".h5" != path else stem + ".mobinumba.h5"
@@ -279,9 +279,8 @@ def not_a_weight_file(path, filetype):
                 f"convert it first: {convert_command(path)}")
     return (f"{path}: this is {filetype.description}, not a mobinumba weight file; mobinumba "
             f"reads only its own .h5 files, made by `mobinumba convert` from PyTorch "
-            f"checkpoints (.pth/.safetensors), TF-slim frozen graphs (.pb) or Keras models "
-            f"(.h5/.keras)"
-            f"{_not_yet(filetype)}")
+            f"checkpoints (.pth/.safetensors), TF-slim frozen graphs (.pb), Keras models "
+            f"(.h5/.keras) or TensorFlow Lite models (.tflite){_not_yet(filetype)}")
 
 
 def not_a_checkpoint(path, filetype):
@@ -290,13 +289,13 @@ def not_a_checkpoint(path, filetype):
         return (f"{path}: is already a mobinumba weight file; use it as it is "
                 f"(mobinumba predict --weights {shlex.quote(path)} ...)")
     return (f"{path}: this is {filetype.description}; mobinumba convert reads PyTorch "
-            f"checkpoints (.pth/.safetensors), TF-slim frozen graphs (.pb) and Keras models "
-            f"(.h5/.keras){_not_yet(filetype)}")
+            f"checkpoints (.pth/.safetensors), TF-slim frozen graphs (.pb), Keras models "
+            f"(.h5/.keras) and TensorFlow Lite models (.tflite){_not_yet(filetype)}")
 
 
 def _not_yet(filetype):
     if filetype is KERAS_WEIGHTS:
         return ("; Keras weights alone lack the model's config: save the whole model "
                 "(model.save('model.keras')) and convert that")
-    family = {TFLITE: "TensorFlow Lite", ONNX: "ONNX"}.get(filetype)
+    family = {ONNX: "ONNX"}.get(filetype)
     return f"; {family} files are not supported yet" if family else ""

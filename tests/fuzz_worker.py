@@ -7,6 +7,11 @@ Reads JSON requests from stdin, one per line, and answers each with one JSON lin
                                                convert a checkpoint (layout detected), run the
                                                result, compare it with a reference computed
                                                from the checkpoint in layout L
+  {"target": "tflite", "path": P, "output": O}
+                                               convert a .tflite file, run the result, compare
+                                               it with a reference read from the file by the
+                                               `tflite` package (TFLite's generated classes);
+                                               an int8 file as the "int8" target does
   {"target": "image", "path": P}               decode and preprocess an image, compare it
                                                with Pillow's decode and an exact resample
   {"target": "int8", "path": P}                load an int8 weight file, run its integer path,
@@ -191,6 +196,79 @@ def layers_from_state(state, layout):
     layers.append({"kind": "dense", "stride": 1, "weight": state[f"{classifier}.weight"],
                    "bias": state[f"{classifier}.bias"]})
     return layers
+
+
+# ------------------------------------------------------------------------------- tflite
+
+def tflite_case(request):
+    path, output = request["path"], request["output"]
+    if os.path.exists(output):
+        os.unlink(output)
+    convert_checkpoint(path, output, labels="none", check=False, force=True)
+    model = mobinumba.load(output)
+    if model.precision == "int8":
+        # What was accepted, run bit-exact against the NumPy reference of TFLite's integer
+        # arithmetic on the file as written (the mapping itself is checked against LiteRT in
+        # tests/test_tflite.py; LiteRT cannot be the reference of a damaged file).
+        return int8_case({"path": output})
+    layers, activation, padding = layers_from_tflite(path)
+    return compare(model, layers, activation, padding)
+
+
+def layers_from_tflite(path):
+    """(layers, activation, padding) of an accepted .tflite, read by the `tflite` package:
+    every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED in operator order, their folded
+    weights as layers with an identity batch norm; a 1x1 CONV_2D after the pooling is the
+    dense classifier; explicit PAD ops mean PyTorch's symmetric padding, none TensorFlow's
+    SAME."""
+    import tflite
+
+    data = open(path, "rb").read()
+    model = tflite.Model.GetRootAsModel(data, 0)
+    graph = model.Subgraphs(0)
+    names = {value: key for key, value in vars(tflite.BuiltinOperator).items()
+             if not key.startswith("_")}
+
+    def constant(index):
+        tensor = graph.Tensors(index)
+        shape = tuple(tensor.ShapeAsNumpy().tolist())
+        raw = model.Buffers(tensor.Buffer()).DataAsNumpy().tobytes()
+        return np.frombuffer(raw, "<f4").reshape(shape).astype(np.float64)
+
+    layers, activations, pooled, padded = [], set(), False, False
+    for index in range(graph.OperatorsLength()):
+        op = graph.Operators(index)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        name = names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
+        inputs = op.InputsAsNumpy().tolist()
+        padded |= name == "PAD"
+        pooled |= name in ("MEAN", "AVERAGE_POOL_2D")
+        if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            continue
+        weight = constant(inputs[1])
+        bias = constant(inputs[2]) if len(inputs) > 2 and inputs[2] >= 0 else \
+            np.zeros(weight.shape[0] if name != "DEPTHWISE_CONV_2D" else weight.shape[3])
+        table = op.BuiltinOptions()
+        if name == "FULLY_CONNECTED" or pooled:
+            layers.append({"kind": "dense", "stride": 1, "bias": bias,
+                           "weight": weight.reshape(weight.shape[0], -1)})
+            continue
+        options = (tflite.Conv2DOptions() if name == "CONV_2D"
+                   else tflite.DepthwiseConv2DOptions())
+        options.Init(table.Bytes, table.Pos)
+        activations.add(options.FusedActivationFunction())
+        if name == "DEPTHWISE_CONV_2D":
+            kind, weight = "dwconv", weight.transpose(3, 0, 1, 2)
+        else:
+            kind = "conv" if not layers else "pwconv"
+            weight = weight.transpose(0, 3, 1, 2)
+        channels = weight.shape[0]
+        layers.append({"kind": kind, "stride": options.StrideH(), "weight": weight,
+                       "bias": bias, "gamma": np.ones(channels), "beta": np.zeros(channels),
+                       "mean": np.zeros(channels), "var": np.ones(channels),
+                       "eps": np.float64(0.0)})
+    activation = {1: "relu", 3: "relu6"}[activations.pop()]
+    return layers, activation, "torch" if padded else "tf_same"
 
 
 # ----------------------------------------------------------------------- the reference
@@ -472,8 +550,8 @@ def int8_file_from_h5(path):
     return SimpleNamespace(info=info, layers=layers)
 
 
-TARGETS = {"weights": weights_case, "checkpoint": checkpoint_case, "image": image_case,
-           "int8": int8_case}
+TARGETS = {"weights": weights_case, "checkpoint": checkpoint_case, "tflite": tflite_case,
+           "image": image_case, "int8": int8_case}
 
 if __name__ == "__main__":
     main()

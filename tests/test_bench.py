@@ -66,7 +66,7 @@ def quick(tmp_path_factory, quick_weights):
     try:
         assert run_cli("bench", "--quick", "--out", out, "--runs", QUICK_RUNS, "--warmup",
                        QUICK_WARMUP, "--threads", QUICK_THREADS, "--weights", quick_weights,
-                       "--peers", "torch,onnxruntime") == 0
+                       "--peers", "torch,onnxruntime,litert") == 0
     finally:
         set_threads(threads)  # --threads sets the process's kernel threads
     report = json.loads((out / "report.json").read_text())
@@ -152,7 +152,7 @@ def test_peers_ran_on_the_same_weights_and_agree(quick):
         assert engine["label"] in markdown
     assert "rounds of the blocks in turn" in peers["method"]
     assert [row["label"] for row in report["headline"]["engines"]] == [
-        "mobinumba", "PyTorch eager (CPU)", "ONNX Runtime (CPU)"]
+        "mobinumba", "PyTorch eager (CPU)", "ONNX Runtime (CPU)", "LiteRT float32 (XNNPACK)"]
 
 
 def machine_cpu_flags(names):
@@ -199,21 +199,21 @@ def test_options_reach_the_report(quick, quick_weights):
     config = report["config"]
     assert (config["runs"], config["warmup"], config["threads"]) == (
         QUICK_RUNS, QUICK_WARMUP, QUICK_THREADS)
-    assert config["weights"] == str(quick_weights) and config["peers"] == ["torch",
-                                                                            "onnxruntime"]
+    assert config["weights"] == str(quick_weights) and config["peers"] == [
+        "torch", "onnxruntime", "litert"]
     # The file's own settings, not --quick's random ReLU6 model.
     assert (config["activation"], config["width"], config["size"]) == ("relu", 0.25, 64)
     assert report["environment"]["threads_used"] == QUICK_THREADS
     assert report["peers"]["threads"] == QUICK_THREADS
     assert report["latency"]["steady_state"]["runs"] == QUICK_RUNS
     assert f"{QUICK_RUNS} runs after {QUICK_WARMUP} warm-up runs" in markdown
-    assert [engine["runs"] for engine in report["peers"]["engines"]] == [QUICK_RUNS] * 3
+    assert [engine["runs"] for engine in report["peers"]["engines"]] == [QUICK_RUNS] * 4
 
 
 def test_peers_all_and_none():
     parser = build_parser()
     assert parser.parse_args(["bench", "--peers", "all"]).peers == PEERS == (
-        "torch", "onnxruntime")
+        "torch", "onnxruntime", "litert")
     assert parser.parse_args(["bench"]).peers == PEERS
     assert parser.parse_args(["bench", "--peers", "none"]).peers == ()
 
@@ -337,17 +337,21 @@ def test_missing_or_unrequested_peers_are_listed_as_skipped(monkeypatch, tmp_pat
     shadow = tmp_path / "shadow"
     shadow.mkdir()
     (shadow / "onnxruntime.py").write_text("raise ImportError('not installed')\n")
+    (shadow / "ai_edge_litert.py").write_text("raise ImportError('not installed')\n")
     monkeypatch.syspath_prepend(str(shadow))
     peers = measure_peers(str(weights), x, threads=1, runs=2, warmup=1, rounds=1,
                           pause_s=0.0, requested=PEERS, workdir=str(tmp_path))
     assert [engine["name"] for engine in peers["engines"]] == ["mobinumba", "torch"]
     assert peers["skipped"] == [{"name": "onnxruntime", "label": "ONNX Runtime (CPU)",
                                  "reason": "onnxruntime is not installed "
+                                           "(pip install 'mobinumba[bench]')"},
+                                {"name": "litert", "label": "LiteRT float32 (XNNPACK)",
+                                 "reason": "ai-edge-litert is not installed "
                                            "(pip install 'mobinumba[bench]')"}]
     assert peers["method"].startswith("one process per engine")
     none = measure_peers(str(weights), x, threads=1, runs=2, warmup=1, rounds=1,
                          pause_s=0.0, requested=(), workdir=str(tmp_path))
-    assert [row["reason"] for row in none["skipped"]] == ["not requested (--peers)"] * 2
+    assert [row["reason"] for row in none["skipped"]] == ["not requested (--peers)"] * 3
     assert [engine["name"] for engine in none["engines"]] == ["mobinumba"]
 
 

@@ -31,10 +31,12 @@ from mobinumba.convert.known_nets import name_network
 from mobinumba.model import default_weights_path
 
 CONVERT_READS = ("mobinumba convert reads PyTorch checkpoints (.pth/.safetensors), TF-slim "
-                 "frozen graphs (.pb) and Keras models (.h5/.keras)")
+                 "frozen graphs (.pb), Keras models (.h5/.keras) and TensorFlow Lite models "
+                 "(.tflite)")
 RUNTIME_READS = ("not a mobinumba weight file; mobinumba reads only its own .h5 files, made "
                  "by `mobinumba convert` from PyTorch checkpoints (.pth/.safetensors), "
-                 "TF-slim frozen graphs (.pb) or Keras models (.h5/.keras)")
+                 "TF-slim frozen graphs (.pb), Keras models (.h5/.keras) or TensorFlow Lite "
+                 "models (.tflite)")
 KERAS_WEIGHTS_ADVICE = ("; Keras weights alone lack the model's config: save the whole model "
                         "(model.save('model.keras')) and convert that")
 
@@ -125,7 +127,7 @@ def expected_convert_message(path, name):
     kind = SAMPLES[name][1]
     if kind.name == "keras_weights":
         return f"{path}: this is {kind.description}; {CONVERT_READS}{KERAS_WEIGHTS_ADVICE}"
-    family = {"tflite": "TensorFlow Lite", "onnx": "ONNX"}.get(kind.name)
+    family = {"onnx": "ONNX"}.get(kind.name)
     return (f"{path}: this is {kind.description}; {CONVERT_READS}"
             + (f"; {family} files are not supported yet" if family else ""))
 
@@ -140,7 +142,6 @@ def test_convert_names_formats_it_does_not_read(samples, tmp_path, capsys):
         assert not out.exists()
     expected = {
         "weights.h5": "this is a Keras HDF5 weights file (save_weights); ",
-        "model.tflite": "this is a TensorFlow Lite model; ",
         "model.onnx": "this is an ONNX model; ",
         "plain.h5": "this is an HDF5 file; ",
     }
@@ -150,6 +151,11 @@ def test_convert_names_formats_it_does_not_read(samples, tmp_path, capsys):
         assert words in message
         assert "PyTorch checkpoint (" not in message and "weights_only" not in message
         assert not out.exists()
+    # A .tflite is read (tests/test_tflite.py); this one is a bare flatbuffer, no model.
+    message = cli_error(capsys, "convert", samples["model.tflite"], "-o", out)
+    assert message == (f"{samples['model.tflite']}: not a valid TensorFlow Lite model: 0 "
+                       f"subgraphs; a MobileNetV1 file has exactly one")
+    assert not out.exists()
 
 
 def test_convert_on_a_mobinumba_file_says_it_is_one_already(samples, tmp_path, capsys):
@@ -222,7 +228,7 @@ def test_torch_reason_drops_every_advice_sentence():
     ("graph.pb", "mobinumba convert {path} -o {stem}.h5"),
     ("mobilenet.h5", "mobinumba convert {path} -o {stem}.mobinumba.h5"),
     ("model.keras", "mobinumba convert {path} -o {stem}.h5"), ("weights.h5", None),
-    ("model.tflite", None), ("model.onnx", None),
+    ("model.tflite", "mobinumba convert {path} -o {stem}.h5"), ("model.onnx", None),
 ])
 def test_predict_inspect_and_load_say_what_the_file_is(samples, image, capsys, name, command):
     path = str(samples[name])

@@ -2,7 +2,8 @@
 
 Measured in this process, alternating the two models round by round (a shared machine's load
 hits both alike): steady-state latency at the configured batch, throughput at batch 8, and
-the per-layer profile with each layer's int8 GOPS against the VNNI peak. Cold starts (empty
+the per-layer profile with each layer's int8 GOPS against the VNNI peak; LiteRT int8 (XNNPACK)
+on the exported .tflite of the same int8 records, in a process of its own. Cold starts (empty
 and warm Numba cache) run in fresh processes, for both models. Written as int8.json and
 int8.md under the output directory.
 
@@ -21,9 +22,11 @@ from ..model import Model, default_weights_path
 from ..weights import read_model_file, write_model_file
 from .environment import load_average
 from .latency import cold_start
+from .peers import INT8_PEERS, measure_peers
 from .timing import latency_stats, median, time_calls
 
 ROUNDS = 5
+PEER_PAUSE_S = 0.3
 THROUGHPUT_BATCH = 8
 # int8 multiply-adds per cycle per core at the VNNI peak: vpdpbusd does 64 (16 lanes x 4) and
 # Zen 4 / Zen 5 issue two per cycle (two vector integer multiply pipes), Intel's AVX-512
@@ -94,6 +97,12 @@ def run_int8_benchmarks(weights, batch, threads, runs, warmup, out):
             path = os.path.join(tmp, f"{name}.h5")
             write_model_file(path, model_file)
             report["cold_start"][name] = cold_start(path, size, batch, threads, tmp)
+        # LiteRT int8 (XNNPACK) beside mobinumba int8, each in its own process (peers.py),
+        # on the exported .tflite of the same int8 records.
+        int8_path = os.path.join(tmp, "int8.h5")
+        report["peers"] = measure_peers(int8_path, x, threads, per_round * ROUNDS, warmup,
+                                        ROUNDS, PEER_PAUSE_S, INT8_PEERS, tmp,
+                                        peers=INT8_PEERS)
     os.makedirs(out, exist_ok=True)
     write_atomically(os.path.join(out, "int8.json"), json.dumps(report, indent=2),
                      overwrite=True)
@@ -146,4 +155,14 @@ def int8_markdown(report):
         for cache, run in runs.items():
             lines.append(f"| {name} | {cache} | {run['import_s']:.2f} | {run['load_s']:.2f} | "
                          f"{run['first_inference_s']:.2f} | {run['total_s']:.2f} |")
+    peers = report.get("peers")
+    if peers:
+        lines += ["", f"Engines, each in its own process ({peers['method']}):", "",
+                  "| engine | p50 ms | p90 ms | mobinumba int8 / engine | max abs logit diff |",
+                  "|---|---:|---:|---:|---:|"]
+        for row in peers["engines"]:
+            lines.append(f"| {row['label']} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | "
+                         f"{row['mobinumba_over_peer']:.2f} | "
+                         f"{row['max_abs_logit_diff']:.1e} |")
+        lines += [f"- {row['label']}: skipped, {row['reason']}" for row in peers["skipped"]]
     return "\n".join(lines) + "\n"

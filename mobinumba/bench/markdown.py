@@ -284,7 +284,10 @@ def _peers(report):
            f"layers (Conv2d + BatchNorm2d + activation, `torch.set_num_threads`, "
            f"`inference_mode`), and ONNX Runtime's CPU provider on the ONNX export of that "
            f"module (`torch.onnx.export` with the TorchScript exporter, "
-           f"`intra_op_num_threads`). Method: {peers['method']}. Logits are compared with "
+           f"`intra_op_num_threads`), and LiteRT with its default XNNPACK delegate "
+           f"(`num_threads`) on the float32 `.tflite` that `mobinumba export --tflite` writes "
+           f"of the file (batch norm folded; NHWC input, transposed once outside the timed "
+           f"calls). Method: {peers['method']}. Logits are compared with "
            f"mobinumba's; they agree within {peers['agreement_tolerance']:g} x max(1, "
            f"max |logit|).", "",
            *_table(["engine", "version", "p50 ms", "min ms", "p90 ms", "p50 per block",

@@ -1,4 +1,5 @@
-"""Section 6: mobinumba beside PyTorch eager and ONNX Runtime, same weights, threads and run.
+"""Section 6: mobinumba beside PyTorch eager, ONNX Runtime and LiteRT, same weights, threads
+and run.
 
 Engines disturb each other inside one process: their worker threads keep spinning after a
 call and take the cores from whoever runs next, and PyTorch brings an OpenMP runtime of its
@@ -20,9 +21,12 @@ import numpy as np
 
 from .timing import latency_stats, time_calls
 
-PEERS = ("torch", "onnxruntime")
+PEERS = ("torch", "onnxruntime", "litert")
+# `bench --precision int8` compares with this one (bench/int8.py), on an int8 weight file.
+INT8_PEERS = ("litert_int8",)
 LABELS = {"mobinumba": "mobinumba", "torch": "PyTorch eager (CPU)",
-          "onnxruntime": "ONNX Runtime (CPU)"}
+          "onnxruntime": "ONNX Runtime (CPU)", "litert": "LiteRT float32 (XNNPACK)",
+          "litert_int8": "LiteRT int8 (XNNPACK)"}
 INSTALL_HINT = "pip install 'mobinumba[bench]'"
 # Engines agree when their logits differ by at most this much relative to max(1, |logit|).
 AGREEMENT_TOLERANCE = 1e-3
@@ -35,16 +39,17 @@ class PeerUnavailable(Exception):
 
 
 def measure_peers(weights_path, x, threads, runs, warmup, rounds, pause_s, requested,
-                  workdir):
+                  workdir, peers=PEERS):
     """The section's dict: `engines` (mobinumba first, then each peer that ran) with latency
     statistics, the ratio mobinumba / peer of the p50s and the agreement of the logits;
     `skipped` with a reason for every peer that did not run; `method`.
 
     weights_path: the .h5 every engine builds its model from; x (N, 3, H, W) float32.
+    peers: the engines beside mobinumba (INT8_PEERS for an int8 file).
     """
     engines, skipped = {}, []
     try:
-        for name in ("mobinumba",) + PEERS:
+        for name in ("mobinumba",) + tuple(peers):
             if name != "mobinumba" and name not in requested:
                 skipped.append({"name": name, "label": LABELS[name],
                                 "reason": "not requested (--peers)"})
@@ -182,11 +187,13 @@ def _version(package):
         return "unknown"
 
 
-def _import(package):
+def _import(package, distribution=None):
+    """The imported module; PeerUnavailable naming the distribution to install if missing."""
     try:
         return importlib.import_module(package)
     except ImportError:
-        raise PeerUnavailable(f"{package} is not installed ({INSTALL_HINT})") from None
+        raise PeerUnavailable(f"{distribution or package} is not installed "
+                              f"({INSTALL_HINT})") from None
 
 
 def _mobinumba_engine(weights_path, x, threads, workdir):
@@ -234,5 +241,52 @@ def _onnxruntime_engine(weights_path, x, threads, workdir):
     return call, ort.__version__
 
 
+def _litert_engine(weights_path, x, threads, workdir):
+    """LiteRT (ai-edge-litert) with its default XNNPACK delegate on `threads` threads, running
+    `export --tflite`'s float32 file of the same weights. Its input is NHWC, its own layout:
+    the transpose is made once, outside the timed calls (mobinumba's own NCHW -> NHWC step
+    is inside its calls)."""
+    return _litert_on(weights_path, x, threads, workdir, "float32")
+
+
+def _litert_int8_engine(weights_path, x, threads, workdir):
+    """LiteRT with XNNPACK on `export --tflite`'s fully quantized file of an int8 weight
+    file: float32 input, QUANTIZE, the int8 network, DEQUANTIZE (as mobinumba's int8 m(x))."""
+    return _litert_on(weights_path, x, threads, workdir, "int8")
+
+
+def _litert_on(weights_path, x, threads, workdir, precision):
+    """(call, version) of LiteRT's default interpreter (XNNPACK delegate) on the exported
+    `.tflite` of `weights_path`, which must be a `precision` file."""
+    _import("flatbuffers")
+    interpreter_module = _import("ai_edge_litert.interpreter", "ai-edge-litert")
+    from ..export_tflite import tflite_bytes
+    from ..weights import read_model_file
+
+    model_file = read_model_file(weights_path)
+    if model_file.info.precision != precision:
+        raise PeerUnavailable(f"needs a {precision} weight file; "
+                              f"{os.path.basename(weights_path)} is "
+                              f"{model_file.info.precision}")
+    data, _ = tflite_bytes(model_file)
+    path = os.path.join(workdir, f"model-{precision}.tflite")
+    with open(path, "wb") as stream:
+        stream.write(data)
+    interpreter = interpreter_module.Interpreter(model_path=path, num_threads=threads)
+    source = interpreter.get_input_details()[0]["index"]
+    if x.shape[0] != 1:
+        interpreter.resize_tensor_input(source, [x.shape[0], x.shape[2], x.shape[3], 3])
+    interpreter.allocate_tensors()
+    output = interpreter.get_output_details()[0]["index"]
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+    def call():
+        interpreter.set_tensor(source, nhwc)
+        interpreter.invoke()
+        return interpreter.get_tensor(output)
+    return call, _version("ai-edge-litert")
+
+
 BUILDERS = {"mobinumba": _mobinumba_engine, "torch": _torch_engine,
-            "onnxruntime": _onnxruntime_engine}
+            "onnxruntime": _onnxruntime_engine, "litert": _litert_engine,
+            "litert_int8": _litert_int8_engine}

@@ -1,6 +1,7 @@
 """Convert a source checkpoint into a mobinumba HDF5 weight file.
 
-read the state dict (a frozen TensorFlow graph's constants for `.pb`) -> detect (or take) the
+read the state dict (a frozen TensorFlow graph's constants for `.pb`, a TensorFlow Lite
+model's weights for `.tflite`) -> detect (or take) the
 layout -> map keys to layer records, checking every shape -> write atomically -> optionally
 check the written file against PyTorch. One module per source layout; adding a layout means
 adding it to LAYOUTS. A layout module has NAME, DEFAULTS, matches(keys) and plan(keys), and
@@ -23,11 +24,12 @@ from ..activation import LEAKY_RELU, Activation, activation_problem
 from ..padding import PADDINGS
 from ..errors import CheckpointError, check_regular_file
 from ..ops import kind_of
-from ..filetype import (GRAPHDEF, KERAS_H5, KERAS_V3, PICKLE, SAFETENSORS, TORCH_LEGACY,
-                        TORCH_ZIP, identify, not_a_checkpoint)
-from ..weights import ARCH, ModelFile, ModelInfo, write_model_file
-from . import classic, keras, retinaface, ssd, tfslim, timm
-from .check import check_conversion, torch_available
+from ..filetype import (GRAPHDEF, KERAS_H5, KERAS_V3, PICKLE, SAFETENSORS, TFLITE,
+                        TORCH_LEGACY, TORCH_ZIP, identify, not_a_checkpoint)
+from ..weights import ARCH, FORMAT_VERSIONS, ModelFile, ModelInfo, write_model_file
+from . import classic, keras, retinaface, ssd, tflite, tfslim, timm
+from .check import (check_against_litert, check_conversion, check_int8_against_litert,
+                    litert_available, torch_available)
 from .checkpoint import read_state_dict, sha256_of
 from .known_nets import name_network
 from .labels import resolve_labels
@@ -35,8 +37,9 @@ from .plan import records_from_plan
 from .retrained import CLASSIFIER as TF_CLASSIFIER
 from .retrained import fold
 
-LAYOUTS = {module.NAME: module for module in (timm, classic, tfslim, retinaface, ssd)}
+LAYOUTS = {module.NAME: module for module in (timm, classic, tfslim, retinaface, ssd, tflite)}
 GRAPH_SUFFIX = ".pb"
+TFLITE_SUFFIX = ".tflite"
 DEFAULT_INPUT_SIZE = 224
 SAFETENSORS_SUFFIX = ".safetensors"
 # A test hook, not an option (tests/test_interrupts.py): when this environment variable
@@ -63,6 +66,7 @@ class ConversionReport:
     ignored: list = field(default_factory=list)
     check_difference: float | None = None
     check_allowed: float | None = None
+    check_reference: str = "PyTorch"
 
 
 def detect_layout(keys, source):
@@ -88,15 +92,17 @@ def read_source(source, padding=None, head=None):
 
     A Keras model (.h5 or .keras, recognised by its bytes whatever its name) is read by
     keras.read_keras. A `.pb` file is a frozen TensorFlow graph read by tfslim.read_graph
-    (which takes the user's `padding` override and `head` choice); anything else is a
-    PyTorch state dict, which states nothing (and has no retrain.py head to choose). A file
-    recognised as another kind (a TFLite or ONNX model, a mobinumba weight file, or a
-    checkpoint whose name picks the wrong reader) is refused with what it is.
+    (which takes the user's `padding` override and `head` choice), a `.tflite` file a
+    TensorFlow Lite model read by tflite.read_tflite_network (which takes `padding`);
+    anything else is a PyTorch state dict, which states nothing (and has no retrain.py head
+    to choose). A file recognised as another kind (an ONNX model, a mobinumba weight file,
+    or a checkpoint whose name picks the wrong reader) is refused with what it is.
     """
     reader = reader_for(source)
     # Before identify() opens it: a FIFO or a device would block or never end.
-    check_regular_file(source, CheckpointError,
-                       "a GraphDef" if reader is GRAPHDEF else "a checkpoint")
+    check_regular_file(source, CheckpointError, {GRAPHDEF: "a GraphDef",
+                                                 TFLITE: "a TensorFlow Lite model"}.get(
+                                                     reader, "a checkpoint"))
     found = identify(source)
     if found in (KERAS_H5, KERAS_V3):
         return keras.read_keras(source, archive=found is KERAS_V3)
@@ -105,16 +111,21 @@ def read_source(source, padding=None, head=None):
         return tfslim.read_graph(source, padding=padding, head=head)
     if head is not None:
         raise CheckpointError(f"--head {head}: only TensorFlow graphs (.pb) have retrain.py "
-                              f"heads; {source} is a checkpoint")
+                              f"heads; {source} is not one")
+    if reader is TFLITE:
+        return tflite.read_tflite_network(source, padding=padding)
     return read_state_dict(source), {}, []
 
 
 def reader_for(source):
-    """The FileType whose reader the file's name picks: GRAPHDEF for `.pb`, SAFETENSORS for
-    `.safetensors`, TORCH_ZIP (torch.load, which reads both torch.save formats) otherwise."""
+    """The FileType whose reader the file's name picks: GRAPHDEF for `.pb`, TFLITE for
+    `.tflite`, SAFETENSORS for `.safetensors`, TORCH_ZIP (torch.load, which reads both
+    torch.save formats) otherwise."""
     name = source.lower()
     if name.endswith(GRAPH_SUFFIX):
         return GRAPHDEF
+    if name.endswith(TFLITE_SUFFIX):
+        return TFLITE
     return SAFETENSORS if name.endswith(SAFETENSORS_SUFFIX) else TORCH_ZIP
 
 
@@ -129,7 +140,8 @@ def refuse_other_formats(source, reader, found):
     torch_load_reads = (TORCH_ZIP, TORCH_LEGACY, PICKLE)
     if found is reader or (reader is TORCH_ZIP and found in torch_load_reads):
         return
-    suffix = {GRAPHDEF: GRAPH_SUFFIX, SAFETENSORS: SAFETENSORS_SUFFIX}.get(found, ".pth")
+    suffix = {GRAPHDEF: GRAPH_SUFFIX, SAFETENSORS: SAFETENSORS_SUFFIX,
+              TFLITE: TFLITE_SUFFIX}.get(found, ".pth")
     raise CheckpointError(f"{source}: this is {found.description}, but mobinumba convert "
                           f"picks its reader by the file name; name it *{suffix}")
 
@@ -143,21 +155,28 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
     Options left as None take what the source states, else the layout's defaults
     (activation_slope goes with activation="leaky_relu"). head (for graphs): None or
     "retrained" converts a retrain.py head when there is one, "imagenet" the ImageNet logits
-    under it. input_size None: the source's (a Keras model's, a graph's resize op), else 224.
-    check=None runs the self-check when torch is importable; check=True requires torch. The
-    output is written atomically; when the check fails nothing is left at `output`.
+    under it. input_size None: the source's (a Keras model's, a `.tflite` file's, a graph's
+    resize op), else 224. check=None runs the self-check when its reference is importable
+    (LiteRT for a `.tflite` file, falling back to torch; torch for the others); check=True
+    requires one. The output is written atomically; when the check fails nothing is left at
+    `output`.
     """
     source = os.fspath(source)
     output = os.fspath(output)
     if os.path.exists(output) and not force:
         raise CheckpointError(f"{output}: file exists (use --force to overwrite)")
-    if check and not torch_available():
+    from_tflite = reader_for(source) is TFLITE
+    if check and not torch_available() and not (from_tflite and litert_available()):
         raise CheckpointError("--check needs torch (pip install 'mobinumba[convert]')")
     if layout is not None and layout not in LAYOUTS:
         raise CheckpointError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if padding is not None and padding not in PADDINGS:
         raise CheckpointError(f"unknown padding {padding!r}; known: {', '.join(PADDINGS)}")
+    if bn_eps is not None and from_tflite:
+        raise CheckpointError(f"{source}: --bn-eps does not apply to a TensorFlow Lite model "
+                              f"(its batch norms are folded into the convolutions)")
     read = read_source(source, padding, head)
+    int8 = False
     semantics = {}
     if isinstance(read, keras.KerasSource):
         if layout is not None and layout != keras.NAME:
@@ -167,8 +186,12 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         layout, defaults, plan, semantics = keras.NAME, {}, read.plan, read.semantics
     else:
         state, stated, ignored = read
+        int8 = "int8_records" in stated  # a fully quantized .tflite: records made by tflite.py
         if layout is None:
-            layout = detect_layout(set(state), source)
+            layout = tflite.NAME if int8 else detect_layout(set(state), source)
+        elif int8 and layout != tflite.NAME:
+            raise CheckpointError(f"{source}: an int8 TensorFlow Lite model reads only as "
+                                  f"layout {tflite.NAME}")
         module = LAYOUTS[layout]
         stated = {**getattr(module, "SOURCE", {}), **stated}
         if hasattr(module, "ignored"):  # a detector's layers around the backbone
@@ -189,7 +212,7 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         return stated.get(name, defaults.get(name))
 
     bn_eps = setting("bn_eps", bn_eps)
-    records = records_from_plan(plan, state, bn_eps, source)
+    records = stated["int8_records"] if int8 else records_from_plan(plan, state, bn_eps, source)
     # The self-check's reference runs the source's layers with its own epsilon (Keras) and a
     # retrained head unfolded.
     reference_records = records
@@ -220,6 +243,8 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
         source_sha256=sha256_of(source),
         source_layout=layout,
         converter_version=_version(),
+        **(dict(precision="int8", input_quantization=stated["input_quantization"],
+                format_version=FORMAT_VERSIONS["int8"]) if int8 else {}),
     )
     model_file = ModelFile(info=info, layers=records,
                            labels=resolve_labels(
@@ -237,11 +262,25 @@ def convert_checkpoint(source, output, *, layout=None, activation=None, padding=
     reference_activation = (Activation(stated["activation"], stated.get("activation_slope"))
                             if "activation" in stated else activation)
     reference_padding = stated.get("padding", info.padding)
-    run_check = torch_available() if check is None else check
+    use_litert = from_tflite and litert_available()
+    if check and int8 and not use_litert:
+        raise CheckpointError("--check of an int8 .tflite needs ai-edge-litert (pip install "
+                              "'mobinumba[tflite]')")
+    run_check = (use_litert or (torch_available() and not int8)) if check is None else check
 
     def verify(temp_path):
         _pause_for_tests()
-        if run_check:
+        if run_check and use_litert:
+            report.check_reference = "LiteRT"
+            if int8:
+                report.check_reference = "LiteRT (int8 logits)"
+                report.check_difference, report.check_allowed = check_int8_against_litert(
+                    temp_path, source, stated["stem_input_tensor"], stated["logits_tensor"],
+                    info)
+            else:
+                report.check_difference, report.check_allowed = check_against_litert(
+                    temp_path, source, stated["logits_tensor"], info, tolerance)
+        elif run_check:
             report.check_difference, report.check_allowed = check_conversion(
                 temp_path, reference_records, info, tolerance, reference_activation,
                 reference_padding, head=retrained)
