@@ -38,6 +38,21 @@ PREPROCESSING = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="b
                      resize="central_crop", crop_pct=1.0)
 PASS_THROUGH = ("Dropout", "Reshape", "Flatten", "SpatialDropout2D", "GaussianDropout")
 SOFTMAX_OR_LINEAR = ("softmax", "linear", None)
+# Identity at inference (training=False): skipped before the stem.
+AUGMENTATION = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
+                "RandomContrast", "RandomBrightness")
+# Keras 3 op layers of `x / c`, `x - c` ... on a KerasTensor (preprocess_input in the graph
+# makes TrueDivide then Subtract); tf.keras 2 made TFOpLambda layers naming the function.
+AFFINE = {"TrueDivide": "math.truediv", "Divide": "math.divide", "Subtract": "math.subtract",
+          "Add": "math.add", "Multiply": "math.multiply", "Rescaling": None}
+OPERATIONS = {  # function -> (scale, offset) of x op c
+    "math.truediv": lambda c: (1 / np.asarray(c, np.float64), 0.0),
+    "math.divide": lambda c: (1 / np.asarray(c, np.float64), 0.0),
+    "math.subtract": lambda c: (1.0, -np.asarray(c, np.float64)),
+    "math.add": lambda c: (1.0, np.asarray(c, np.float64)),
+    "__operators__.add": lambda c: (1.0, np.asarray(c, np.float64)),
+    "math.multiply": lambda c: (np.asarray(c, np.float64), 0.0),
+}
 
 
 @dataclass
@@ -108,6 +123,56 @@ class _Walk:
                 if isinstance(height, int) and height == width and height > 0:
                     self.stated["input_size"] = height
             self.index += 1
+        self._preprocessing()
+
+    def _preprocessing(self):
+        """Fold the layers before the stem into the stored preprocessing: Rescaling and
+        preprocess_input's TrueDivide / Subtract (tf.keras 2: TFOpLambda) are an affine map
+        of the pixels (0..255) fed to the model, which becomes mean and std (of pixels / 255,
+        as mobinumba's preprocessing takes them) in place of the default 0.5, 0.5. The layer
+        is not kept in the network, so the scaling is applied once. Augmentation layers
+        (RandomFlip ...) do nothing at inference and are skipped."""
+        scale, offset, seen = np.ones(3), np.zeros(3), False
+        while (layer := self._peek()) is not None and (
+                layer.class_name in AUGMENTATION or layer.class_name in AFFINE
+                or layer.class_name == "TFOpLambda"):
+            self._next("the stem conv")
+            if layer.class_name in AUGMENTATION:
+                continue
+            step_scale, step_offset = self._affine(layer)
+            scale, offset = scale * step_scale, offset * step_scale + step_offset
+            seen = True
+        if not seen:
+            return
+        if not (np.isfinite(scale).all() and np.isfinite(offset).all() and (scale > 0).all()):
+            raise CheckpointError(f"{self.where}: its input scaling x * {scale.tolist()} + "
+                                  f"{offset.tolist()} is not a positive finite scale")
+        # scale * 255 * p + offset == (p - mean) / std for the pixels p in [0, 1]
+        std = 1 / (255 * scale)
+        mean = -offset * std
+        self.stated.update(mean=tuple(round(float(v), 9) for v in mean),
+                           std=tuple(round(float(v), 9) for v in std))
+
+    def _affine(self, layer):
+        """(scale, offset), each (3,): what one preprocessing layer does to its input."""
+        config = layer.config
+        if layer.class_name == "Rescaling":
+            scale, offset = config.get("scale", 1.0), config.get("offset", 0.0)
+        else:
+            function = (config.get("function") if layer.class_name == "TFOpLambda"
+                        else AFFINE.get(layer.class_name))
+            operand = _constant_operand(layer.nodes)
+            if function not in OPERATIONS or operand is None:
+                raise self._unexpected(layer, "the stem conv (or a Rescaling, or "
+                                              "preprocess_input's x / 127.5 - 1, before it)")
+            scale, offset = OPERATIONS[function](operand)
+        try:
+            scale = np.broadcast_to(np.asarray(scale, np.float64), 3)
+            offset = np.broadcast_to(np.asarray(offset, np.float64), 3)
+        except (TypeError, ValueError):
+            raise self._unexpected(layer, "a Rescaling with scalar or per-channel (3) scale "
+                                          "and offset") from None
+        return scale, offset
 
     # ---------------------------------------------------------------- conv, BN, activation
 
@@ -264,7 +329,7 @@ class _Walk:
         if layer is None:
             raise CheckpointError(f"{self.where}: ends where MobileNetV1 has {role}")
         previous = self.model.layers[self.index - 1].name if self.index else None
-        if self.model.class_name != "Sequential" and previous is not None \
+        if layer.inbound is not None and previous is not None \
                 and layer.inbound != (previous,):
             raise CheckpointError(f"{self.where}: layer {layer.name!r} takes "
                                   f"{list(layer.inbound)}, not the previous layer "
@@ -303,6 +368,26 @@ def _activation_of(layer):
         return config.get("activation") if config.get("activation") in ("relu", "relu6") \
             else None
     return None
+
+
+def _constant_operand(nodes):
+    """The constant c of a one-node `x op c` layer: Keras 3 {"args": [x, c]}, tf.keras 2
+    TFOpLambda [[name, 0, 0, {"y": c}]]; None if there is no single numeric one."""
+    if not isinstance(nodes, list) or len(nodes) != 1:
+        return None
+    node = nodes[0]
+    if isinstance(node, dict):
+        args = node.get("args")
+        operand = args[1] if isinstance(args, list) and len(args) == 2 and \
+            isinstance(args[0], dict) else None
+    else:
+        while isinstance(node, list) and len(node) == 1 and isinstance(node[0], list):
+            node = node[0]
+        kwargs = node[3] if isinstance(node, list) and len(node) == 4 else None
+        operand = kwargs.get("y") if isinstance(kwargs, dict) else None
+    if isinstance(operand, bool) or not isinstance(operand, (int, float)):
+        return None
+    return operand
 
 
 def _int_pairs(value):
