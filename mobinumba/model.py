@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .architecture import count
+from .architecture import count, first_empty_layer
 from .errors import FormatError, InputError, NumericError
 from .graph import Workspace, build_ops, workspace_bytes
 from .preprocess import load_image, preprocess_image
@@ -204,6 +204,11 @@ class Model:
         if n < 1 or height < 1 or width < 1:
             raise InputError(f"input has shape {array.shape}: every dimension must be >= 1")
         if (n, height, width) not in self._workspaces:  # a new shape: will its buffers fit?
+            empty = first_empty_layer(self.layers, height, width, self.info.padding)
+            if empty is not None:
+                raise InputError(f"input of {height}x{width} pixels is too small for this "
+                                 f"model (padding {self.info.padding}): layer {empty}'s output "
+                                 f"would be empty")
             needed = workspace_bytes(self._ops, n, height, width)
             if needed > MAX_WORKSPACE_BYTES:
                 raise InputError(f"input of shape {array.shape} needs {needed / 2 ** 30:.1f} "

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from ..padding import PADDINGS
 from ..errors import CheckpointError, check_regular_file
-from ..filetype import (GRAPHDEF, KERAS_H5, KERAS_V3, PICKLE, SAFETENSORS, TORCH_LEGACY,
+from ..filetype import (GRAPHDEF, HDF5, KERAS_H5, KERAS_V3, PICKLE, SAFETENSORS, TORCH_LEGACY,
                         TORCH_ZIP, identify, not_a_checkpoint)
 from ..weights import ARCH, FORMAT_VERSION, ModelFile, ModelInfo, write_model_file
-from . import classic, keras, tfslim, timm
+from . import classic, keras, keras_files, tfslim, timm
 from .check import check_conversion, torch_available
 from .checkpoint import read_state_dict, sha256_of
 from .known_nets import name_network
@@ -119,6 +119,9 @@ def refuse_other_formats(source, reader, found):
     are left to the reader."""
     if found is None:
         return
+    if found is HDF5:  # damaged, perhaps a Keras model's: say what is wrong with it
+        raise CheckpointError(keras_files.hdf5_problem(source) or
+                              not_a_checkpoint(source, found))
     if not found.convertible:
         raise CheckpointError(not_a_checkpoint(source, found))
     torch_load_reads = (TORCH_ZIP, TORCH_LEGACY, PICKLE)

@@ -38,6 +38,7 @@ PREPROCESSING = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="b
                      resize="central_crop", crop_pct=1.0)
 PASS_THROUGH = ("Dropout", "Reshape", "Flatten", "SpatialDropout2D", "GaussianDropout")
 SOFTMAX_OR_LINEAR = ("softmax", "linear", None)
+MIN_INPUT_SIZE = 32  # Keras's own minimum: smaller inputs leave an empty map (padding.py)
 # Identity at inference (training=False): skipped before the stem.
 AUGMENTATION = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
                 "RandomContrast", "RandomBrightness")
@@ -121,6 +122,11 @@ class _Walk:
                     raise CheckpointError(f"{self.where}: its input has {channels} channels, "
                                           f"expected RGB (3)")
                 if isinstance(height, int) and height == width and height > 0:
+                    if height < MIN_INPUT_SIZE:
+                        raise CheckpointError(f"{self.where}: its input layer {layer.name!r} "
+                                              f"takes {height}x{width} images; "
+                                              f"keras.applications' MobileNet takes "
+                                              f"{MIN_INPUT_SIZE} pixels or more")
                     self.stated["input_size"] = height
             self.index += 1
         self._preprocessing()

@@ -194,6 +194,22 @@ def _names_attr(group, key, where, limit):
     return names
 
 
+def hdf5_problem(path):
+    """Why the HDF5 file at `path` cannot be opened (a damaged or truncated Keras .h5 is not
+    recognisable as one), as a one-line message; None when it opens."""
+    try:
+        check_global_heaps(path)
+        with h5py.File(path, "r", locking=False) as h5:
+            h5.attrs.keys()
+    except CheckpointError as error:
+        return str(error)
+    except FormatError as error:
+        return str(error)
+    except _H5PY_ERRORS as error:
+        return f"{path}: not a readable HDF5 file ({_first_line(error)})"
+    return None
+
+
 # --------------------------------------------------------------------------- .keras (zip)
 
 def _open_archive(path):
