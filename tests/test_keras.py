@@ -339,3 +339,12 @@ def test_cli_converts_a_keras_file(small_files, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "keras layout" in out and "padding keras" in out and "self-check" in out
     assert mobinumba.load(output).info.input_size == 97
+
+
+def test_inputs_too_small_for_keras_padding_are_refused(small_files, tmp_path):
+    """ZeroPadding2D((0, 1)) + "valid" at stride 2 turns a 1-pixel map into an empty one:
+    under 31 pixels the network has no output (Keras refuses under 32); not a crash."""
+    model = converted(small_files, "small.keras")
+    with pytest.raises(mobinumba.InputError, match="30x30 pixels is too small .* block12_dw"):
+        model(np.zeros((1, 3, 30, 30), np.float32))
+    assert np.isfinite(model(np.zeros((1, 3, 31, 31), np.float32))).all()
