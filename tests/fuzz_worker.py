@@ -239,9 +239,12 @@ def layers_from_keras(path):
             layers[-1].update(gamma=gamma, beta=beta, mean=mean, var=var,
                               eps=np.float64(np.float32(layer["epsilon"])))
         elif class_name == "Dense":
-            layers.append({"kind": "dense", "stride": 1, "weight": arrays[0].T,
-                           "bias": arrays[1] if len(arrays) > 1 else
-                           np.zeros(arrays[0].shape[1])})
+            weight = arrays[0].T  # (K, C)
+            bias = arrays[1] if len(arrays) > 1 else np.zeros(weight.shape[0])
+            if weight.shape[0] == 1 and layer.get("activation") in ("sigmoid", "linear", None):
+                # a binary classifier's logit z: the logits (0, z) give softmax (1 - p, p)
+                weight, bias = np.vstack([0 * weight, weight]), np.concatenate([0 * bias, bias])
+            layers.append({"kind": "dense", "stride": 1, "weight": weight, "bias": bias})
         else:
             depthwise = class_name == "DepthwiseConv2D"
             kind = "dwconv" if depthwise else "pwconv" if layers else "conv"

@@ -13,7 +13,8 @@ Models (random conv weights, randomized batch-norm statistics), written once per
   check and the refusals.
 - nested (the TensorFlow transfer-learning tutorial's shapes): one include_top=False base
   (alpha 0.25, 97x97) used as a nested model in a Functional `input -> preprocess_input ->
-  base(x, training=False) -> GAP -> Dropout -> Dense(4)` and in a `Sequential([Input,
+  base(x, training=False) -> GAP -> Dropout -> Dense(1)` (a binary classifier's logit, as
+  the tutorial's) and in a `Sequential([Input,
   Rescaling(1/255), RandomFlip, base, GAP, Dense(4)])`, each as .keras, Keras 3 .h5 and the
   tf.keras 2 .h5 (nested weights under the nested model's group). Keras gets raw pixels
   (0..255); the in-graph scaling must become the stored mean/std, applied once.
@@ -135,7 +136,7 @@ class KerasFiles:
         x = base(x, training=False)
         x = keras.layers.GlobalAveragePooling2D()(x)
         x = keras.layers.Dropout(0.2)(x)
-        functional = keras.Model(inputs, keras.layers.Dense(4)(x))
+        functional = keras.Model(inputs, keras.layers.Dense(1)(x))  # a binary logit
         sequential = keras.Sequential([keras.Input((97, 97, 3)),
                                        keras.layers.Rescaling(1 / 255),
                                        keras.layers.RandomFlip("horizontal"), base,
@@ -249,7 +250,7 @@ def test_linear_head_and_preprocessing(small_files, name):
     assert info.source_layout == "keras"
 
 
-NESTED = {"functional": (0.5, 0.5), "sequential": (0.0, 1.0)}  # stored (mean, std)
+NESTED = {"functional": (0.5, 0.5, 2), "sequential": (0.0, 1.0, 4)}  # mean, std, classes
 
 
 @pytest.mark.parametrize("name", [
@@ -260,17 +261,27 @@ NESTED = {"functional": (0.5, 0.5), "sequential": (0.0, 1.0)}  # stored (mean, s
     pytest.param("sequential.h5", marks=pytest.mark.slow)])
 def test_nested_base_with_in_graph_preprocessing_matches_keras(nested_files, name):
     """Keras on raw pixels against ours on the same images through the stored
-    preprocessing: equal only if the in-graph scaling became mean/std and runs once."""
+    preprocessing: equal only if the in-graph scaling became mean/std and runs once. The
+    functional model's one logit z becomes two classes (0, z)."""
     files = nested_files
     model = converted(files, name)
-    mean, std = NESTED[name.split("_")[0].split(".")[0]]
+    model_name = name.split("_")[0].split(".")[0]
+    mean, std, classes = NESTED[model_name]
     info = model.info
     assert (info.mean, info.std, info.input_size, info.num_classes) == \
-        ((mean,) * 3, (std,) * 3, 97, 4)
+        ((mean,) * 3, (std,) * 3, 97, classes)
     from PIL import Image
     x = np.stack([model.preprocess(Image.fromarray(image)) for image in files.pixels])
-    expected = files.expected[name.split("_")[0].split(".")[0]]
-    assert relative_difference(model(x), expected) < TOLERANCE
+    logits, expected = model(x), files.expected[model_name]
+    if classes == 2:
+        assert np.all(logits[:, 0] == 0)
+        assert relative_difference(logits[:, 1:], expected) < TOLERANCE
+        sigmoid = 1 / (1 + np.exp(-expected[:, 0].astype(np.float64)))
+        probabilities = [[p.probability for p in sorted(row, key=lambda p: p.index)]
+                         for row in model.top_k(logits, 2)]
+        assert np.abs(np.asarray(probabilities)[:, 1] - sigmoid).max() < TOLERANCE
+    else:
+        assert relative_difference(logits, expected) < TOLERANCE
 
 
 def test_forcing_tf_same_padding_on_an_odd_size_fails_the_self_check(small_files, tmp_path):

@@ -11,9 +11,14 @@ config order and must form MobileNetV1 as keras/src/applications/mobilenet.py bu
 The classifier is the original top (conv_preds: a 1x1 Conv2D with bias on the pooled
 features, our dense) or a fine-tuned Dense(n). Its activation must be softmax or linear: the
 file stores logits and predict applies softmax, so a sigmoid (multi-label) head is refused
-rather than given softmax probabilities it was not trained for. Anything else (another
-layer class, a nested model, a different padding) is refused naming the Keras model and
-the offending layer.
+rather than given softmax probabilities it was not trained for. A single unit, linear or
+sigmoid, is a binary classifier's logit z: stored as two classes (0, z), whose softmax is
+(1 - sigmoid(z), sigmoid(z)). Anything else (another layer class, a different padding) is
+refused naming the Keras model and the offending layer.
+
+Before the stem, Rescaling / preprocess_input become the stored mean and std, and
+augmentation layers are skipped (`_Walk._preprocessing`). Nested models (a base inside a
+Sequential or Functional) arrive flattened by keras_files.
 
 Kernels become PyTorch's layout (Conv2D HWIO -> OIHW, DepthwiseConv2D HWC1 -> C1HW, Dense
 (C, K) -> (K, C)). The file states its own semantics: padding `keras` (padding.py), the
@@ -38,6 +43,7 @@ PREPROCESSING = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="b
                      resize="central_crop", crop_pct=1.0)
 PASS_THROUGH = ("Dropout", "Reshape", "Flatten", "SpatialDropout2D", "GaussianDropout")
 SOFTMAX_OR_LINEAR = ("softmax", "linear", None)
+BINARY = ("sigmoid", "linear", None)  # a one-unit head: one logit of a binary classifier
 MIN_INPUT_SIZE = 32  # Keras's own minimum: smaller inputs leave an empty map (padding.py)
 # Identity at inference (training=False): skipped before the stem.
 AUGMENTATION = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
@@ -292,24 +298,29 @@ class _Walk:
             weight = self._arrays(layer, arrays, 2 if use_bias else 1, rank=2)[0].T
         else:
             raise self._unexpected(layer, "a Dense or 1x1 Conv2D classifier")
-        if config.get("activation") not in SOFTMAX_OR_LINEAR:
-            raise self._refuse_activation(layer, config.get("activation"))
-        classifier = layer.name
-        self.state[f"{classifier}.weight"] = np.ascontiguousarray(weight)
-        self.state[f"{classifier}.bias"] = (arrays[1] if use_bias else
-                                            np.zeros(weight.shape[0], np.float32))
+        classifier, activations = layer, [config.get("activation")]
         while (layer := self._peek()) is not None:
             self.index += 1
             if layer.class_name in PASS_THROUGH:
                 continue
-            if layer.class_name == "Softmax" or (layer.class_name == "Activation" and
-                                                 layer.config.get("activation")
-                                                 in SOFTMAX_OR_LINEAR):
+            if layer.class_name in ("Softmax", "Activation"):
+                activations.append(layer.config.get("activation", "softmax"))
                 continue
-            if layer.class_name == "Activation":
-                raise self._refuse_activation(layer, layer.config.get("activation"))
             raise self._unexpected(layer, "nothing but the softmax after the classifier")
-        return classifier
+        bias = arrays[1] if use_bias else np.zeros(weight.shape[0], np.float32)
+        if weight.shape[0] == 1 and all(a in BINARY for a in activations):
+            # One logit z, P(class 1) = sigmoid(z): the transfer-learning tutorial's Dense(1)
+            # (from_logits). Stored as two logits (0, z), whose softmax is (1 - sigmoid(z),
+            # sigmoid(z)): the same probabilities, from mobinumba's softmax.
+            weight = np.concatenate([np.zeros_like(weight), weight])
+            bias = np.concatenate([np.zeros_like(bias), bias])
+        else:
+            for activation in activations:
+                if activation not in SOFTMAX_OR_LINEAR:
+                    raise self._refuse_activation(classifier, activation)
+        self.state[f"{classifier.name}.weight"] = np.ascontiguousarray(weight)
+        self.state[f"{classifier.name}.bias"] = bias
+        return classifier.name
 
     def _skip_pass_through(self, role):
         layer = self._next(role)
@@ -320,8 +331,9 @@ class _Walk:
     def _refuse_activation(self, layer, activation):
         return CheckpointError(f"{self.where}: classifier layer {layer.name!r} has activation "
                                f"{activation!r}; mobinumba stores logits and predicts with "
-                               f"softmax, so only softmax or linear heads convert (a sigmoid "
-                               f"head's probabilities would be wrong)")
+                               f"softmax, so only softmax or linear heads convert, or a "
+                               f"single sigmoid unit (a multi-label sigmoid head's "
+                               f"probabilities would be wrong)")
 
     # ------------------------------------------------------------------------- helpers
 
