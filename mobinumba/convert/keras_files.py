@@ -201,9 +201,7 @@ def hdf5_problem(path):
         check_global_heaps(path)
         with h5py.File(path, "r", locking=False) as h5:
             h5.attrs.keys()
-    except CheckpointError as error:
-        return str(error)
-    except FormatError as error:
+    except (CheckpointError, FormatError) as error:  # the heap guard's refusal
         return str(error)
     except _H5PY_ERRORS as error:
         return f"{path}: not a readable HDF5 file ({_first_line(error)})"
