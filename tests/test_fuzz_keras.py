@@ -106,6 +106,9 @@ def run_keras_case(worker, seeds, path):
                              "output": str(seeds.directory / "out.h5")})
     check_answer("keras", answer, str(path), ("CheckpointError",), NAMING,
                  str(seeds.directory / "failures"))
+    # A damaged .keras or .h5 is reported as one, not as a PyTorch checkpoint torch could
+    # not read (the reader convert picks by name for files it does not recognise).
+    assert "PyTorch checkpoint (" not in answer.get("message", ""), answer
     return answer
 
 

@@ -81,8 +81,9 @@ def read_source(source, padding=None, head=None):
     """(state dict, settings the file states, names it ignored) of a checkpoint or graph,
     or a keras.KerasSource for a Keras model.
 
-    A Keras model (.h5 or .keras, recognised by its bytes whatever its name) is read by
-    keras.read_keras. A `.pb` file is a frozen TensorFlow graph read by tfslim.read_graph
+    A Keras model (.h5 or .keras, recognised by its bytes whatever its name, or a `.keras`
+    file not recognised as anything: a damaged archive) is read by keras.read_keras; a `.h5`
+    not recognised as HDF5 is refused saying why h5py cannot open it. A `.pb` file is a frozen TensorFlow graph read by tfslim.read_graph
     (which takes the user's `padding` override and `head` choice); anything else is a
     PyTorch state dict, which states nothing (and has no retrain.py head to choose). A file
     recognised as another kind (a TFLite or ONNX model, a mobinumba weight file, or a
@@ -95,6 +96,12 @@ def read_source(source, padding=None, head=None):
     found = identify(source)
     if found in (KERAS_H5, KERAS_V3):
         return keras.read_keras(source, archive=found is KERAS_V3)
+    if found is None and source.lower().endswith(".keras"):  # a damaged archive: say so
+        return keras.read_keras(source, archive=True)
+    if found is None and source.lower().endswith((".h5", ".hdf5")):  # damaged HDF5
+        problem = keras_files.hdf5_problem(source)
+        if problem is not None:
+            raise CheckpointError(problem)
     refuse_other_formats(source, reader, found)
     if reader is GRAPHDEF:
         return tfslim.read_graph(source, padding=padding, head=head)

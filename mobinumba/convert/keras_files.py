@@ -155,15 +155,19 @@ def _open_legacy(path):
         raise
 
 
+# Inside `_reading` a refusal is a FormatError, which it passes on (and _as_checkpoint_error
+# turns into a CheckpointError); a CheckpointError, a ValueError, would be reported as
+# h5py's, "unreadable, the file is corrupt (...)".
+
 def _text_attr(h5, key, where):
     """A string attribute (model_config: JSON text of any length), type-checked first."""
     with _reading(f"{where}: attribute '{key}'"):
         if key not in h5.attrs:
-            raise CheckpointError(f"{where}: missing attribute '{key}' (not a whole Keras "
-                                  f"model: save it with model.save(...))")
+            raise FormatError(f"{where}: missing attribute '{key}' (not a whole Keras "
+                              f"model: save it with model.save(...))")
         datatype = h5.attrs.get_id(key).get_type()
         if not isinstance(datatype, h5py.h5t.TypeStringID):
-            raise CheckpointError(f"{where}: attribute '{key}' is not a string")
+            raise FormatError(f"{where}: attribute '{key}' is not a string")
         value = h5.attrs[key]
     if isinstance(value, np.ndarray):
         value = value.item() if value.size == 1 else None
@@ -178,12 +182,12 @@ def _names_attr(group, key, where, limit):
     """A list-of-strings attribute (weight_names), of at most `limit` names."""
     with _reading(f"{where}: attribute '{key}'"):
         if key not in group.attrs:
-            raise CheckpointError(f"{where}: missing attribute '{key}'")
+            raise FormatError(f"{where}: missing attribute '{key}'")
         attribute = group.attrs.get_id(key)
         if not isinstance(attribute.get_type(), ATTRIBUTE_TYPES) or (
                 attribute.shape is not None
                 and math.prod(attribute.shape) > limit):
-            raise CheckpointError(f"{where}: attribute '{key}' is not a short list of names")
+            raise FormatError(f"{where}: attribute '{key}' is not a short list of names")
         value = np.atleast_1d(group.attrs[key])
     if value.size == 0:
         return []
