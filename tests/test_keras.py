@@ -320,6 +320,9 @@ def test_refusals_name_what_the_model_is(files, tmp_path):
     v2.save(tmp_path / "v2.keras")
     message = _refusal(tmp_path / "v2.keras", tmp_path)
     assert "'mobilenetv2_0.35_96' is not keras.applications' MobileNetV1" in message
+    keras.Sequential([keras.Input((96, 96, 3)), v2]).save(tmp_path / "v2_nested.keras")
+    message = _refusal(tmp_path / "v2_nested.keras", tmp_path)
+    assert "of nested model 'mobilenetv2_0.35_96'" in message
 
     sigmoid = tuned_model(0.25, 97, 3, "sigmoid", 5)
     sigmoid.save(tmp_path / "sigmoid.keras")

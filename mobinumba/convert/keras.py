@@ -161,7 +161,7 @@ class _Walk:
                                   f"{offset.tolist()} is not a positive finite scale")
         # scale * 255 * p + offset == (p - mean) / std for the pixels p in [0, 1]
         std = 1 / (255 * scale)
-        mean = -offset * std
+        mean = -offset * std + 0.0  # + 0.0: no -0.0 in the file
         self.stated.update(mean=tuple(round(float(v), 9) for v in mean),
                            std=tuple(round(float(v), 9) for v in std))
 
@@ -360,8 +360,9 @@ class _Walk:
         what = layer.class_name
         if what in ("Functional", "Sequential", "Model"):
             what = "a nested model"
+        inside = f" of nested model {layer.container!r}" if layer.container else ""
         return CheckpointError(f"{self.where} is not keras.applications' MobileNetV1: layer "
-                               f"{layer.name!r} ({what}) stands where MobileNetV1 has "
+                               f"{layer.name!r}{inside} ({what}) stands where MobileNetV1 has "
                                f"{expected}")
 
     def _arrays(self, layer, arrays, count, rank):

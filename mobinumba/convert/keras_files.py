@@ -70,6 +70,7 @@ class KerasLayer:
     h5_group: str  # legacy .h5: its group under model_weights (a nested model's, if in one)
     nested: bool  # legacy .h5: in a nested model, so its weights are `<name>/...` there
     v3_path: str  # .keras: its group in model.weights.h5, "layers/conv2d" ...
+    container: object = None  # the name of the nested model it is in (innermost), if any
 
 
 @dataclass
@@ -310,13 +311,14 @@ def _model_from_config(config, where):
 @dataclass(frozen=True)
 class _Container:
     """Where a list of layer configs sits: for messages, in model.weights.h5 (.keras), in
-    model_weights (the outermost nested model's group, legacy .h5), and what feeds it (the
-    name of the layer its input layer stands for; None at the top)."""
+    model_weights (the outermost nested model's group, legacy .h5), what feeds it (the
+    name of the layer its input layer stands for; None at the top) and its model's name."""
 
     where: str
     v3_prefix: str
     h5_group: object
     feed: object
+    name: object = None  # the nested model's name; None at the top
 
 
 def _flatten(layers, class_name, container, flat, aliases, depth):
@@ -353,7 +355,7 @@ def _flatten(layers, class_name, container, flat, aliases, depth):
             else:
                 feed = inbound[0] if len(inbound) == 1 else f"{list(inbound)}"
             inner = _Container(f"{where}: nested model {name!r}", f"{v3_path}/layers",
-                               container.h5_group or name, feed)
+                               container.h5_group or name, feed, name)
             start = len(flat)
             _flatten(config["layers"], layer["class_name"], inner, flat, aliases, depth + 1)
             output = _inbound_names(config.get("output_layers"))
@@ -364,7 +366,7 @@ def _flatten(layers, class_name, container, flat, aliases, depth):
             continue
         flat.append(KerasLayer(layer["class_name"], name, config, inbound, nodes,
                                container.h5_group or name, container.h5_group is not None,
-                               v3_path))
+                               v3_path, container.name))
 
 
 def _inbound_names(nodes, depth=0):
