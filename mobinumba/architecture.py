@@ -104,6 +104,17 @@ def mobilenet_v1_specs(width_multiplier=1.0, num_classes=1000, head_channels=0,
     return specs
 
 
+def first_empty_layer(specs, height, width, padding="torch"):
+    """The name of the first layer whose output has no pixels at input (height, width), else
+    None. Only the `keras` rule gets there: its ZeroPadding2D((0, 1)) + "valid" turns a
+    1-pixel map into an empty one at stride 2 (Keras refuses inputs under 32 for that)."""
+    for spec in specs:
+        height, width, _, _ = spec.output_size(height, width, padding)
+        if height < 1 or width < 1:
+            return spec.name
+    return None
+
+
 def count(specs, height, width, padding="torch"):
     """Per-layer (spec, out_h, out_w, params, macs) for one image of size (height, width)."""
     rows = []

@@ -157,7 +157,10 @@ def _zip_type(path):
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error, IndexError,
             KeyError, OverflowError, NotImplementedError, UnicodeDecodeError):
         return None
-    if "config.json" in names and "model.weights.h5" in names:
+    # Keras writes metadata.json, config.json and model.weights.h5: two of them say Keras,
+    # so that one missing is reported by the Keras reader, not as a damaged PyTorch file.
+    if len({"metadata.json", "config.json", "model.weights.h5"} & set(names)) >= 2 \
+            or names == ["model.weights.h5"]:
         return KERAS_V3
     if any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
         return TORCH_ZIP

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .architecture import count
+from .architecture import count, first_empty_layer
 from .errors import FormatError, InputError, NumericError
 from .graph import Workspace, build_ops, pooling_index, workspace_bytes
 from .preprocess import load_image, preprocess_image
@@ -373,8 +373,14 @@ class Model:
         return array
 
     def _check_workspace_size(self, n, height, width, shape):
-        """InputError when a new input shape's buffers would exceed MAX_WORKSPACE_BYTES."""
+        """InputError when a new input shape would empty a layer's output (the `keras` rule
+        at under 31 pixels) or its buffers would exceed MAX_WORKSPACE_BYTES."""
         if (n, height, width) not in self._workspaces:  # a new shape: will its buffers fit?
+            empty = first_empty_layer(self.layers, height, width, self.info.padding)
+            if empty is not None:
+                raise InputError(f"input of {height}x{width} pixels is too small for this "
+                                 f"model (padding {self.info.padding}): layer {empty}'s output "
+                                 f"would be empty")
             needed = workspace_bytes(self._ops, n, height, width)
             if needed > MAX_WORKSPACE_BYTES:
                 raise InputError(f"input of shape {shape} needs {needed / 2 ** 30:.1f} "

@@ -12,6 +12,10 @@ Reads JSON requests from stdin, one per line, and answers each with one JSON lin
                                                it with a reference read from the file by the
                                                `tflite` package (TFLite's generated classes);
                                                an int8 file as the "int8" target does
+  {"target": "keras", "path": P, "output": O}  convert a Keras model file (.h5 or .keras),
+                                               run the result, compare it with a reference
+                                               read from the file by name (.h5) or position
+                                               (.keras) with h5py, Keras's padding
   {"target": "image", "path": P}               decode and preprocess an image, compare it
                                                with Pillow's decode and an exact resample
   {"target": "int8", "path": P}                load an int8 weight file, run its integer path,
@@ -23,11 +27,14 @@ Answers: {"outcome": "refused", "type", "message"} for a mobinumba error;
 "message", "traceback"} for any other exception. A segfault or a hang shows up in the parent
 as a closed pipe or a timeout (tests/isolation.py).
 """
+import io
 import json
 import math
 import os
+import re
 import sys
 import traceback
+import zipfile
 
 import h5py
 import numpy as np
@@ -43,6 +50,8 @@ torch.set_num_threads(1)
 mobinumba.set_threads(1)  # tiny inputs: a parallel launch would cost more than the work
 
 INPUT = np.random.default_rng(0).standard_normal((2, 3, 24, 24)).astype(np.float32)
+# Keras's padding leaves an empty map under 31 pixels (Keras itself wants 32).
+KERAS_INPUT = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
 # The runtime computes in float32, the reference in float64 along with a bound on what
 # float32 arithmetic may make of each value (see `reference`): a run is correct when every
 # logit is within that bound of the float64 one. A real bug (a wrong weight, tap, stride or
@@ -267,13 +276,111 @@ def layers_from_tflite(path):
                        "bias": bias, "gamma": np.ones(channels), "beta": np.zeros(channels),
                        "mean": np.zeros(channels), "var": np.ones(channels),
                        "eps": np.float64(0.0)})
-    activation = {1: "relu", 3: "relu6"}[activations.pop()]
+    activation = ({1: "relu", 3: "relu6"}[activations.pop()], None)
     return layers, activation, "torch" if padded else "tf_same"
+
+
+# --------------------------------------------------------------------------------- keras
+
+def keras_case(request):
+    path, output = request["path"], request["output"]
+    if os.path.exists(output):
+        os.unlink(output)
+    convert_checkpoint(path, output, labels="none", check=False, force=True)
+    model = mobinumba.load(output)
+    layers, activation = layers_from_keras(path)
+    return compare(model, layers, (activation, None), "keras", KERAS_INPUT)
+
+
+KERAS_WEIGHTED = ("Conv2D", "DepthwiseConv2D", "BatchNormalization", "Dense")
+# .h5 weight names (tf.keras 2 adds ":0") in the order of a .keras file's vars/0, 1, ...
+KERAS_NAMES = {"Conv2D": ("kernel", "bias"), "DepthwiseConv2D": ("kernel", "bias"),
+               "Dense": ("kernel", "bias"),
+               "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance")}
+
+
+def layers_from_keras(path):
+    """(layer dicts, activation) of a Keras MobileNet file, written apart from mobinumba's
+    reader: the config's weighted layers in order, nested models included; an .h5 layer's
+    arrays found by their names anywhere in model_weights, a .keras layer's by their
+    position under its class-numbered group."""
+    archive = zipfile.is_zipfile(path)
+    if archive:
+        with zipfile.ZipFile(path) as zipped:
+            config = json.loads(zipped.read("config.json"))
+            h5 = h5py.File(io.BytesIO(zipped.read("model.weights.h5")), "r")
+    else:
+        h5 = h5py.File(path, "r")
+        config = json.loads(h5.attrs["model_config"])
+    with h5:
+        named = {}  # (layer name, weight name) -> array, from an .h5's model_weights
+        if not archive:
+            def collect(name, item):
+                parts = name.split("/")
+                if isinstance(item, h5py.Dataset) and len(parts) >= 2:
+                    named[(parts[-2], parts[-1].split(":")[0])] = np.asarray(item[()])
+            h5["model_weights"].visititems(collect)
+        found, activation = [], None
+        for class_name, layer, group in keras_layers_in(config, "layers"):
+            if class_name == "ReLU":
+                activation = "relu6" if layer.get("max_value") == 6 else "relu"
+            if class_name not in KERAS_WEIGHTED:
+                continue
+            names = KERAS_NAMES[class_name]
+            if class_name != "BatchNormalization" and not layer.get("use_bias", True):
+                names = names[:1]
+            if archive:
+                arrays = [np.asarray(h5[f"{group}/vars/{i}"][()]) for i in range(len(names))]
+            else:
+                arrays = [named.get((layer["name"], name)) for name in names]
+                if class_name == "DepthwiseConv2D" and arrays[0] is None:  # tf.keras 2's name
+                    arrays[0] = named[(layer["name"], "depthwise_kernel")]
+                if any(array is None for array in arrays):
+                    raise KeyError(f"{layer['name']}: {names} not all in model_weights")
+            found.append((class_name, layer, [a.astype(np.float32).astype(np.float64)
+                                              for a in arrays]))
+    layers = []
+    for class_name, layer, arrays in found:
+        if class_name == "BatchNormalization":
+            gamma, beta, mean, var = arrays
+            layers[-1].update(gamma=gamma, beta=beta, mean=mean, var=var,
+                              eps=np.float64(np.float32(layer["epsilon"])))
+        elif class_name == "Dense":
+            weight = arrays[0].T  # (K, C)
+            bias = arrays[1] if len(arrays) > 1 else np.zeros(weight.shape[0])
+            if weight.shape[0] == 1 and layer.get("activation") in ("sigmoid", "linear", None):
+                # a binary classifier's logit z: the logits (0, z) give softmax (1 - p, p)
+                weight, bias = np.vstack([0 * weight, weight]), np.concatenate([0 * bias, bias])
+            layers.append({"kind": "dense", "stride": 1, "weight": weight, "bias": bias})
+        else:
+            depthwise = class_name == "DepthwiseConv2D"
+            kind = "dwconv" if depthwise else "pwconv" if layers else "conv"
+            # HWIO -> OIHW; depthwise (H, W, C, 1) -> (C, 1, H, W)
+            weight = arrays[0].transpose((2, 3, 0, 1) if depthwise else (3, 2, 0, 1))
+            layers.append({"kind": kind, "stride": int(layer["strides"][0]), "weight": weight})
+            if len(arrays) > 1:
+                layers[-1]["bias"] = arrays[1]
+    return layers, activation
+
+
+def keras_layers_in(config, group):
+    """(class name, layer config, .keras weights group) of each layer, nested ones expanded:
+    a model's layers are `<group>/<class in snake case>[_n]`, numbered per container."""
+    used = {}
+    for layer in config["config"]["layers"]:
+        snake = re.sub(r"([a-z])([A-Z])", r"\1_\2",
+                       re.sub("(.)([A-Z][a-z]+)", r"\1_\2", layer["class_name"])).lower()
+        used[snake] = used.get(snake, -1) + 1
+        path = f"{group}/{snake}" + (f"_{used[snake]}" if used[snake] else "")
+        if layer["class_name"] in ("Functional", "Sequential", "Model"):
+            yield from keras_layers_in(layer, f"{path}/layers")
+        else:
+            yield layer["class_name"], layer["config"], path
 
 
 # ----------------------------------------------------------------------- the reference
 
-def compare(model, layers, activation, padding):
+def compare(model, layers, activation, padding, x=INPUT):
     """Run the model and the reference on INPUT and judge the outcome.
 
     An "ok" answer says how it was judged in "comparison": "compared" (every logit within the
@@ -284,10 +391,10 @@ def compare(model, layers, activation, padding):
     could overflow: no bound holds).
     """
     with np.errstate(all="ignore"):  # huge mutated weights overflow float64 too
-        expected, bound, magnitude = reference(layers, activation, padding, INPUT)
+        expected, bound, magnitude = reference(layers, activation, padding, x)
     may_overflow = not magnitude <= OVERFLOW_MAGNITUDE
     try:
-        actual = model(INPUT)
+        actual = model(x)
     except mobinumba.NumericError as error:
         if may_overflow:
             return {"outcome": "ok", "comparison": "overflow reported", "detail": str(error)}
@@ -355,13 +462,16 @@ def reference(layers, activation, padding, x):
         shift = layer["beta"] + (bias - layer["mean"]) * scale
         depthwise = layer["kind"] == "dwconv"
         stride = layer["stride"]
+        rule = padding
+        if padding == "keras" and (layer["kind"] == "conv" or stride == 1):
+            rule = "tf_same"  # keras.applications' stem and stride-1 convs are "same"
         terms = folded[0].size  # products per output value
-        size = conv(np.abs(y) + error, np.abs(folded), np.abs(shift), stride, padding,
+        size = conv(np.abs(y) + error, np.abs(folded), np.abs(shift), stride, rule,
                     depthwise)  # (N, O, Ho, Wo)
         magnitude = max(magnitude, float(size.max()))
-        error = np.sqrt(conv(error ** 2, folded ** 2, np.zeros_like(shift), stride, padding,
+        error = np.sqrt(conv(error ** 2, folded ** 2, np.zeros_like(shift), stride, rule,
                              depthwise)) + rounding(terms, size)
-        y = conv(y, folded, shift, stride, padding, depthwise)
+        y = conv(y, folded, shift, stride, rule, depthwise)
         low, high = activate(y - error, name, slope), activate(y + error, name, slope)
         y = activate(y, name, slope)
         error = np.maximum(y - low, high - y)
@@ -411,9 +521,12 @@ def conv(x, weight, bias, stride, padding, depthwise):
 
 
 def pads(size, kernel, stride, padding):
-    """(before, after) along one axis: 'torch' (k - 1) / 2 each side, 'tf_same' SAME."""
+    """(before, after) along one axis: 'torch' (k - 1) / 2 each side, 'tf_same' SAME,
+    'keras' (a stride-2 depthwise conv: ZeroPadding2D((0, 1)) then "valid")."""
     if padding == "torch":
         return (kernel - 1) // 2, (kernel - 1) // 2
+    if padding == "keras":
+        return 0, 1
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
@@ -551,7 +664,7 @@ def int8_file_from_h5(path):
 
 
 TARGETS = {"weights": weights_case, "checkpoint": checkpoint_case, "tflite": tflite_case,
-           "image": image_case, "int8": int8_case}
+           "keras": keras_case, "image": image_case, "int8": int8_case}
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,13 @@ Models (random conv weights, randomized batch-norm statistics), written once per
   Dense(5, softmax), .keras and .h5.
 - small: alpha 0.25, 97x97 + GlobalAveragePooling2D -> Dense(3) linear: the wrong-padding
   check and the refusals.
+- nested (the TensorFlow transfer-learning tutorial's shapes): one include_top=False base
+  (alpha 0.25, 97x97) used as a nested model in a Functional `input -> preprocess_input ->
+  base(x, training=False) -> GAP -> Dropout -> Dense(1)` (a binary classifier's logit, as
+  the tutorial's) and in a `Sequential([Input,
+  Rescaling(1/255), RandomFlip, base, GAP, Dense(4)])`, each as .keras, Keras 3 .h5 and the
+  tf.keras 2 .h5 (nested weights under the nested model's group). Keras gets raw pixels
+  (0..255); the in-graph scaling must become the stored mean/std, applied once.
 Parity: our logits against Keras's (conv_preds / the linear Dense) or our softmax against
 Keras's softmax, on the same preprocessed input, max |difference| / max(1, max |Keras|).
 """
@@ -68,26 +75,41 @@ def to_tf_keras_2(source, target):
     shutil.copy(source, target)
     with h5py.File(target, "r+") as h5:
         config = json.loads(h5.attrs["model_config"])
-        for layer in config["config"]["layers"]:
-            nodes = layer.get("inbound_nodes", [])
-            layer["inbound_nodes"] = [[[arg["config"]["keras_history"][0], 0, 0, {}]
-                                       for arg in node["args"]] for node in nodes]
-            if layer["class_name"] == "InputLayer":
-                layer["config"]["batch_input_shape"] = layer["config"].pop("batch_shape")
+        to_tf_keras_2_config(config["config"]["layers"])
         h5.attrs["model_config"] = json.dumps(config)
         h5.attrs["keras_version"] = "2.15.0"
-        for name, group in h5["model_weights"].items():
+        for group in h5["model_weights"].values():
             names = [n.decode() if isinstance(n, bytes) else n
                      for n in group.attrs["weight_names"]]
             renamed = []
-            for weight in names:
+            for weight in names:  # "conv_dw_1/kernel" in the layer's (or nested model's) group
                 new = weight + ":0"
-                if name.startswith("conv_dw_") and not name.endswith("_bn"):
+                if weight.split("/")[-2].startswith("conv_dw_") and "_bn/" not in weight:
                     new = weight.replace("/kernel", "/depthwise_kernel") + ":0"
                 group.move(weight, new)
                 renamed.append(new.encode())
             if renamed:
                 group.attrs["weight_names"] = renamed
+
+
+def to_tf_keras_2_config(layers):
+    """Keras 2 inbound_nodes and batch_input_shape, in nested models too; preprocess_input's
+    TrueDivide / Subtract as the TFOpLambda layers tf.keras 2 made (function "math.truediv",
+    the constant as keyword `y` of the inbound node)."""
+    for layer in layers:
+        nodes = layer.get("inbound_nodes", [])
+        layer["inbound_nodes"] = [[[arg["config"]["keras_history"][0], 0, 0, {}]
+                                   for arg in node["args"][:1]] for node in nodes]
+        if layer["class_name"] in ("TrueDivide", "Subtract"):
+            function = {"TrueDivide": "math.truediv", "Subtract": "math.subtract"}
+            layer["config"]["function"] = function[layer["class_name"]]
+            layer["class_name"] = "TFOpLambda"
+            layer["inbound_nodes"] = [[[nodes[0]["args"][0]["config"]["keras_history"][0],
+                                        0, 0, {"y": nodes[0]["args"][1], "name": None}]]]
+        if layer["class_name"] == "InputLayer":
+            layer["config"]["batch_input_shape"] = layer["config"].pop("batch_shape")
+        if "layers" in layer["config"]:
+            to_tf_keras_2_config(layer["config"]["layers"])
 
 
 class KerasFiles:
@@ -103,6 +125,30 @@ class KerasFiles:
         small.save(self.directory / "small.keras")
         small.save(self.directory / "small.h5")
         self.expected["small"] = np.asarray(small(self.x[97]))  # logits (linear head)
+
+    def write_nested(self):
+        keras.utils.set_random_seed(6)
+        base = keras.applications.MobileNet(input_shape=(97, 97, 3), alpha=0.25,
+                                            weights=None, include_top=False)
+        randomize_batch_norms(base, 6)
+        inputs = keras.Input((97, 97, 3))
+        x = keras.applications.mobilenet.preprocess_input(inputs)  # x / 127.5 - 1 in graph
+        x = base(x, training=False)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        x = keras.layers.Dropout(0.2)(x)
+        functional = keras.Model(inputs, keras.layers.Dense(1)(x))  # a binary logit
+        sequential = keras.Sequential([keras.Input((97, 97, 3)),
+                                       keras.layers.Rescaling(1 / 255),
+                                       keras.layers.RandomFlip("horizontal"), base,
+                                       keras.layers.GlobalAveragePooling2D(),
+                                       keras.layers.Dense(4)])
+        self.pixels = np.rint((self.x[97] + 1) * 127.5).astype(np.uint8)  # (2, 97, 97, 3)
+        for name, model in (("functional", functional), ("sequential", sequential)):
+            model.save(self.directory / f"{name}.keras")
+            model.save(self.directory / f"{name}.h5")
+            to_tf_keras_2(self.directory / f"{name}.h5", self.directory / f"{name}_tf2.h5")
+            self.expected[name] = np.asarray(model(self.pixels.astype(np.float32),
+                                                   training=False))  # RandomFlip off
 
     def write_large(self):
         keras.utils.set_random_seed(1)
@@ -137,6 +183,13 @@ def small_files(tmp_path_factory):
     files = KerasFiles(tmp_path_factory.mktemp("keras"))
     files.write_small()
     return files
+
+
+@pytest.fixture(scope="session")
+def nested_files(small_files):
+    """The nested models (one base, two wrappers, three formats each: ~5 s)."""
+    small_files.write_nested()
+    return small_files
 
 
 @pytest.fixture(scope="session")
@@ -197,6 +250,40 @@ def test_linear_head_and_preprocessing(small_files, name):
     assert info.source_layout == "keras"
 
 
+NESTED = {"functional": (0.5, 0.5, 2), "sequential": (0.0, 1.0, 4)}  # mean, std, classes
+
+
+@pytest.mark.parametrize("name", [
+    "functional.keras", "sequential_tf2.h5",
+    pytest.param("functional.h5", marks=pytest.mark.slow),
+    pytest.param("functional_tf2.h5", marks=pytest.mark.slow),
+    pytest.param("sequential.keras", marks=pytest.mark.slow),
+    pytest.param("sequential.h5", marks=pytest.mark.slow)])
+def test_nested_base_with_in_graph_preprocessing_matches_keras(nested_files, name):
+    """Keras on raw pixels against ours on the same images through the stored
+    preprocessing: equal only if the in-graph scaling became mean/std and runs once. The
+    functional model's one logit z becomes two classes (0, z)."""
+    files = nested_files
+    model = converted(files, name)
+    model_name = name.split("_")[0].split(".")[0]
+    mean, std, classes = NESTED[model_name]
+    info = model.info
+    assert (info.mean, info.std, info.input_size, info.num_classes) == \
+        ((mean,) * 3, (std,) * 3, 97, classes)
+    from PIL import Image
+    x = np.stack([model.preprocess(Image.fromarray(image)) for image in files.pixels])
+    logits, expected = model(x), files.expected[model_name]
+    if classes == 2:
+        assert np.all(logits[:, 0] == 0)
+        assert relative_difference(logits[:, 1:], expected) < TOLERANCE
+        sigmoid = 1 / (1 + np.exp(-expected[:, 0].astype(np.float64)))
+        probabilities = [[p.probability for p in sorted(row, key=lambda p: p.index)]
+                         for row in model.top_k(logits, 2)]
+        assert np.abs(np.asarray(probabilities)[:, 1] - sigmoid).max() < TOLERANCE
+    else:
+        assert relative_difference(logits, expected) < TOLERANCE
+
+
 def test_forcing_tf_same_padding_on_an_odd_size_fails_the_self_check(small_files, tmp_path):
     files = small_files
     output = tmp_path / "wrong.h5"
@@ -233,6 +320,9 @@ def test_refusals_name_what_the_model_is(files, tmp_path):
     v2.save(tmp_path / "v2.keras")
     message = _refusal(tmp_path / "v2.keras", tmp_path)
     assert "'mobilenetv2_0.35_96' is not keras.applications' MobileNetV1" in message
+    keras.Sequential([keras.Input((96, 96, 3)), v2]).save(tmp_path / "v2_nested.keras")
+    message = _refusal(tmp_path / "v2_nested.keras", tmp_path)
+    assert "of nested model 'mobilenetv2_0.35_96'" in message
 
     sigmoid = tuned_model(0.25, 97, 3, "sigmoid", 5)
     sigmoid.save(tmp_path / "sigmoid.keras")
@@ -263,3 +353,12 @@ def test_cli_converts_a_keras_file(small_files, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "keras layout" in out and "padding keras" in out and "self-check" in out
     assert mobinumba.load(output).info.input_size == 97
+
+
+def test_inputs_too_small_for_keras_padding_are_refused(small_files, tmp_path):
+    """ZeroPadding2D((0, 1)) + "valid" at stride 2 turns a 1-pixel map into an empty one:
+    under 31 pixels the network has no output (Keras refuses under 32); not a crash."""
+    model = converted(small_files, "small.keras")
+    with pytest.raises(mobinumba.InputError, match="30x30 pixels is too small .* block12_dw"):
+        model(np.zeros((1, 3, 30, 30), np.float32))
+    assert np.isfinite(model(np.zeros((1, 3, 31, 31), np.float32))).all()

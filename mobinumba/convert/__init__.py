@@ -24,10 +24,10 @@ from ..activation import LEAKY_RELU, Activation, activation_problem
 from ..padding import PADDINGS
 from ..errors import CheckpointError, check_regular_file
 from ..ops import kind_of
-from ..filetype import (GRAPHDEF, KERAS_H5, KERAS_V3, PICKLE, SAFETENSORS, TFLITE,
+from ..filetype import (GRAPHDEF, HDF5, KERAS_H5, KERAS_V3, PICKLE, SAFETENSORS, TFLITE,
                         TORCH_LEGACY, TORCH_ZIP, identify, not_a_checkpoint)
 from ..weights import ARCH, FORMAT_VERSIONS, ModelFile, ModelInfo, write_model_file
-from . import classic, keras, retinaface, ssd, tflite, tfslim, timm
+from . import classic, keras, keras_files, retinaface, ssd, tflite, tfslim, timm
 from .check import (check_against_litert, check_conversion, check_int8_against_litert,
                     litert_available, torch_available)
 from .checkpoint import read_state_dict, sha256_of
@@ -90,13 +90,15 @@ def read_source(source, padding=None, head=None):
     """(state dict, settings the file states, names it ignored) of a checkpoint or graph,
     or a keras.KerasSource for a Keras model.
 
-    A Keras model (.h5 or .keras, recognised by its bytes whatever its name) is read by
-    keras.read_keras. A `.pb` file is a frozen TensorFlow graph read by tfslim.read_graph
-    (which takes the user's `padding` override and `head` choice), a `.tflite` file a
-    TensorFlow Lite model read by tflite.read_tflite_network (which takes `padding`);
-    anything else is a PyTorch state dict, which states nothing (and has no retrain.py head
-    to choose). A file recognised as another kind (an ONNX model, a mobinumba weight file,
-    or a checkpoint whose name picks the wrong reader) is refused with what it is.
+    A Keras model (.h5 or .keras, recognised by its bytes whatever its name, or a `.keras`
+    file not recognised as anything: a damaged archive) is read by keras.read_keras; a `.h5`
+    not recognised as HDF5 is refused saying why h5py cannot open it. A `.pb` file is a
+    frozen TensorFlow graph read by tfslim.read_graph (which takes the user's `padding`
+    override and `head` choice), a `.tflite` file a TensorFlow Lite model read by
+    tflite.read_tflite_network (which takes `padding`); anything else is a PyTorch state
+    dict, which states nothing (and has no retrain.py head to choose). A file recognised as
+    another kind (an ONNX model, a mobinumba weight file, or a checkpoint whose name picks
+    the wrong reader) is refused with what it is.
     """
     reader = reader_for(source)
     # Before identify() opens it: a FIFO or a device would block or never end.
@@ -106,6 +108,12 @@ def read_source(source, padding=None, head=None):
     found = identify(source)
     if found in (KERAS_H5, KERAS_V3):
         return keras.read_keras(source, archive=found is KERAS_V3)
+    if found is None and source.lower().endswith(".keras"):  # a damaged archive: say so
+        return keras.read_keras(source, archive=True)
+    if found is None and source.lower().endswith((".h5", ".hdf5")):  # damaged HDF5
+        problem = keras_files.hdf5_problem(source)
+        if problem is not None:
+            raise CheckpointError(problem)
     refuse_other_formats(source, reader, found)
     if reader is GRAPHDEF:
         return tfslim.read_graph(source, padding=padding, head=head)
@@ -135,6 +143,9 @@ def refuse_other_formats(source, reader, found):
     are left to the reader."""
     if found is None:
         return
+    if found is HDF5:  # damaged, perhaps a Keras model's: say what is wrong with it
+        raise CheckpointError(keras_files.hdf5_problem(source) or
+                              not_a_checkpoint(source, found))
     if not found.convertible:
         raise CheckpointError(not_a_checkpoint(source, found))
     torch_load_reads = (TORCH_ZIP, TORCH_LEGACY, PICKLE)

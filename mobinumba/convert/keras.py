@@ -11,9 +11,14 @@ config order and must form MobileNetV1 as keras/src/applications/mobilenet.py bu
 The classifier is the original top (conv_preds: a 1x1 Conv2D with bias on the pooled
 features, our dense) or a fine-tuned Dense(n). Its activation must be softmax or linear: the
 file stores logits and predict applies softmax, so a sigmoid (multi-label) head is refused
-rather than given softmax probabilities it was not trained for. Anything else (another
-layer class, a nested model, a different padding) is refused naming the Keras model and
-the offending layer.
+rather than given softmax probabilities it was not trained for. A single unit, linear or
+sigmoid, is a binary classifier's logit z: stored as two classes (0, z), whose softmax is
+(1 - sigmoid(z), sigmoid(z)). Anything else (another layer class, a different padding) is
+refused naming the Keras model and the offending layer.
+
+Before the stem, Rescaling / preprocess_input become the stored mean and std, and
+augmentation layers are skipped (`_Walk._preprocessing`). Nested models (a base inside a
+Sequential or Functional) arrive flattened by keras_files.
 
 Kernels become PyTorch's layout (Conv2D HWIO -> OIHW, DepthwiseConv2D HWC1 -> C1HW, Dense
 (C, K) -> (K, C)). The file states its own semantics: padding `keras` (padding.py), the
@@ -38,6 +43,23 @@ PREPROCESSING = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="b
                      resize="central_crop", crop_pct=1.0)
 PASS_THROUGH = ("Dropout", "Reshape", "Flatten", "SpatialDropout2D", "GaussianDropout")
 SOFTMAX_OR_LINEAR = ("softmax", "linear", None)
+BINARY = ("sigmoid", "linear", None)  # a one-unit head: one logit of a binary classifier
+MIN_INPUT_SIZE = 32  # Keras's own minimum: smaller inputs leave an empty map (padding.py)
+# Identity at inference (training=False): skipped before the stem.
+AUGMENTATION = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
+                "RandomContrast", "RandomBrightness")
+# Keras 3 op layers of `x / c`, `x - c` ... on a KerasTensor (preprocess_input in the graph
+# makes TrueDivide then Subtract); tf.keras 2 made TFOpLambda layers naming the function.
+AFFINE = {"TrueDivide": "math.truediv", "Divide": "math.divide", "Subtract": "math.subtract",
+          "Add": "math.add", "Multiply": "math.multiply", "Rescaling": None}
+OPERATIONS = {  # function -> (scale, offset) of x op c
+    "math.truediv": lambda c: (1 / np.asarray(c, np.float64), 0.0),
+    "math.divide": lambda c: (1 / np.asarray(c, np.float64), 0.0),
+    "math.subtract": lambda c: (1.0, -np.asarray(c, np.float64)),
+    "math.add": lambda c: (1.0, np.asarray(c, np.float64)),
+    "__operators__.add": lambda c: (1.0, np.asarray(c, np.float64)),
+    "math.multiply": lambda c: (np.asarray(c, np.float64), 0.0),
+}
 
 
 @dataclass
@@ -106,8 +128,63 @@ class _Walk:
                     raise CheckpointError(f"{self.where}: its input has {channels} channels, "
                                           f"expected RGB (3)")
                 if isinstance(height, int) and height == width and height > 0:
+                    if height < MIN_INPUT_SIZE:
+                        raise CheckpointError(f"{self.where}: its input layer {layer.name!r} "
+                                              f"takes {height}x{width} images; "
+                                              f"keras.applications' MobileNet takes "
+                                              f"{MIN_INPUT_SIZE} pixels or more")
                     self.stated["input_size"] = height
             self.index += 1
+        self._preprocessing()
+
+    def _preprocessing(self):
+        """Fold the layers before the stem into the stored preprocessing: Rescaling and
+        preprocess_input's TrueDivide / Subtract (tf.keras 2: TFOpLambda) are an affine map
+        of the pixels (0..255) fed to the model, which becomes mean and std (of pixels / 255,
+        as mobinumba's preprocessing takes them) in place of the default 0.5, 0.5. The layer
+        is not kept in the network, so the scaling is applied once. Augmentation layers
+        (RandomFlip ...) do nothing at inference and are skipped."""
+        scale, offset, seen = np.ones(3), np.zeros(3), False
+        while (layer := self._peek()) is not None and (
+                layer.class_name in AUGMENTATION or layer.class_name in AFFINE
+                or layer.class_name == "TFOpLambda"):
+            self._next("the stem conv")
+            if layer.class_name in AUGMENTATION:
+                continue
+            step_scale, step_offset = self._affine(layer)
+            scale, offset = scale * step_scale, offset * step_scale + step_offset
+            seen = True
+        if not seen:
+            return
+        if not (np.isfinite(scale).all() and np.isfinite(offset).all() and (scale > 0).all()):
+            raise CheckpointError(f"{self.where}: its input scaling x * {scale.tolist()} + "
+                                  f"{offset.tolist()} is not a positive finite scale")
+        # scale * 255 * p + offset == (p - mean) / std for the pixels p in [0, 1]
+        std = 1 / (255 * scale)
+        mean = -offset * std + 0.0  # + 0.0: no -0.0 in the file
+        self.stated.update(mean=tuple(round(float(v), 9) for v in mean),
+                           std=tuple(round(float(v), 9) for v in std))
+
+    def _affine(self, layer):
+        """(scale, offset), each (3,): what one preprocessing layer does to its input."""
+        config = layer.config
+        if layer.class_name == "Rescaling":
+            scale, offset = config.get("scale", 1.0), config.get("offset", 0.0)
+        else:
+            function = (config.get("function") if layer.class_name == "TFOpLambda"
+                        else AFFINE.get(layer.class_name))
+            operand = _constant_operand(layer.nodes)
+            if function not in OPERATIONS or operand is None:
+                raise self._unexpected(layer, "the stem conv (or a Rescaling, or "
+                                              "preprocess_input's x / 127.5 - 1, before it)")
+            scale, offset = OPERATIONS[function](operand)
+        try:
+            scale = np.broadcast_to(np.asarray(scale, np.float64), 3)
+            offset = np.broadcast_to(np.asarray(offset, np.float64), 3)
+        except (TypeError, ValueError):
+            raise self._unexpected(layer, "a Rescaling with scalar or per-channel (3) scale "
+                                          "and offset") from None
+        return scale, offset
 
     # ---------------------------------------------------------------- conv, BN, activation
 
@@ -221,24 +298,29 @@ class _Walk:
             weight = self._arrays(layer, arrays, 2 if use_bias else 1, rank=2)[0].T
         else:
             raise self._unexpected(layer, "a Dense or 1x1 Conv2D classifier")
-        if config.get("activation") not in SOFTMAX_OR_LINEAR:
-            raise self._refuse_activation(layer, config.get("activation"))
-        classifier = layer.name
-        self.state[f"{classifier}.weight"] = np.ascontiguousarray(weight)
-        self.state[f"{classifier}.bias"] = (arrays[1] if use_bias else
-                                            np.zeros(weight.shape[0], np.float32))
+        classifier, activations = layer, [config.get("activation")]
         while (layer := self._peek()) is not None:
             self.index += 1
             if layer.class_name in PASS_THROUGH:
                 continue
-            if layer.class_name == "Softmax" or (layer.class_name == "Activation" and
-                                                 layer.config.get("activation")
-                                                 in SOFTMAX_OR_LINEAR):
+            if layer.class_name in ("Softmax", "Activation"):
+                activations.append(layer.config.get("activation", "softmax"))
                 continue
-            if layer.class_name == "Activation":
-                raise self._refuse_activation(layer, layer.config.get("activation"))
             raise self._unexpected(layer, "nothing but the softmax after the classifier")
-        return classifier
+        bias = arrays[1] if use_bias else np.zeros(weight.shape[0], np.float32)
+        if weight.shape[0] == 1 and all(a in BINARY for a in activations):
+            # One logit z, P(class 1) = sigmoid(z): the transfer-learning tutorial's Dense(1)
+            # (from_logits). Stored as two logits (0, z), whose softmax is (1 - sigmoid(z),
+            # sigmoid(z)): the same probabilities, from mobinumba's softmax.
+            weight = np.concatenate([np.zeros_like(weight), weight])
+            bias = np.concatenate([np.zeros_like(bias), bias])
+        else:
+            for activation in activations:
+                if activation not in SOFTMAX_OR_LINEAR:
+                    raise self._refuse_activation(classifier, activation)
+        self.state[f"{classifier.name}.weight"] = np.ascontiguousarray(weight)
+        self.state[f"{classifier.name}.bias"] = bias
+        return classifier.name
 
     def _skip_pass_through(self, role):
         layer = self._next(role)
@@ -249,8 +331,9 @@ class _Walk:
     def _refuse_activation(self, layer, activation):
         return CheckpointError(f"{self.where}: classifier layer {layer.name!r} has activation "
                                f"{activation!r}; mobinumba stores logits and predicts with "
-                               f"softmax, so only softmax or linear heads convert (a sigmoid "
-                               f"head's probabilities would be wrong)")
+                               f"softmax, so only softmax or linear heads convert, or a "
+                               f"single sigmoid unit (a multi-label sigmoid head's "
+                               f"probabilities would be wrong)")
 
     # ------------------------------------------------------------------------- helpers
 
@@ -264,7 +347,7 @@ class _Walk:
         if layer is None:
             raise CheckpointError(f"{self.where}: ends where MobileNetV1 has {role}")
         previous = self.model.layers[self.index - 1].name if self.index else None
-        if self.model.class_name != "Sequential" and previous is not None \
+        if layer.inbound is not None and previous is not None \
                 and layer.inbound != (previous,):
             raise CheckpointError(f"{self.where}: layer {layer.name!r} takes "
                                   f"{list(layer.inbound)}, not the previous layer "
@@ -277,8 +360,9 @@ class _Walk:
         what = layer.class_name
         if what in ("Functional", "Sequential", "Model"):
             what = "a nested model"
+        inside = f" of nested model {layer.container!r}" if layer.container else ""
         return CheckpointError(f"{self.where} is not keras.applications' MobileNetV1: layer "
-                               f"{layer.name!r} ({what}) stands where MobileNetV1 has "
+                               f"{layer.name!r}{inside} ({what}) stands where MobileNetV1 has "
                                f"{expected}")
 
     def _arrays(self, layer, arrays, count, rank):
@@ -303,6 +387,26 @@ def _activation_of(layer):
         return config.get("activation") if config.get("activation") in ("relu", "relu6") \
             else None
     return None
+
+
+def _constant_operand(nodes):
+    """The constant c of a one-node `x op c` layer: Keras 3 {"args": [x, c]}, tf.keras 2
+    TFOpLambda [[name, 0, 0, {"y": c}]]; None if there is no single numeric one."""
+    if not isinstance(nodes, list) or len(nodes) != 1:
+        return None
+    node = nodes[0]
+    if isinstance(node, dict):
+        args = node.get("args")
+        operand = args[1] if isinstance(args, list) and len(args) == 2 and \
+            isinstance(args[0], dict) else None
+    else:
+        while isinstance(node, list) and len(node) == 1 and isinstance(node[0], list):
+            node = node[0]
+        kwargs = node[3] if isinstance(node, list) and len(node) == 4 else None
+        operand = kwargs.get("y") if isinstance(kwargs, dict) else None
+    if isinstance(operand, bool) or not isinstance(operand, (int, float)):
+        return None
+    return operand
 
 
 def _int_pairs(value):

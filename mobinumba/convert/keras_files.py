@@ -13,6 +13,15 @@ Only h5py, zipfile and json are used. Two containers:
   config's order: `conv2d`, `conv2d_1`, ... (keras/src/saving/saving_lib.py,
   _save_container_state with naming.to_snake_case).
 
+A nested model (the base of a fine-tuned MobileNet: `Sequential([base, GAP, Dense])`, or
+`base(x)` in a Functional) is flattened into its layers, in config order, so that the
+layers read as one chain: the nested model's first layer takes what the nested model takes,
+and the layers after it take its output layer's. Its weights are where Keras puts them: in
+legacy .h5, all in the group of the outermost nested model, each named `<layer>/<weight>`
+(tf.keras 2 and Keras 3 alike, Keras's legacy_h5_format saves a nested model's weights as
+one list); in .keras, under the nested model's own path, `layers/functional/layers/conv2d/
+vars/0`, numbered per container.
+
 Everything is bounded before it is read (archive members, attribute and dataset sizes), and
 a damaged file is a CheckpointError naming what could not be read.
 """
@@ -38,6 +47,10 @@ WEIGHTS_MEMBER = "model.weights.h5"
 MAX_CONFIG_BYTES = 64 * 2 ** 20  # MobileNet's config is ~100 KB
 MAX_WEIGHTS_BYTES = 2 ** 31  # MobileNet 1.0's weights are ~17 MB
 MAX_WEIGHTS_PER_LAYER = 16  # a BatchNormalization has 4
+MAX_NESTED_WEIGHTS = 4096  # a nested MobileNetV1 lists 135 (weight_names of its group)
+MAX_NESTING = 4  # model in model in ...: the tutorial's is 1 deep
+MAX_LAYERS = 4096  # after flattening; MobileNetV1 has 90
+NESTED_MODELS = ("Functional", "Sequential", "Model")
 # What zipfile raises for a damaged archive (as filetype.py lists, and zlib's error for
 # damaged compressed data).
 _ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error, IndexError,
@@ -46,12 +59,18 @@ _ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error, 
 
 @dataclass(frozen=True)
 class KerasLayer:
-    """One layer of the config: its class, name, config dict and the layers feeding it."""
+    """One layer of the (flattened) config: its class, name, config dict, the layers feeding
+    it and where its weights are."""
 
     class_name: str
     name: str
     config: dict
-    inbound: tuple  # names of the layers whose outputs it takes
+    inbound: tuple  # names of the layers whose outputs it takes; None: the previous one's
+    nodes: object  # its raw inbound_nodes (the constant operands of TrueDivide etc.)
+    h5_group: str  # legacy .h5: its group under model_weights (a nested model's, if in one)
+    nested: bool  # legacy .h5: in a nested model, so its weights are `<name>/...` there
+    v3_path: str  # .keras: its group in model.weights.h5, "layers/conv2d" ...
+    container: object = None  # the name of the nested model it is in (innermost), if any
 
 
 @dataclass
@@ -113,14 +132,21 @@ def _open_legacy(path):
         model = _model_from_config(config, f"{path}: model_config")
 
         def weights(index):
-            name = model.layers[index].name
-            where = f"{path}: model_weights"
+            layer = model.layers[index]
+            name, where = layer.h5_group, f"{path}: model_weights"
             with _reading(f"{where}/{name}"):
                 present = name in group
             if not present:
                 return []
             layer_group = _member(group, name, where, h5py.Group)
-            names = _names_attr(layer_group, "weight_names", f"{where}/{name}")
+            limit = MAX_NESTED_WEIGHTS if layer.nested else MAX_WEIGHTS_PER_LAYER
+            names = _names_attr(layer_group, "weight_names", f"{where}/{name}", limit)
+            if layer.nested:  # "conv1/kernel" (Keras 3), "conv1/kernel:0" (tf.keras 2)
+                names = [weight for weight in names
+                         if weight.split("/")[-2:-1] == [layer.name]]
+                if len(names) > MAX_WEIGHTS_PER_LAYER:
+                    raise CheckpointError(f"{where}/{name}: attribute 'weight_names' lists "
+                                          f"{len(names)} weights of layer {layer.name!r}")
             return [_array(layer_group, weight, f"{where}/{name}") for weight in names]
 
         model.weights = weights
@@ -130,15 +156,19 @@ def _open_legacy(path):
         raise
 
 
+# Inside `_reading` a refusal is a FormatError, which it passes on (and _as_checkpoint_error
+# turns into a CheckpointError); a CheckpointError, a ValueError, would be reported as
+# h5py's, "unreadable, the file is corrupt (...)".
+
 def _text_attr(h5, key, where):
     """A string attribute (model_config: JSON text of any length), type-checked first."""
     with _reading(f"{where}: attribute '{key}'"):
         if key not in h5.attrs:
-            raise CheckpointError(f"{where}: missing attribute '{key}' (not a whole Keras "
-                                  f"model: save it with model.save(...))")
+            raise FormatError(f"{where}: missing attribute '{key}' (not a whole Keras "
+                              f"model: save it with model.save(...))")
         datatype = h5.attrs.get_id(key).get_type()
         if not isinstance(datatype, h5py.h5t.TypeStringID):
-            raise CheckpointError(f"{where}: attribute '{key}' is not a string")
+            raise FormatError(f"{where}: attribute '{key}' is not a string")
         value = h5.attrs[key]
     if isinstance(value, np.ndarray):
         value = value.item() if value.size == 1 else None
@@ -149,16 +179,16 @@ def _text_attr(h5, key, where):
     return value
 
 
-def _names_attr(group, key, where):
-    """A list-of-strings attribute (weight_names), of at most MAX_WEIGHTS_PER_LAYER names."""
+def _names_attr(group, key, where, limit):
+    """A list-of-strings attribute (weight_names), of at most `limit` names."""
     with _reading(f"{where}: attribute '{key}'"):
         if key not in group.attrs:
-            raise CheckpointError(f"{where}: missing attribute '{key}'")
+            raise FormatError(f"{where}: missing attribute '{key}'")
         attribute = group.attrs.get_id(key)
         if not isinstance(attribute.get_type(), ATTRIBUTE_TYPES) or (
                 attribute.shape is not None
-                and math.prod(attribute.shape) > MAX_WEIGHTS_PER_LAYER):
-            raise CheckpointError(f"{where}: attribute '{key}' is not a short list of names")
+                and math.prod(attribute.shape) > limit):
+            raise FormatError(f"{where}: attribute '{key}' is not a short list of names")
         value = np.atleast_1d(group.attrs[key])
     if value.size == 0:
         return []
@@ -167,6 +197,20 @@ def _names_attr(group, key, where):
     if not all(isinstance(name, str) and name for name in names):
         raise CheckpointError(f"{where}: attribute '{key}' is not a list of names")
     return names
+
+
+def hdf5_problem(path):
+    """Why the HDF5 file at `path` cannot be opened (a damaged or truncated Keras .h5 is not
+    recognisable as one), as a one-line message; None when it opens."""
+    try:
+        check_global_heaps(path)
+        with h5py.File(path, "r", locking=False) as h5:
+            h5.attrs.keys()
+    except (CheckpointError, FormatError) as error:  # the heap guard's refusal
+        return str(error)
+    except _H5PY_ERRORS as error:
+        return f"{path}: not a readable HDF5 file ({_first_line(error)})"
+    return None
 
 
 # --------------------------------------------------------------------------- .keras (zip)
@@ -191,17 +235,17 @@ def _open_archive(path):
     except _H5PY_ERRORS as error:
         raise CheckpointError(f"{where}: not a readable HDF5 file ({_first_line(error)})") \
             from None
-    names = _v3_names(model.layers)
 
     def weights(index):
-        group_path = f"layers/{names[index]}/vars"
+        group_path = f"{model.layers[index].v3_path}/vars"
         with _reading(f"{where}: {group_path}"):
             present = group_path in h5
         if not present:
             return []
-        group = _member(_member(_member(h5, "layers", where, h5py.Group), names[index],
-                                f"{where}: layers", h5py.Group),
-                        "vars", f"{where}: layers/{names[index]}", h5py.Group)
+        group, inside = h5, where
+        for part in group_path.split("/"):
+            group = _member(group, part, inside, h5py.Group)
+            inside = f"{where}: {group_path[:group_path.index(part) + len(part)]}"
         with _reading(f"{where}: {group_path}"):
             count = len(group)
         if count > MAX_WEIGHTS_PER_LAYER:
@@ -227,20 +271,6 @@ def _member_bytes(archive, name, limit, path):
     return data
 
 
-def _v3_names(layers):
-    """The group name of each layer in model.weights.h5 (see the module docstring)."""
-    used, names = {}, []
-    for layer in layers:
-        name = snake_case(layer.class_name)
-        if name in used:
-            used[name] += 1
-            name = f"{name}_{used[name]}"
-        else:
-            used[name] = 0
-        names.append(name)
-    return names
-
-
 def snake_case(class_name):
     """Keras's naming.to_snake_case: "DepthwiseConv2D" -> "depthwise_conv2d"."""
     name = re.sub(r"\W+", "", class_name)
@@ -261,7 +291,8 @@ def _parse_config(text, where):
 
 
 def _model_from_config(config, where):
-    """A KerasModel (weights not yet attached) from a model's JSON config."""
+    """A KerasModel (weights not yet attached) from a model's JSON config, nested models
+    flattened (see the module docstring)."""
     class_name = config.get("class_name")
     body = config.get("config")
     if not isinstance(class_name, str) or not isinstance(body, dict):
@@ -271,18 +302,71 @@ def _model_from_config(config, where):
         raise CheckpointError(f"{where}: the {class_name} model config lists no layers (a "
                               f"subclassed model? mobinumba reads Functional and Sequential "
                               f"models)")
-    parsed = []
+    flat = []
+    _flatten(layers, class_name, _Container(where, "layers", None, None), flat, {}, 0)
+    name = body.get("name")
+    return KerasModel(class_name, name if isinstance(name, str) else "?", flat, None)
+
+
+@dataclass(frozen=True)
+class _Container:
+    """Where a list of layer configs sits: for messages, in model.weights.h5 (.keras), in
+    model_weights (the outermost nested model's group, legacy .h5), what feeds it (the
+    name of the layer its input layer stands for; None at the top) and its model's name."""
+
+    where: str
+    v3_prefix: str
+    h5_group: object
+    feed: object
+    name: object = None  # the nested model's name; None at the top
+
+
+def _flatten(layers, class_name, container, flat, aliases, depth):
+    """Append the layers of one container to `flat`, nested models expanded in place.
+    `aliases` maps a nested model's name to its output layer's and its input layer's name
+    to the layer feeding it, so that every inbound name is a layer of `flat`."""
+    used = {}  # .keras group names: class in snake case, numbered within the container
+    sequential = class_name == "Sequential"
     for index, layer in enumerate(layers):
+        where = container.where
         if not isinstance(layer, dict) or not isinstance(layer.get("class_name"), str) \
                 or not isinstance(layer.get("config"), dict):
             raise CheckpointError(f"{where}: layer {index} is not a layer config")
-        name = layer.get("name", layer["config"].get("name"))
+        config = layer["config"]
+        name = layer.get("name", config.get("name"))
         if not isinstance(name, str):
             raise CheckpointError(f"{where}: layer {index} has no name")
-        parsed.append(KerasLayer(layer["class_name"], name, layer["config"],
-                                 tuple(_inbound_names(layer.get("inbound_nodes", [])))))
-    name = body.get("name")
-    return KerasModel(class_name, name if isinstance(name, str) else "?", parsed, None)
+        group = snake_case(layer["class_name"])
+        used[group] = used.get(group, -1) + 1
+        v3_path = f"{container.v3_prefix}/{group}" + (f"_{used[group]}" if used[group] else "")
+        nodes = layer.get("inbound_nodes", [])
+        inbound = None if sequential else tuple(aliases.get(source, source) for source in
+                                                _inbound_names(nodes))
+        if layer["class_name"] == "InputLayer" and container.feed is not None:
+            aliases[name] = container.feed  # a nested model's input: what feeds that model
+            continue
+        if len(flat) >= MAX_LAYERS:
+            raise CheckpointError(f"{where}: more than {MAX_LAYERS} layers")
+        if layer["class_name"] in NESTED_MODELS and isinstance(config.get("layers"), list):
+            if depth >= MAX_NESTING:
+                raise CheckpointError(f"{where}: models nested more than {MAX_NESTING} deep")
+            if inbound is None:  # in a Sequential: fed by the previous layer, if any
+                feed = flat[-1].name if flat else None
+            else:
+                feed = inbound[0] if len(inbound) == 1 else f"{list(inbound)}"
+            inner = _Container(f"{where}: nested model {name!r}", f"{v3_path}/layers",
+                               container.h5_group or name, feed, name)
+            start = len(flat)
+            _flatten(config["layers"], layer["class_name"], inner, flat, aliases, depth + 1)
+            output = _inbound_names(config.get("output_layers"))
+            if len(output) == 1:
+                aliases[name] = aliases.get(output[0], output[0])
+            elif len(flat) > start:
+                aliases[name] = flat[-1].name
+            continue
+        flat.append(KerasLayer(layer["class_name"], name, config, inbound, nodes,
+                               container.h5_group or name, container.h5_group is not None,
+                               v3_path, container.name))
 
 
 def _inbound_names(nodes, depth=0):
