@@ -72,16 +72,37 @@ def average_pool(x):
     return np.clip(rounded, -128, 127).astype(np.int8)
 
 
-def mean(x, in_quantization, out_quantization):
-    """TFLite MEAN int8 over H, W (reference_integer_ops::Mean): (N, C) int8."""
-    multiplier, shift = quantize_multiplier(float(np.float32(in_quantization.scale))
-                                            / float(np.float32(out_quantization.scale)))
-    total = (x.astype(np.int64) - in_quantization.zero_point).sum(axis=(1, 2))
-    scaled = multiply_by_quantized_multiplier(total, multiplier, shift)
+def mean(x, in_quantization, out_quantization, pool_op):
+    """TFLite MEAN int8 over H, W as LiteRT's builtin resolver runs it: (N, C) int8.
+
+    pool_op 'mean' (keep_dims): optimized_integer_ops::Mean, every 16 channels through its
+    NEON vector path (vqrdmulh, vrshl: halves rounded up), the < 16 left scalar (gemmlowp
+    rounding: halves away from zero), the zero point folded into a float32-rounded bias.
+    'mean_flat': reference_ops::QuantizedMeanOrSum, 1/count folded into the multiplier.
+    Written from those sources in int64 NumPy (one LiteRT thread)."""
+    f32 = np.float32
+    in_scale, out_scale = f32(in_quantization.scale), f32(out_quantization.scale)
     count = x.shape[1] * x.shape[2]
-    rounded = np.where(scaled > 0, (scaled + count // 2) // count,
-                       -((-scaled + count // 2) // count))
-    return np.clip(rounded + out_quantization.zero_point, -128, 127).astype(np.int8)
+    channels = x.shape[3]
+    total = x.astype(np.int64).sum(axis=(1, 2))  # (N, C)
+    if pool_op == "mean":
+        ratio = f32(f32(f32(in_quantization.zero_point) * in_scale) / out_scale)
+        bias = out_quantization.zero_point - int(np.trunc(ratio + np.copysign(f32(0.5), ratio)))
+        multiplier, shift = quantize_multiplier(float(in_scale / (f32(count) * out_scale)))
+        left, right = max(shift, 0), max(-shift, 0)
+        scaled = multiply_by_quantized_multiplier(total, multiplier, shift)
+        vector = channels // 16 * 16
+        shifted = ((total[:, :vector] << left) + 2 ** 31) % 2 ** 32 - 2 ** 31
+        high = np.floor_divide(2 * shifted * multiplier + 2 ** 31, 2 ** 32)  # vqrdmulh
+        scaled[:, :vector] = np.floor_divide(high + (1 << right) // 2, 1 << right)  # vrshl
+        value = scaled + bias
+    else:
+        multiplier, shift = quantize_multiplier(float(in_scale) / float(out_scale))
+        fold = min(int(np.floor(np.log2(count))), 32, 31 + shift)
+        value = multiply_by_quantized_multiplier(
+            total - in_quantization.zero_point * count, (multiplier << fold) // count,
+            shift - fold) + out_quantization.zero_point
+    return np.clip(value, -128, 127).astype(np.int8)
 
 
 def dense(x, weight, bias, in_zero_point):
@@ -103,7 +124,7 @@ def forward(model_file, q):
             if quant.pool_op == "average":
                 x = average_pool(x)
             else:
-                x = mean(x, quantization, quant.pooled)
+                x = mean(x, quantization, quant.pooled, quant.pool_op)
             quantization = quant.pooled
         multiplier, shift = requantization(quantization.scale, quant.weight_scale,
                                            quant.output.scale)
