@@ -3,6 +3,9 @@
 pooling,fully_connected,mean}.h), independent of mobinumba's Numba kernels: vectorised int64
 NumPy instead of scalar Numba code, taps outside the image skipped by explicit bounds tests
 instead of a zero-point border, the zero point subtracted instead of folded into the bias.
+MEAN and the classifier follow what LiteRT's builtin kernels compute instead (its optimized
+MEAN, QuantizedMeanOrSum, and FULLY_CONNECTED rounding halves up), since convert checks
+imported files against LiteRT: tests/test_litert_int8_ops.py pins those against LiteRT.
 """
 import numpy as np
 
@@ -28,6 +31,26 @@ def multiply_by_quantized_multiplier(x, multiplier, shift):
     remainder = high & mask
     threshold = (mask >> 1) + (high < 0)
     return (high >> right) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier_half_up(x, multiplier, shift):
+    """MultiplyByQuantizedMultiplier as LiteRT's NEON vector code (vshl, vqrdmulh, vrshl)
+    computes it, element-wise on int64 arrays: round(2 * x * multiplier / 2^32) and
+    round(high / 2^right) with halves rounded toward +inf (NumPy's floor division)."""
+    x = np.asarray(x, np.int64)
+    multiplier = np.asarray(multiplier, np.int64)
+    shift = np.asarray(shift, np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    shifted = ((x << left) + 2 ** 31) % 2 ** 32 - 2 ** 31  # int32 wraparound
+    high = np.floor_divide(2 * shifted * multiplier + 2 ** 31, 2 ** 32)  # vqrdmulh
+    return np.floor_divide(high + (1 << right) // 2, 1 << right)  # vrshl
+
+
+def requantize_half_up(acc, multiplier, shift, zero_point, low, high):
+    """requantize with LiteRT's FULLY_CONNECTED rounding (halves up)."""
+    value = multiply_by_quantized_multiplier_half_up(acc, multiplier, shift) + zero_point
+    return np.clip(value, low, high).astype(np.int8)
 
 
 def requantize(acc, multiplier, shift, zero_point, low, high):
@@ -89,12 +112,10 @@ def mean(x, in_quantization, out_quantization, pool_op):
         ratio = f32(f32(f32(in_quantization.zero_point) * in_scale) / out_scale)
         bias = out_quantization.zero_point - int(np.trunc(ratio + np.copysign(f32(0.5), ratio)))
         multiplier, shift = quantize_multiplier(float(in_scale / (f32(count) * out_scale)))
-        left, right = max(shift, 0), max(-shift, 0)
         scaled = multiply_by_quantized_multiplier(total, multiplier, shift)
         vector = channels // 16 * 16
-        shifted = ((total[:, :vector] << left) + 2 ** 31) % 2 ** 32 - 2 ** 31
-        high = np.floor_divide(2 * shifted * multiplier + 2 ** 31, 2 ** 32)  # vqrdmulh
-        scaled[:, :vector] = np.floor_divide(high + (1 << right) // 2, 1 << right)  # vrshl
+        scaled[:, :vector] = multiply_by_quantized_multiplier_half_up(
+            total[:, :vector], multiplier, shift)
         value = scaled + bias
     else:
         multiplier, shift = quantize_multiplier(float(in_scale) / float(out_scale))
@@ -128,9 +149,9 @@ def forward(model_file, q):
             quantization = quant.pooled
         multiplier, shift = requantization(quantization.scale, quant.weight_scale,
                                            quant.output.scale)
-        if kind.flat_input:
+        if kind.flat_input:  # LiteRT's FULLY_CONNECTED rounding
             acc = dense(x, record.weight, record.bias, quantization.zero_point)
-            low, high = -128, 127
+            x = requantize_half_up(acc, multiplier, shift, quant.output.zero_point, -128, 127)
         else:
             k = record.weight.shape[2]
             out_h, pad_top = conv_output_size(x.shape[1], k, record.stride, info.padding)
@@ -139,6 +160,6 @@ def forward(model_file, q):
             acc = conv2d(x, record.weight, record.bias, record.stride, pad_top, pad_left,
                          out_h, out_w, quantization.zero_point, groups)
             low, high = activation_range(info.activation, quant.output)
-        x = requantize(acc, multiplier, shift, quant.output.zero_point, low, high)
+            x = requantize(acc, multiplier, shift, quant.output.zero_point, low, high)
         quantization = quant.output
     return x

@@ -221,8 +221,8 @@ def test_qdense(features, classes, batch):
     out = np.full((batch, classes), 99, np.int8)
     folded = (bias - zero_point * weight.astype(np.int64).sum(1)).astype(np.int32)
     qdense(x, pack_qdense_weights(weight), folded, multiplier, shift, out_zp, out)
-    expected = qreference.requantize(qreference.dense(x, weight, bias, zero_point),
-                                     multiplier, shift, out_zp, -128, 127)
+    expected = qreference.requantize_half_up(qreference.dense(x, weight, bias, zero_point),
+                                             multiplier, shift, out_zp, -128, 127)
     assert np.array_equal(out, expected)
 
 

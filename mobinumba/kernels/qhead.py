@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import CACHE
-from .qcommon import aligned_array, multiply_by_quantized_multiplier, requantize_row
+from .qcommon import aligned_array, multiply_by_quantized_multiplier
 
 # Classes per dense task, as the float kernel (head.py): 4 tasks per image at 1000 classes.
 QDENSE_CHUNK = 256
@@ -38,10 +38,11 @@ def qaverage_pool_nhwc(x, out):
 
 @njit(inline="always")
 def _multiply_half_up(acc, multiplier, shift):
-    """MultiplyByQuantizedMultiplier as LiteRT's NEON vector path computes it
-    (optimized_ops_utils.h MultiplyByQuantizedMultiplier4Rows): vqrdmulh, the high 32 bits
-    of 2 * acc * multiplier rounded half up, then vrshl, a right shift rounding half up.
-    Halves of negative values round toward +inf, unlike the scalar version's away from 0."""
+    """MultiplyByQuantizedMultiplier as LiteRT's NEON vector paths compute it (MEAN's
+    MultiplyByQuantizedMultiplier4Rows, the int8 GEMV of cpu_backend_gemm_custom_gemv.h;
+    NEON_2_SSE on x86): vqrdmulh, the high 32 bits of 2 * acc * multiplier rounded half up,
+    then vrshl, a right shift rounding half up. Halves of negative values round toward
+    +inf, where the scalar (gemmlowp) version rounds them away from zero."""
     shift = np.int64(shift)
     left = max(shift, np.int64(0))
     right = max(-shift, np.int64(0))
@@ -88,7 +89,9 @@ def pack_qdense_weights(weight):
 
 @njit(parallel=True, cache=CACHE)
 def qdense(x, weight, bias, multiplier, shift, out_zero_point, out):
-    """out = requantize(x @ W + bias), clamped to [-128, 127] (no activation).
+    """out = requantize(x @ W + bias), clamped to [-128, 127] (no activation), the
+    multiplier rounding halves up as LiteRT's FULLY_CONNECTED does (_multiply_half_up; see
+    ops/dense.QuantizedDense), not away from zero as TFLite's reference kernel.
 
     x (N, C) int8; weight (chunks, C, CHUNK) int16 from pack_qdense_weights; bias (K,) int32
     with the input zero point folded in; multiplier, shift (K,) int32; out (N, K) int8.
@@ -110,5 +113,6 @@ def qdense(x, weight, bias, multiplier, shift, out_zero_point, out):
             row = block[c]
             for j in range(stop - start):
                 acc[j] += value * np.int32(row[j])
-        requantize_row(acc, multiplier[start:], shift[start:], out_zero_point, -128, 127,
-                       stop - start, out[n, start:])
+        for j in range(stop - start):
+            value = _multiply_half_up(acc[j], multiplier[start + j], shift[start + j])
+            out[n, start + j] = np.int8(min(max(value + out_zero_point, -128), 127))
