@@ -1,8 +1,8 @@
 """int8 pointwise GEMM on plain AVX2: `vpmaddwd`, 16 int16 x int16 multiplies summed in
 pairs into 8 int32 lanes per ymm instruction.
 
-Only imported when the compile target has AVX2 but no VNNI (qtargets.int8_dot_product):
-LLVM cannot select `llvm.x86.avx2.pmadd.wd` for a target without AVX2. On such a CPU
+Only imported when the compile target has AVX2 but no VNNI (qtargets.int8_dot_product is
+"avx2"): LLVM cannot select `llvm.x86.avx2.pmadd.wd` for a target without AVX2. On such a CPU
 (Haswell .. Skylake client, Zen 1-3) the portable kernel (qpointwise.py) vectorises to
 `vpmulld`, one 32-bit product per lane and instruction, 10 cycles of latency on Haswell;
 `vpmaddwd` does two 16-bit products per lane and adds them, 5 cycles.
