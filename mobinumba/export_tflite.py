@@ -131,15 +131,17 @@ def _pool(graph, record, current, size, quantization):
         graph.operator(MEAN, (current, axes), pooled, REDUCER_OPTIONS, [("bool", 0, False)])
         return pooled, None
     pooled_quantization = record.quant.pooled
-    pooled = graph.tensor("pool", (1, 1, 1, channels), kind=INT8,
-                          quant=_per_tensor(pooled_quantization))
+    keep_dims = record.quant.pool_op != "mean_flat"  # LiteRT computes the two differently
+    pooled = graph.tensor("pool", (1, 1, 1, channels) if keep_dims else (1, channels),
+                          kind=INT8, quant=_per_tensor(pooled_quantization))
     if record.quant.pool_op == "average":
         graph.operator(AVERAGE_POOL_2D, (current,), pooled, POOL_OPTIONS,
                        [("i8", 0, VALID), ("i32", 1, 1), ("i32", 2, 1), ("i32", 3, size),
                         ("i32", 4, size), ("i8", 5, 0)])
     else:
         axes = graph.tensor("mean_axes", (2,), np.array([1, 2], np.int32), INT32)
-        graph.operator(MEAN, (current, axes), pooled, REDUCER_OPTIONS, [("bool", 0, True)])
+        graph.operator(MEAN, (current, axes), pooled, REDUCER_OPTIONS,
+                       [("bool", 0, keep_dims)])
     return pooled, pooled_quantization
 
 

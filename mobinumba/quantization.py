@@ -32,8 +32,11 @@ INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
 # The pooling before the classifier in an int8 model: TFLite's AVERAGE_POOL_2D (input and
 # output quantization equal, a rounded integer division) or MEAN over H and W (Keras'
-# GlobalAveragePooling2D converts to it: requantized by input_scale / output_scale).
-POOL_OPS = ("average", "mean")
+# GlobalAveragePooling2D converts to it: requantized by input_scale / output_scale), with
+# keep_dims ("mean": (N, 1, 1, C), Keras' keepdims=True, as keras.applications.MobileNet) or
+# without ("mean_flat": (N, C), GlobalAveragePooling2D's default). LiteRT computes the two
+# differently (see mean_requantization), so the record says which one the file has.
+POOL_OPS = ("average", "mean", "mean_flat")
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,8 @@ class LayerQuantization:
     pooled: classifier only (kinds with flat_input): the quantization of the pooled features
         it reads, i.e. the output of the pooling op before it; None for other kinds.
     pool_op: classifier only: "average" (TFLite AVERAGE_POOL_2D: `pooled` must equal the
-        previous layer's output) or "mean" (TFLite MEAN over H, W, requantized).
+        previous layer's output), "mean" (TFLite MEAN over H, W with keep_dims) or
+        "mean_flat" (MEAN without keep_dims), both requantized (mean_requantization).
     """
 
     weight_scale: np.ndarray
@@ -130,3 +134,70 @@ def activation_range(activation, output):
     low = max(INT8_MIN, quantized(0.0))
     high = INT8_MAX if activation == "relu" else min(INT8_MAX, quantized(6.0))
     return low, high
+
+
+@dataclass(frozen=True)
+class MeanRequantization:
+    """The integer parameters of an int8 MEAN over H and W: for each channel's int32 sum of
+    the H*W inputs, out = clamp(MultiplyByQuantizedMultiplier(sum - offset, multiplier,
+    shift) + bias, -128, 127) (kernels/qhead.qmean_nhwc)."""
+
+    offset: int
+    multiplier: int
+    shift: int
+    bias: int
+
+
+def mean_requantization(input_quantization, output_quantization, count, pool_op):
+    """MeanRequantization of a MEAN over `count` = H*W inputs per channel, as LiteRT's
+    builtin resolver (the one its Interpreter uses by default) computes it:
+
+    - "mean" (keep_dims, 4-D, axes (1, 2)): optimized_integer_ops::Mean
+      (kernels/internal/optimized/integer_ops/mean.h): the multiplier of the float32
+      in_scale / (float32(count) * out_scale), and the input zero point folded into the
+      bias as out_zp - int(float32(in_zp * in_scale) / out_scale +- 0.5) (float32,
+      truncated), so it is rounded once, not per element;
+    - "mean_flat" (no keep_dims): reference_ops::QuantizedMeanOrSum
+      (kernels/internal/reference/reduce.h): the multiplier of in_scale / out_scale (double)
+      with 1/count folded in as (multiplier << k) // count, k = floor(log2(count)) (at most
+      32 and 31 + shift), the zero point subtracted from the sum.
+
+    Neither is reference_integer_ops::Mean (LiteRT's reference resolver only): measured
+    against LiteRT 2.3, these two are bit-exact and that one is not (docs/format.md)."""
+    in_scale = np.float32(input_quantization.scale)
+    out_scale = np.float32(output_quantization.scale)
+    if pool_op == "mean":
+        zero_point_shift = np.float32(np.float32(input_quantization.zero_point) * in_scale)
+        zero_point_shift = np.float32(zero_point_shift / out_scale)
+        half = np.float32(0.5)
+        rounded = zero_point_shift + half if zero_point_shift > 0 else zero_point_shift - half
+        real = np.float32(in_scale / np.float32(np.float32(count) * out_scale))
+        multiplier, shift = quantize_multiplier(float(real))
+        return MeanRequantization(offset=0, multiplier=multiplier, shift=shift,
+                                  bias=output_quantization.zero_point - int(rounded))
+    if pool_op == "mean_flat":
+        multiplier, shift = quantize_multiplier(float(in_scale) / float(out_scale))
+        fold = min(count.bit_length() - 1, 32, 31 + shift)
+        return MeanRequantization(offset=input_quantization.zero_point * count,
+                                  multiplier=(multiplier << fold) // count,
+                                  shift=shift - fold, bias=output_quantization.zero_point)
+    raise ValueError(f"pool_op {pool_op!r} is not a MEAN")
+
+
+def mean_rounds_half_up(channels, pool_op, threads=1):
+    """(C,) bool: the channels whose MEAN result LiteRT rounds halves up rather than away
+    from zero. Its keep_dims kernel splits the channels among min(C // 8, threads) tasks
+    (at least 1) and runs each task's channels in blocks of 16 through a vector path
+    (NEON, NEON_2_SSE on x86: vqrdmulh + vrshl, both rounding halves toward +inf), the
+    remaining < 16 scalar (MultiplyByQuantizedMultiplier: halves away from zero). The
+    runtime follows LiteRT with `threads` = 1, as convert's self-check runs it."""
+    half_up = np.zeros(channels, np.bool_)
+    if pool_op != "mean":
+        return half_up
+    tasks = min(max(channels // 8, 1), threads)
+    start = 0
+    for task in range(tasks):
+        end = start + (channels - start) // (tasks - task)
+        half_up[start:start + (end - start) // 16 * 16] = True
+        start = end
+    return half_up

@@ -276,7 +276,7 @@ def layers_from_tflite(path):
                        "bias": bias, "gamma": np.ones(channels), "beta": np.zeros(channels),
                        "mean": np.zeros(channels), "var": np.ones(channels),
                        "eps": np.float64(0.0)})
-    activation = ({1: "relu", 3: "relu6"}[activations.pop()], None)
+    activation = ({1: "relu", 3: "relu6"}[activations.pop()], None)  # (name, slope)
     return layers, activation, "torch" if padded else "tf_same"
 
 

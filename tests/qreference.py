@@ -3,6 +3,9 @@
 pooling,fully_connected,mean}.h), independent of mobinumba's Numba kernels: vectorised int64
 NumPy instead of scalar Numba code, taps outside the image skipped by explicit bounds tests
 instead of a zero-point border, the zero point subtracted instead of folded into the bias.
+MEAN and the classifier follow what LiteRT's builtin kernels compute instead (its optimized
+MEAN, QuantizedMeanOrSum, and FULLY_CONNECTED rounding halves up), since convert checks
+imported files against LiteRT: tests/test_litert_int8_ops.py pins those against LiteRT.
 """
 import numpy as np
 
@@ -28,6 +31,26 @@ def multiply_by_quantized_multiplier(x, multiplier, shift):
     remainder = high & mask
     threshold = (mask >> 1) + (high < 0)
     return (high >> right) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier_half_up(x, multiplier, shift):
+    """MultiplyByQuantizedMultiplier as LiteRT's NEON vector code (vshl, vqrdmulh, vrshl)
+    computes it, element-wise on int64 arrays: round(2 * x * multiplier / 2^32) and
+    round(high / 2^right) with halves rounded toward +inf (NumPy's floor division)."""
+    x = np.asarray(x, np.int64)
+    multiplier = np.asarray(multiplier, np.int64)
+    shift = np.asarray(shift, np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    shifted = ((x << left) + 2 ** 31) % 2 ** 32 - 2 ** 31  # int32 wraparound
+    high = np.floor_divide(2 * shifted * multiplier + 2 ** 31, 2 ** 32)  # vqrdmulh
+    return np.floor_divide(high + (1 << right) // 2, 1 << right)  # vrshl
+
+
+def requantize_half_up(acc, multiplier, shift, zero_point, low, high):
+    """requantize with LiteRT's FULLY_CONNECTED rounding (halves up)."""
+    value = multiply_by_quantized_multiplier_half_up(acc, multiplier, shift) + zero_point
+    return np.clip(value, low, high).astype(np.int8)
 
 
 def requantize(acc, multiplier, shift, zero_point, low, high):
@@ -72,16 +95,35 @@ def average_pool(x):
     return np.clip(rounded, -128, 127).astype(np.int8)
 
 
-def mean(x, in_quantization, out_quantization):
-    """TFLite MEAN int8 over H, W (reference_integer_ops::Mean): (N, C) int8."""
-    multiplier, shift = quantize_multiplier(float(np.float32(in_quantization.scale))
-                                            / float(np.float32(out_quantization.scale)))
-    total = (x.astype(np.int64) - in_quantization.zero_point).sum(axis=(1, 2))
-    scaled = multiply_by_quantized_multiplier(total, multiplier, shift)
+def mean(x, in_quantization, out_quantization, pool_op):
+    """TFLite MEAN int8 over H, W as LiteRT's builtin resolver runs it: (N, C) int8.
+
+    pool_op 'mean' (keep_dims): optimized_integer_ops::Mean, every 16 channels through its
+    NEON vector path (vqrdmulh, vrshl: halves rounded up), the < 16 left scalar (gemmlowp
+    rounding: halves away from zero), the zero point folded into a float32-rounded bias.
+    'mean_flat': reference_ops::QuantizedMeanOrSum, 1/count folded into the multiplier.
+    Written from those sources in int64 NumPy (one LiteRT thread)."""
+    f32 = np.float32
+    in_scale, out_scale = f32(in_quantization.scale), f32(out_quantization.scale)
     count = x.shape[1] * x.shape[2]
-    rounded = np.where(scaled > 0, (scaled + count // 2) // count,
-                       -((-scaled + count // 2) // count))
-    return np.clip(rounded + out_quantization.zero_point, -128, 127).astype(np.int8)
+    channels = x.shape[3]
+    total = x.astype(np.int64).sum(axis=(1, 2))  # (N, C)
+    if pool_op == "mean":
+        ratio = f32(f32(f32(in_quantization.zero_point) * in_scale) / out_scale)
+        bias = out_quantization.zero_point - int(np.trunc(ratio + np.copysign(f32(0.5), ratio)))
+        multiplier, shift = quantize_multiplier(float(in_scale / (f32(count) * out_scale)))
+        scaled = multiply_by_quantized_multiplier(total, multiplier, shift)
+        vector = channels // 16 * 16
+        scaled[:, :vector] = multiply_by_quantized_multiplier_half_up(
+            total[:, :vector], multiplier, shift)
+        value = scaled + bias
+    else:
+        multiplier, shift = quantize_multiplier(float(in_scale) / float(out_scale))
+        fold = min(int(np.floor(np.log2(count))), 32, 31 + shift)
+        value = multiply_by_quantized_multiplier(
+            total - in_quantization.zero_point * count, (multiplier << fold) // count,
+            shift - fold) + out_quantization.zero_point
+    return np.clip(value, -128, 127).astype(np.int8)
 
 
 def dense(x, weight, bias, in_zero_point):
@@ -103,13 +145,13 @@ def forward(model_file, q):
             if quant.pool_op == "average":
                 x = average_pool(x)
             else:
-                x = mean(x, quantization, quant.pooled)
+                x = mean(x, quantization, quant.pooled, quant.pool_op)
             quantization = quant.pooled
         multiplier, shift = requantization(quantization.scale, quant.weight_scale,
                                            quant.output.scale)
-        if kind.flat_input:
+        if kind.flat_input:  # LiteRT's FULLY_CONNECTED rounding
             acc = dense(x, record.weight, record.bias, quantization.zero_point)
-            low, high = -128, 127
+            x = requantize_half_up(acc, multiplier, shift, quant.output.zero_point, -128, 127)
         else:
             k = record.weight.shape[2]
             out_h, pad_top = conv_output_size(x.shape[1], k, record.stride, info.padding)
@@ -118,6 +160,6 @@ def forward(model_file, q):
             acc = conv2d(x, record.weight, record.bias, record.stride, pad_top, pad_left,
                          out_h, out_w, quantization.zero_point, groups)
             low, high = activation_range(info.activation, quant.output)
-        x = requantize(acc, multiplier, shift, quant.output.zero_point, low, high)
+            x = requantize(acc, multiplier, shift, quant.output.zero_point, low, high)
         quantization = quant.output
     return x

@@ -18,7 +18,7 @@ from mobinumba.bench.synthetic import random_model_file
 from mobinumba.convert.check import litert_logits
 from mobinumba.convert.tflite_file import parse_tflite
 from mobinumba.export_tflite import CONV_2D, _Graph
-from mobinumba.weights import ModelInfo, write_model_file
+from mobinumba.weights import ModelInfo, read_model_file, write_model_file
 
 pytest.importorskip("ai_edge_litert")
 tflite = pytest.importorskip("tflite")
@@ -196,6 +196,8 @@ def tf_files(workdir):
             0.25, 64, 7, padding="torch", head="dense", activation="relu", seed=3), None),
         "keras_int8": (lambda: tm.keras_mobilenet(0.25, 64, 10, seed=4), "int8"),
         "slim_int8": (lambda: tm.slim_like_mobilenet(0.25, 64, 7, seed=6), "int8"),
+        "slim_dense_int8": (lambda: tm.slim_like_mobilenet(0.25, 64, 7, head="dense",
+                                                           seed=8), "int8"),
         "slim_uint8": (lambda: tm.slim_like_mobilenet(0.25, 64, 7, padding="torch",
                                                       activation="relu", seed=7), "uint8"),
         "mobilenet_v2": (lambda: tm.keras_mobilenet_v2(32, 10, seed=5), None),
@@ -256,19 +258,14 @@ def litert_int8(path, count, seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [
-    "slim_int8", "slim_uint8",
-    # LiteRT's int8 MEAN over (1, 2) with keep_dims is optimized_integer_ops::Mean: float
-    # arithmetic with a +0.5 bias before rounding (and, on x86, NEON_2_SSE's approximate
-    # reciprocal of H*W for whole blocks of 8 channels); the int8 runtime's qmean_nhwc is
-    # reference_integer_ops::Mean. The pooled values differ by 1 on most channels and the
-    # logits by up to 3: a defect of the int8 kernel, reported to the lead (notes/tflite.md).
-    pytest.param("keras_int8", marks=pytest.mark.xfail(
-        strict=True, reason="int8 MEAN follows TFLite's reference kernel, LiteRT runs the "
-                            "optimized one"))])
-def test_int8_files_give_litert_int8_logits(tf_files, workdir, capsys, name):
-    """Issue 12: our int8 output tensor equals LiteRT's on every element, or within 1 on at
-    most 0.1% of them (AVERAGE_POOL_2D files, int8 and uint8 input/output)."""
+@pytest.mark.parametrize("name,pool_op", [
+    ("slim_int8", "average"), ("slim_uint8", "average"), ("keras_int8", "mean"),
+    ("slim_dense_int8", "mean_flat")])
+def test_int8_files_give_litert_int8_logits(tf_files, workdir, capsys, name, pool_op):
+    """Issue 12: our int8 output tensor equals LiteRT's (the issue allows within 1 on 0.1%;
+    these are equal on every element): AVERAGE_POOL_2D files (int8 and uint8 input/output),
+    and MEAN files with keep_dims (keras.applications.MobileNet, 1x1 conv classifier) and
+    without (GlobalAveragePooling2D + Dense)."""
     path = tf_files[name][0]
     output = workdir / f"{name}.h5"
     assert run_cli("convert", path, "-o", output, "--labels", "none") == 0
@@ -276,10 +273,10 @@ def test_int8_files_give_litert_int8_logits(tf_files, workdir, capsys, name):
         capsys.readouterr().out
     model = mobinumba.load(output)
     assert model.precision == "int8" and model.info.format_version == 2
+    assert read_model_file(output).layers[-1].quant.pool_op == pool_op
     stems, expected = litert_int8(path, 300, seed=9)  # 2,100 logits
     actual = model.run_quantized(stems.astype(np.int8))
-    difference = np.abs(actual.astype(np.int64) - expected.astype(np.int64))
-    assert difference.max() <= 1 and np.count_nonzero(difference) <= 0.001 * difference.size
+    assert np.array_equal(actual, expected)
     assert len(np.unique(expected)) > 3  # logits that vary: the comparison means something
 
 
@@ -304,13 +301,13 @@ def int8_exported(workdir):
 
 
 def test_int8_export_gives_litert_the_same_int8_logits(int8_exported, workdir, capsys):
-    """Issue 12's criterion on the shipped int8 model, 4,004 logits: equal, or within 1 on
-    at most 0.1% of them (measured: 9 of 16,016 one apart over 16 images)."""
+    """The shipped int8 model, 4,004 logits: equal to LiteRT's on every one (issue 12 allows
+    within 1 on 0.1%; measured 9 of 16,016 one apart before the classifier rounded halves
+    up as LiteRT does, 0 of 16,016 since)."""
     source, path = int8_exported
     stems, expected = litert_int8_float_input(path, 4, seed=3)
     actual = mobinumba.load(source).run_quantized(stems)
-    difference = np.abs(actual.astype(np.int64) - expected.astype(np.int64))
-    assert difference.max() <= 1 and np.count_nonzero(difference) <= 0.001 * difference.size
+    assert np.array_equal(actual, expected)
     assert len(np.unique(expected)) > 50
     # ... and reading it back gives the same int8 model.
     output = workdir / "shipped_int8_roundtrip.h5"

@@ -163,8 +163,8 @@ def int8_records(graph, chain, layers, path):
         while chain[position] is not op:  # PAD, pooling, RESHAPE before this layer
             between = chain[position]
             if between.name == "MEAN":
-                pooled, pool_op = activation_quantization(
-                    tensors[between.outputs[0]], "MEAN output"), "mean"
+                pooled = activation_quantization(tensors[between.outputs[0]], "MEAN output")
+                pool_op = "mean" if between.options.get("keep_dims") else "mean_flat"
             elif between.name != "QUANTIZE":
                 pooled = same_through(between)
                 if between.name == "AVERAGE_POOL_2D":

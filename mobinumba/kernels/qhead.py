@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import CACHE
-from .qcommon import aligned_array, multiply_by_quantized_multiplier, requantize_row
+from .qcommon import aligned_array, multiply_by_quantized_multiplier
 
 # Classes per dense task, as the float kernel (head.py): 4 tasks per image at 1000 classes.
 QDENSE_CHUNK = 256
@@ -36,24 +36,43 @@ def qaverage_pool_nhwc(x, out):
             out[n, c] = np.int8(min(max(_rounded_divide(np.int64(acc[c]), count), -128), 127))
 
 
+@njit(inline="always")
+def _multiply_half_up(acc, multiplier, shift):
+    """MultiplyByQuantizedMultiplier as LiteRT's NEON vector paths compute it (MEAN's
+    MultiplyByQuantizedMultiplier4Rows, the int8 GEMV of cpu_backend_gemm_custom_gemv.h;
+    NEON_2_SSE on x86): vqrdmulh, the high 32 bits of 2 * acc * multiplier rounded half up,
+    then vrshl, a right shift rounding half up. Halves of negative values round toward
+    +inf, where the scalar (gemmlowp) version rounds them away from zero."""
+    shift = np.int64(shift)
+    left = max(shift, np.int64(0))
+    right = max(-shift, np.int64(0))
+    shifted = np.int64(np.int32(np.int64(acc) << left))  # C's int32 product wraps
+    high = (shifted * np.int64(multiplier) + (np.int64(1) << 30)) >> 31
+    return (high + ((np.int64(1) << right) >> 1)) >> right
+
+
 @njit(parallel=True, cache=CACHE)
-def qmean_nhwc(x, in_zero_point, multiplier, shift, out_zero_point, out):
-    """out[n, c] = TFLite MEAN int8 over H and W: sum of (x - zp_in), multiplied by
-    in_scale / out_scale (multiplier, shift), rounded division by H*W, + zp_out, clamped.
-    x (N, H, W, C) int8; out (N, C) int8."""
+def qmean_nhwc(x, offset, multiplier, shift, bias, half_up, out):
+    """out[n, c] = TFLite MEAN int8 over H and W, as LiteRT runs it (see
+    quantization.mean_requantization): clamp(MultiplyByQuantizedMultiplier(sum of
+    x[n, :, :, c] - offset) + bias), the multiply rounding halves up where half_up[c]
+    (LiteRT's vector path, quantization.mean_rounds_half_up), away from zero elsewhere.
+    x (N, H, W, C) int8; half_up (C,) bool; out (N, C) int8."""
     n_batch, height, width, channels = x.shape
-    count = height * width
     for n in prange(n_batch):
         acc = np.zeros(channels, np.int32)  # (C,)
         for h in range(height):
             for w in range(width):
                 pixel = x[n, h, w]
                 for c in range(channels):
-                    acc[c] += np.int32(pixel[c]) - in_zero_point
+                    acc[c] += np.int32(pixel[c])
         for c in range(channels):
-            scaled = multiply_by_quantized_multiplier(acc[c], multiplier, shift)
-            value = _rounded_divide(scaled, count) + out_zero_point
-            out[n, c] = np.int8(min(max(value, -128), 127))
+            total = np.int64(acc[c]) - offset  # |sum| <= 128 * H * W: no int32 wrap
+            if half_up[c]:
+                value = _multiply_half_up(total, multiplier, shift)
+            else:
+                value = multiply_by_quantized_multiplier(total, multiplier, shift)
+            out[n, c] = np.int8(min(max(value + bias, -128), 127))
 
 
 def pack_qdense_weights(weight):
@@ -70,7 +89,9 @@ def pack_qdense_weights(weight):
 
 @njit(parallel=True, cache=CACHE)
 def qdense(x, weight, bias, multiplier, shift, out_zero_point, out):
-    """out = requantize(x @ W + bias), clamped to [-128, 127] (no activation).
+    """out = requantize(x @ W + bias), clamped to [-128, 127] (no activation), the
+    multiplier rounding halves up as LiteRT's FULLY_CONNECTED does (_multiply_half_up; see
+    ops/dense.QuantizedDense), not away from zero as TFLite's reference kernel.
 
     x (N, C) int8; weight (chunks, C, CHUNK) int16 from pack_qdense_weights; bias (K,) int32
     with the input zero point folded in; multiplier, shift (K,) int32; out (N, K) int8.
@@ -92,5 +113,6 @@ def qdense(x, weight, bias, multiplier, shift, out_zero_point, out):
             row = block[c]
             for j in range(stop - start):
                 acc[j] += value * np.int32(row[j])
-        requantize_row(acc, multiplier[start:], shift[start:], out_zero_point, -128, 127,
-                       stop - start, out[n, start:])
+        for j in range(stop - start):
+            value = _multiply_half_up(acc[j], multiplier[start + j], shift[start + j])
+            out[n, start + j] = np.int8(min(max(value + out_zero_point, -128), 127))

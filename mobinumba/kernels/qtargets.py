@@ -1,8 +1,9 @@
 """Which int8 dot-product instructions the compile target has.
 
 The int8 pointwise GEMM has a `vpdpbusd` kernel (kernels/vnni.py) that may only be compiled
-for a target with AVX-512 VNNI: LLVM cannot select the intrinsic otherwise. The target is
-read as kernels/targets.py reads it (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, else the host).
+for a target with AVX-512 VNNI or AVX-VNNI, and a `vpmaddwd` one (kernels/avx2_int8.py) for
+a target with AVX2: LLVM cannot select their intrinsics otherwise. The target is read as
+kernels/targets.py reads it (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, else the host).
 """
 import functools
 
@@ -20,18 +21,24 @@ _VNNI_NAMES = frozenset({
 _AVX_VNNI_NAMES = frozenset({
     "alderlake", "raptorlake", "meteorlake", "arrowlake", "arrowlake-s", "lunarlake",
     "pantherlake", "gracemont", "sierraforest", "grandridge", "clearwaterforest"})
+# ... and AVX2 without either.
+_AVX2_NAMES = frozenset({
+    "haswell", "broadwell", "skylake", "skylake-avx512", "cannonlake", "core-avx2",
+    "x86-64-v3", "x86-64-v4", "bdver4", "znver1", "znver2", "znver3"})
 
 
 @functools.cache
 def int8_dot_product():
     """'avx512vnni' when the compile target has AVX-512 VNNI (with AVX-512 BW and VL),
-    'avxvnni' when it has AVX-VNNI (256-bit), else None (the portable kernels run)."""
+    'avxvnni' when it has AVX-VNNI (256-bit), 'avx2' when it has AVX2 only (vpmaddwd),
+    else None (the portable kernels run)."""
     if numba.config.CPU_FEATURES is not None:
         text = numba.config.CPU_FEATURES
         if not text.strip():
             cpu = (numba.config.CPU_NAME or llvm.get_host_cpu_name()).lower()
             return ("avx512vnni" if cpu in _VNNI_NAMES
-                    else "avxvnni" if cpu in _AVX_VNNI_NAMES else None)
+                    else "avxvnni" if cpu in _AVX_VNNI_NAMES
+                    else "avx2" if cpu in _AVX2_NAMES else None)
         features, _ = parse_features(text)
     else:
         features = {name for name, on in llvm.get_host_cpu_features().items() if on}
@@ -39,4 +46,6 @@ def int8_dot_product():
         return "avx512vnni"
     if {"avxvnni", "avx2"} <= features:
         return "avxvnni"
+    if "avx2" in features:
+        return "avx2"
     return None

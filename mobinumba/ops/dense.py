@@ -28,8 +28,17 @@ class Dense:
 
 
 class QuantizedDense(Dense):
-    """The int8 classifier (TFLite FULLY_CONNECTED int8, per-channel or per-tensor weights):
-    kernels/qhead.py, no activation (clamped to [-128, 127])."""
+    """The int8 classifier (TFLite FULLY_CONNECTED int8, per-channel or per-tensor weights,
+    or a 1x1 CONV_2D on a 1x1 map): kernels/qhead.py, no activation (clamped to
+    [-128, 127]).
+
+    Requantized as LiteRT does it, halves rounded up (vqrdmulh + vrshl), not away from zero
+    as TFLite's reference kernel: measured on one-operator files (tests/
+    test_litert_int8_ops.py), LiteRT 2.3 rounds halves up in FULLY_CONNECTED and 1x1
+    CONV_2D at every shape, batch and thread count tried, while its MEAN and pooling
+    follow gemmlowp. The other int8 convolutions (kernels/q*.py) keep TFLite's reference
+    rounding: their ReLU / ReLU6 clamp at the quantized 0 makes the two agree there (a
+    negative half rounds to <= 0 either way)."""
 
     output_dtype = np.int8
 

@@ -4,7 +4,7 @@ second half, and timm's optional head conv.
 Runtime: (N, H, W, Cin) -> (N, H, W, Cout) as one GEMM over the N*H*W pixels
 (kernels/pointwise.py). Stride 1 only: the runtime has no strided 1x1 kernel. int8
 (QuantizedPointwiseConv): kernels/vnni.py where the compile target has AVX-512 VNNI or
-AVX-VNNI, else the portable kernels/qpointwise.py.
+AVX-VNNI, kernels/avx2_int8.py where it has AVX2 only, else the portable kernels/qpointwise.py.
 """
 import numpy as np
 
@@ -42,8 +42,9 @@ class PointwiseConv:
 
 class QuantizedPointwiseConv(PointwiseConv):
     """The int8 pointwise op (TFLite CONV_2D int8, 1x1): the vpdpbusd GEMM when the compile
-    target has AVX-512 VNNI or AVX-VNNI (kernels/qtargets.py), else the portable one. Both fold the
-    input zero point into the bias; vpdpbusd's u8 operand adds 128 more (kernels/vnni.py)."""
+    target has AVX-512 VNNI or AVX-VNNI (kernels/qtargets.py), the vpmaddwd one with AVX2
+    only, else the portable one. All fold the input zero point into the bias; vpdpbusd's u8
+    operand adds 128 more (kernels/vnni.py)."""
 
     output_dtype = np.int8
 
@@ -57,7 +58,12 @@ class QuantizedPointwiseConv(PointwiseConv):
         zero_point = input_quantization.zero_point
         self.bias = int8_bias(record, zero_point, fold=True)  # (Cout,) int32
         self.variant = int8_dot_product() or "portable"
-        if self.variant != "portable":
+        if self.variant == "avx2":
+            from ..kernels.avx2_int8 import AVX2_TILE, pack_avx2_weights, qpwconv_nhwc_avx2_kernel
+
+            self.kernel = qpwconv_nhwc_avx2_kernel(AVX2_TILE)
+            self.weight = pack_avx2_weights(record.weight, AVX2_TILE.nr)  # (P, G, NR*2) int16
+        elif self.variant != "portable":
             from ..kernels.vnni import TILES, pack_vnni_weights, qpwconv_nhwc_vnni_kernel
 
             tile = TILES[self.variant]

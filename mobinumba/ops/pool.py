@@ -49,27 +49,28 @@ class GlobalAvgPool:
 
 class QuantizedGlobalAvgPool(GlobalAvgPool):
     """The int8 pooling op: TFLite's AVERAGE_POOL_2D over the whole image (pool_op
-    'average': keeps its input's quantization) or MEAN over H and W (pool_op 'mean':
-    requantized by input_scale / output_scale, see kernels/qhead.py)."""
+    'average': keeps its input's quantization) or MEAN over H and W (pool_op 'mean' with
+    keep_dims, 'mean_flat' without: requantized as LiteRT does it, see
+    quantization.mean_requantization and kernels/qhead.py)."""
 
     output_dtype = np.int8
 
     def __init__(self, channels, input_quantization, layer_quantization):
-        from ..quantization import quantize_multiplier
-
         super().__init__(channels)
         self.pool_op = layer_quantization.pool_op
-        self.input_zero_point = input_quantization.zero_point
+        self.input_quantization = input_quantization
         self.output_quantization = layer_quantization.pooled
-        self.multiplier, self.shift = quantize_multiplier(
-            float(np.float32(input_quantization.scale))
-            / float(np.float32(self.output_quantization.scale)))
 
     def bind(self, src, dst):
         """(kernel, args) computing dst (N, C) int8 from src (N, H, W, C) int8."""
         from ..kernels.qhead import qaverage_pool_nhwc, qmean_nhwc
+        from ..quantization import mean_requantization, mean_rounds_half_up
 
         if self.pool_op == "average":
             return qaverage_pool_nhwc, (src, dst)
-        return qmean_nhwc, (src, self.input_zero_point, self.multiplier, self.shift,
-                            self.output_quantization.zero_point, dst)
+        # The parameters depend on H*W (the multiplier folds 1 / count in): known here.
+        params = mean_requantization(self.input_quantization, self.output_quantization,
+                                     src.shape[1] * src.shape[2], self.pool_op)
+        half_up = mean_rounds_half_up(src.shape[3], self.pool_op)
+        return qmean_nhwc, (src, params.offset, params.multiplier, params.shift,
+                            params.bias, half_up, dst)
