@@ -76,6 +76,20 @@ def test_multiply_by_quantized_multiplier_matches_the_reference():
     assert np.abs(got[small] - exact).max() <= 0.5 + 1e-6 * np.abs(exact).max()
 
 
+def test_multiply_by_quantized_multiplier_rounds_ties_like_the_reference():
+    # Every tie of both roundings: multiplier 2^30 (0.5) makes 2ab / 2^31 land on halves for
+    # odd acc, and shifts -1..-4 put remainders exactly on (and next to) the half of
+    # RoundingDivideByPOT, for positive and negative acc; plus multipliers next to 2^30.
+    values = np.arange(-2000, 2001, dtype=np.int32)
+    for multiplier in (2 ** 30, 2 ** 30 + 1, 2 ** 30 - 1, 2 ** 31 - 1, 1 << 29):
+        for shift in (2, 1, 0, -1, -2, -3, -4, -31):
+            m = np.full(values.shape, multiplier, np.int32)
+            s = np.full(values.shape, shift, np.int32)
+            assert np.array_equal(_mbqm(values, m, s),
+                                  qreference.multiply_by_quantized_multiplier(values, m, s)), \
+                (multiplier, shift)
+
+
 def test_quantize_multiplier_represents_the_real():
     for real in [1e-9, 2.0 ** -31, 0.0037, 0.25, 0.5, 0.99999999, 1.0, 1.5, 7.3]:
         multiplier, shift = quantize_multiplier(real)

@@ -18,7 +18,6 @@ from numba.extending import intrinsic
 from ._common import ALIGNMENT
 
 _ONE_30 = np.int64(1 << 30)
-_MASK_31 = np.int64((1 << 31) - 1)
 
 
 # Written without branches (selects, arithmetic shifts), so that LLVM vectorises an epilogue
@@ -29,22 +28,29 @@ _MASK_31 = np.int64((1 << 31) - 1)
 @njit(inline="always")
 def rounding_doubling_high_mul(a, b):
     """SaturatingRoundingDoublingHighMul(int32 a, int32 b): the high 32 bits of 2ab,
-    rounded to nearest (halves away from zero), as int64. b >= 0 here, so the saturating
-    case (a = b = INT32_MIN) never arises."""
-    product = np.int64(a) * np.int64(b)
-    negative = product >> 63  # 0 or -1
-    total = product + (_ONE_30 + negative * (2 * _ONE_30 - 1))  # nudge 2^30 or 1 - 2^30
-    # C's division by 2^31 truncates toward zero: add 2^31 - 1 first when negative.
-    return (total + ((total >> 63) & _MASK_31)) >> 31
+    rounded to nearest, as int64. b >= 0 here, so the saturating case (a = b = INT32_MIN)
+    never arises.
+
+    gemmlowp adds a nudge (2^30, or 1 - 2^30 when ab < 0) and divides by 2^31 truncating
+    toward zero. For ab < 0 that is ceil((ab + 1 - 2^30) / 2^31) = floor((ab + 2^30) / 2^31),
+    the same expression as for ab >= 0: one add and one arithmetic shift (halves of a
+    negative ab round toward zero, as gemmlowp's do). 3 vector operations instead of 9:
+    the epilogue bounds the early layers (docs/performance.md).
+    """
+    return (np.int64(a) * np.int64(b) + _ONE_30) >> 31
 
 
 @njit(inline="always")
 def rounding_divide_by_pot(x, exponent):
-    """RoundingDivideByPOT: x / 2^exponent rounded to nearest, halves away from zero."""
-    mask = (np.int64(1) << exponent) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) - (x >> 63)  # + 1 when x < 0
-    return (x >> exponent) + np.int64(remainder > threshold)
+    """RoundingDivideByPOT: x / 2^exponent rounded to nearest, halves away from zero, for
+    x within int32 (held in int64) and 0 <= exponent <= 31.
+
+    TFLite rounds up when the remainder exceeds (2^exponent - 1) >> 1, plus one when x < 0:
+    that is (x + half - [x < 0 and exponent > 0]) >> exponent with half = 2^exponent >> 1.
+    """
+    half = (np.int64(1) << exponent) >> 1
+    negative = (x >> 63) & np.int64(half > 0)  # 1 when x < 0 and exponent > 0, else 0
+    return (x + half - negative) >> exponent
 
 
 @njit(inline="always")
