@@ -23,6 +23,7 @@ from mobinumba.kernels.qcommon import multiply_by_quantized_multiplier
 from mobinumba.kernels.qconv import pack_qconv3x3_weights, qconv3x3_nchw_to_nhwc
 from mobinumba.kernels.qdepthwise import (pack_qdwconv3x3_weights, qdwconv3x3_nhwc,
                                           tile_qdwconv3x3_weights)
+from mobinumba.kernels.qinput import quantize_nchw
 from mobinumba.kernels.qhead import (pack_qdense_weights, qaverage_pool_nhwc, qdense,
                                      qmean_nhwc)
 from mobinumba.kernels.qpointwise import pack_qpointwise_weights, qpwconv_nhwc
@@ -253,6 +254,28 @@ def test_int8_network_is_bit_exact(small_int8_model):
     for shape in ((3, 40, 40, 3), (1, 33, 27, 3)):  # batch > 1, odd sizes
         q = int8(rng, *shape)
         assert np.array_equal(model.run_quantized(q), qreference.forward(int8_file, q))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale,zero_point", [(0.0078125, -1), (0.02, 5), (1.0, -128),
+                                              (0.3, 127)])
+def test_quantize_nchw_matches_quantize(dtype, scale, zero_point):
+    """The input kernel = TFLite QUANTIZE: float32 division, std::round (halves away from
+    zero, computed exactly in float64 here), + zero point, clamp; into a strided view."""
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((2, 3, 9, 11)) * 100 * scale).astype(dtype)
+    flat = x.reshape(-1)
+    flat[:8] = np.array([0.5, -0.5, 1.5, -2.5, 0.49999997, -0.49999997, 1e30, -1e30]) * scale
+    padded = np.full((2, 3, 12, 14), 99, np.int8)
+    quantize_nchw(x, np.float32(scale), np.int32(zero_point), padded[:, :, 1:10, 2:13])
+    scaled = (x.astype(np.float32) / np.float32(scale)).astype(np.float64)
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)  # exact for float32 values
+    expected = np.clip(rounded + zero_point, -128, 127).astype(np.int8)
+    assert np.array_equal(padded[:, :, 1:10, 2:13], expected)
+    assert np.array_equal(expected, Quantization(scale, zero_point).quantize(x))
+    border = padded.copy()
+    border[:, :, 1:10, 2:13] = 99
+    assert (border == 99).all()  # nothing written outside the view
 
 
 def test_call_quantizes_and_dequantizes(small_int8_model):
