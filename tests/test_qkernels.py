@@ -19,7 +19,7 @@ from numba import njit
 
 import qreference
 from mobinumba.bench.synthetic import random_model_file
-from mobinumba.kernels.qcommon import multiply_by_quantized_multiplier
+from mobinumba.kernels.qcommon import multiply_by_quantized_multiplier, requantize_row
 from mobinumba.kernels.qconv import pack_qconv3x3_weights, qconv3x3_nchw_to_nhwc
 from mobinumba.kernels.qdepthwise import (pack_qdwconv3x3_weights, qdwconv3x3_nhwc,
                                           tile_qdwconv3x3_weights)
@@ -89,6 +89,35 @@ def test_multiply_by_quantized_multiplier_rounds_ties_like_the_reference():
             assert np.array_equal(_mbqm(values, m, s),
                                   qreference.multiply_by_quantized_multiplier(values, m, s)), \
                 (multiplier, shift)
+
+
+@njit
+def _requantize_rows(acc, multiplier, shift, zero_point, low, high, width, out):
+    for start in range(0, acc.shape[0] - width + 1, width):
+        requantize_row(acc[start:], multiplier[start:], shift[start:], zero_point, low, high,
+                       width, out[start:])
+
+
+@pytest.mark.parametrize("width", [1, 15, 16, 17, 32, 40])
+def test_requantize_row_matches_the_reference(width):
+    """The epilogue of every kernel (16-lane vector part and scalar tail) on the whole int32
+    range, real multipliers 2^-40 .. 2^3 (left shifts that wrap included), ties."""
+    rng = np.random.default_rng(width)
+    size = 40 * 480
+    acc = rng.integers(-2 ** 31, 2 ** 31, size).astype(np.int32)
+    acc[:4000] = rng.integers(-3000, 3000, 4000)
+    acc[:6] = [0, 1, -1, 2 ** 31 - 1, -2 ** 31, 2 ** 30]
+    pairs = [quantize_multiplier(real) for real in 2.0 ** rng.uniform(-40, 3, size)]
+    multiplier = np.array([m for m, _ in pairs], np.int32)
+    shift = np.array([s for _, s in pairs], np.int32)
+    multiplier[:2000], shift[:2000] = 2 ** 30, rng.integers(-4, 1, 2000)  # ties
+    for zero_point, low, high in [(0, -128, 127), (-7, -7, 120), (100, -128, 127)]:
+        out = np.zeros(size, np.int8)
+        _requantize_rows(acc, multiplier, shift, zero_point, low, high, width, out)
+        expected = qreference.requantize(acc.astype(np.int64), multiplier, shift, zero_point,
+                                         low, high)
+        covered = size // width * width  # whole rows only
+        assert np.array_equal(out[:covered], expected[:covered])
 
 
 def test_quantize_multiplier_represents_the_real():

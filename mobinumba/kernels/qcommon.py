@@ -11,6 +11,7 @@ Only imported when an int8 model is used: float32 models never compile these ker
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -71,11 +72,91 @@ def requantize(acc, multiplier, shift, zero_point, low, high):
     return np.int8(min(max(value, low), high))
 
 
+# Outputs per requantize_vector call: one zmm of int32 (two ymm on AVX2 targets).
+REQUANTIZE_LANES = 16
+
+
+@intrinsic
+def requantize_vector(typingctx, acc, multiplier, shift, zero_point, low, high, dst, offset):
+    """dst[offset:offset + 16] = requantize(acc[...], multiplier[...], shift[...], zero_point,
+    low, high) on 16 lanes at once, written in LLVM vector IR: every step but the 32 x 32 -> 64
+    bit product stays in int32 lanes (the Numba version widens everything to int64 and does 8
+    lanes per instruction: 0.24 ns per output, the largest single cost of the early layers).
+
+    The same arithmetic as requantize(), step by step: C's wrapping int32 left shift; the
+    high mul as floor((a * b + 2^30) / 2^31) in int64 (rounding_doubling_high_mul), its result
+    within int32; RoundingDivideByPOT in int32 exactly as TFLite writes it (remainder > (mask
+    >> 1) + [x < 0]), which cannot overflow; + zero point, clamp, int8.
+    acc, multiplier, shift: int32 arrays, dst: an int8 array, each contiguous from `offset`
+    for 16 elements (the caller checks the bounds)."""
+    arrays_ok = (all(isinstance(a, types.Array) and a.dtype == types.int32 and a.ndim == 1
+                     for a in (acc, multiplier, shift))
+                 and isinstance(dst, types.Array) and dst.dtype == types.int8 and dst.ndim == 1)
+    if not arrays_ok:
+        return None
+    lanes = REQUANTIZE_LANES
+
+    def codegen(context, builder, signature, args):
+        acc_value, multiplier_value, shift_value, zp_value, low_value, high_value, \
+            dst_value, offset_value = args
+        i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+        v32, v64, v8 = (ir.VectorType(i32, lanes), ir.VectorType(i64, lanes),
+                        ir.VectorType(i8, lanes))
+        offset_value = context.cast(builder, offset_value, signature.args[7], types.intp)
+
+        def vector_at(index, element, vector):
+            array = context.make_array(signature.args[index])(context, builder, args[index])
+            data = builder.bitcast(array.data, element.as_pointer())
+            return builder.bitcast(builder.gep(data, [offset_value]), vector.as_pointer())
+
+        def splat(value, index, vector, element):
+            scalar = context.cast(builder, value, signature.args[index], types.int32)
+            if element != i32:
+                scalar = builder.trunc(scalar, element)
+            single = builder.insert_element(ir.Constant(vector, None), scalar,
+                                            ir.Constant(i32, 0))
+            return builder.shuffle_vector(single, ir.Constant(vector, None),
+                                          ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+
+        def const32(value):
+            return ir.Constant(v32, [value] * lanes)
+
+        acc32 = builder.load(vector_at(0, i32, v32), align=4)
+        mult32 = builder.load(vector_at(1, i32, v32), align=4)
+        shift32 = builder.load(vector_at(2, i32, v32), align=4)
+        zero = const32(0)
+        positive = builder.icmp_signed(">", shift32, zero)
+        left = builder.select(positive, shift32, zero)
+        right = builder.select(positive, zero, builder.sub(zero, shift32))
+        shifted = builder.shl(acc32, left)  # C's int32 wrap
+        product = builder.mul(builder.sext(shifted, v64), builder.sext(mult32, v64))
+        nudged = builder.add(product, ir.Constant(v64, [1 << 30] * lanes))
+        high = builder.trunc(builder.ashr(nudged, ir.Constant(v64, [31] * lanes)), v32)
+        mask = builder.sub(builder.shl(const32(1), right), const32(1))
+        remainder = builder.and_(high, mask)
+        negative = builder.zext(builder.icmp_signed("<", high, zero), v32)
+        threshold = builder.add(builder.ashr(mask, const32(1)), negative)
+        rounded = builder.add(builder.ashr(high, right),
+                              builder.zext(builder.icmp_signed(">", remainder, threshold), v32))
+        value = builder.add(rounded, splat(zp_value, 3, v32, i32))
+        low32, high32 = splat(low_value, 4, v32, i32), splat(high_value, 5, v32, i32)
+        value = builder.select(builder.icmp_signed("<", value, low32), low32, value)
+        value = builder.select(builder.icmp_signed(">", value, high32), high32, value)
+        builder.store(builder.trunc(value, v8), vector_at(6, i8, v8), align=1)
+        return context.get_dummy_value()
+
+    return types.none(acc, multiplier, shift, zero_point, low, high, dst, offset), codegen
+
+
 @njit(inline="always")
 def requantize_row(acc, multiplier, shift, zero_point, low, high, width, dst):
     """dst[:width] = requantize(acc[:width]) with per-channel multiplier[:width] and
-    shift[:width]: one tile row's epilogue, on 1-D slices so that LLVM vectorises it."""
-    for v in range(width):
+    shift[:width]: one tile row's epilogue. Whole groups of 16 go through requantize_vector,
+    the rest through the scalar requantize. The 1-D arguments must be contiguous."""
+    full = width - width % REQUANTIZE_LANES
+    for v in range(0, full, REQUANTIZE_LANES):
+        requantize_vector(acc, multiplier, shift, zero_point, low, high, dst, v)
+    for v in range(full, width):
         dst[v] = requantize(acc[v], multiplier[v], shift[v], zero_point, low, high)
 
 
