@@ -21,8 +21,8 @@ import qreference
 from mobinumba.bench.synthetic import random_model_file
 from mobinumba.kernels.qcommon import multiply_by_quantized_multiplier, requantize_row
 from mobinumba.kernels.qconv import pack_qconv3x3_weights, qconv3x3_nchw_to_nhwc
-from mobinumba.kernels.qdepthwise import (pack_qdwconv3x3_weights, qdwconv3x3_nhwc,
-                                          tile_qdwconv3x3_weights)
+from mobinumba.kernels.qdepthwise import (pack_qdwconv3x3_weights, qdwconv3x3_band,
+                                          qdwconv3x3_nhwc, tile_qdwconv3x3_weights)
 from mobinumba.kernels.qinput import quantize_nchw
 from mobinumba.kernels.qhead import (pack_qdense_weights, qaverage_pool_nhwc, qdense,
                                      qmean_nhwc)
@@ -155,7 +155,9 @@ def test_qconv3x3_stem(c_out, out_w, stride, padding, batch):
 
 @pytest.mark.parametrize("channels,size,stride,padding,batch", [
     (1, 5, 1, "torch", 2), (7, 8, 2, "tf_same", 1), (33, 7, 2, "torch", 2),
-    (64, 6, 1, "tf_same", 1), (5, 8, 2, "tf_same", 2)])
+    (64, 6, 1, "tf_same", 1), (5, 8, 2, "tf_same", 2),
+    # several rows per task, a short last band, both strides
+    (9, 30, 1, "tf_same", 2), (16, 31, 2, "torch", 1), (3, 45, 2, "tf_same", 1)])
 def test_qdwconv3x3(channels, size, stride, padding, batch):
     rng = np.random.default_rng(channels)
     out_h, top = conv_output_size(size, 3, stride, padding)
@@ -167,12 +169,15 @@ def test_qdwconv3x3(channels, size, stride, padding, batch):
     multiplier, shift, out_zp, low, high = epilogue(rng, channels)
     folded = (bias - zero_point * weight.reshape(channels, -1).astype(np.int64).sum(1))
     packed = pack_qdwconv3x3_weights(weight)
-    out = np.full((batch, out_h, out_w, channels), 99, np.int8)
-    qdwconv3x3_nhwc(x, packed, tile_qdwconv3x3_weights(packed, out_w), folded.astype(np.int32),
-                    multiplier, shift, stride, top, left, zero_point, out_zp, low, high, out)
     acc = qreference.conv2d(x, weight, bias, stride, top, left, out_h, out_w, zero_point,
                             groups=channels)
-    assert np.array_equal(out, qreference.requantize(acc, multiplier, shift, out_zp, low, high))
+    expected = qreference.requantize(acc, multiplier, shift, out_zp, low, high)
+    for band in sorted({qdwconv3x3_band(out_h), 1, 4}):  # output rows per task
+        out = np.full((batch, out_h, out_w, channels), 99, np.int8)
+        qdwconv3x3_nhwc(x, packed, tile_qdwconv3x3_weights(packed, out_w),
+                        folded.astype(np.int32), multiplier, shift, stride, top, left,
+                        zero_point, out_zp, low, high, band, out)
+        assert np.array_equal(out, expected), band
 
 
 POINTWISE_SHAPES = [(1, 1, 1), (37, 13, 70), (61, 64, 64), (7, 130, 33), (29, 3, 129),
