@@ -24,8 +24,9 @@ from mobinumba.kernels.qconv import pack_qconv3x3_weights, qconv3x3_nchw_to_nhwc
 from mobinumba.kernels.qdepthwise import (pack_qdwconv3x3_weights, qdwconv3x3_band,
                                           qdwconv3x3_nhwc, tile_qdwconv3x3_weights)
 from mobinumba.kernels.qinput import quantize_nchw
-from mobinumba.kernels.qhead import (pack_qdense_weights, qaverage_pool_nhwc, qdense,
-                                     qmean_nhwc)
+from mobinumba.kernels.qhead import (pack_qdense_weights, qaverage_pool_nhwc,
+                                     qaverage_pool_nhwc_serial, qdense, qmean_nhwc,
+                                     qmean_nhwc_serial)
 from mobinumba.kernels.qpointwise import pack_qpointwise_weights, qpwconv_nhwc
 from mobinumba.kernels.qtargets import int8_dot_product
 from mobinumba.model import Model
@@ -245,13 +246,15 @@ def test_vnni_kernel_uses_vpdpbusd():
 def test_qpools(size, channels, batch):
     rng = np.random.default_rng(size)
     x = int8(rng, batch, size, size, channels)
-    out = np.full((batch, channels), 99, np.int8)
-    qaverage_pool_nhwc(x, out)
-    assert np.array_equal(out, qreference.average_pool(x))
     source, target = Quantization(0.05, -9), Quantization(0.031, 4)
     multiplier, shift = quantize_multiplier(float(np.float32(0.05)) / float(np.float32(0.031)))
-    qmean_nhwc(x, source.zero_point, multiplier, shift, target.zero_point, out)
-    assert np.array_equal(out, qreference.mean(x, source, target))
+    for average, mean in [(qaverage_pool_nhwc, qmean_nhwc),
+                          (qaverage_pool_nhwc_serial, qmean_nhwc_serial)]:
+        out = np.full((batch, channels), 99, np.int8)
+        average(x, out)
+        assert np.array_equal(out, qreference.average_pool(x))
+        mean(x, source.zero_point, multiplier, shift, target.zero_point, out)
+        assert np.array_equal(out, qreference.mean(x, source, target))
 
 
 @pytest.mark.parametrize("features,classes,batch", [(1024, 1001, 2), (13, 5, 1), (64, 257, 3)])

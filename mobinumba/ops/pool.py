@@ -67,9 +67,12 @@ class QuantizedGlobalAvgPool(GlobalAvgPool):
 
     def bind(self, src, dst):
         """(kernel, args) computing dst (N, C) int8 from src (N, H, W, C) int8."""
-        from ..kernels.qhead import qaverage_pool_nhwc, qmean_nhwc
+        from ..kernels import qhead
 
+        single = src.shape[0] == 1  # one task: no parallel region (kernels/qhead.py)
         if self.pool_op == "average":
-            return qaverage_pool_nhwc, (src, dst)
-        return qmean_nhwc, (src, self.input_zero_point, self.multiplier, self.shift,
-                            self.output_quantization.zero_point, dst)
+            kernel = qhead.qaverage_pool_nhwc_serial if single else qhead.qaverage_pool_nhwc
+            return kernel, (src, dst)
+        kernel = qhead.qmean_nhwc_serial if single else qhead.qmean_nhwc
+        return kernel, (src, self.input_zero_point, self.multiplier, self.shift,
+                        self.output_quantization.zero_point, dst)
