@@ -22,7 +22,8 @@ from mobinumba.bench.synthetic import random_model_file
 from mobinumba.kernels.qcommon import multiply_by_quantized_multiplier, requantize_row
 from mobinumba.kernels.qconv import pack_qconv3x3_weights, qconv3x3_nchw_to_nhwc
 from mobinumba.kernels.qdepthwise import (pack_qdwconv3x3_weights, qdwconv3x3_band,
-                                          qdwconv3x3_nhwc, tile_qdwconv3x3_weights)
+                                          qdwconv3x3_nhwc, tile_qdwconv3x3_bias,
+                                          tile_qdwconv3x3_weights)
 from mobinumba.kernels.qinput import quantize_nchw
 from mobinumba.kernels.qhead import (pack_qdense_weights, qaverage_pool_nhwc,
                                      qaverage_pool_nhwc_serial, qdense, qmean_nhwc,
@@ -176,7 +177,9 @@ def test_qdwconv3x3(channels, size, stride, padding, batch):
     for band in sorted({qdwconv3x3_band(out_h), 1, 4}):  # output rows per task
         out = np.full((batch, out_h, out_w, channels), 99, np.int8)
         qdwconv3x3_nhwc(x, packed, tile_qdwconv3x3_weights(packed, out_w),
-                        folded.astype(np.int32), multiplier, shift, stride, top, left,
+                        folded.astype(np.int32),
+                        tile_qdwconv3x3_bias(folded.astype(np.int32), out_w),
+                        multiplier, shift, stride, top, left,
                         zero_point, out_zp, low, high, band, out)
         assert np.array_equal(out, expected), band
 
