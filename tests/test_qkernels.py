@@ -176,8 +176,7 @@ def test_qdwconv3x3(channels, size, stride, padding, batch):
     expected = qreference.requantize(acc, multiplier, shift, out_zp, low, high)
     for band in sorted({qdwconv3x3_band(out_h), 1, 4}):  # output rows per task
         out = np.full((batch, out_h, out_w, channels), 99, np.int8)
-        qdwconv3x3_nhwc(x, packed, tile_qdwconv3x3_weights(packed, out_w),
-                        folded.astype(np.int32),
+        qdwconv3x3_nhwc(x, tile_qdwconv3x3_weights(packed, out_w),
                         tile_qdwconv3x3_bias(folded.astype(np.int32), out_w),
                         multiplier, shift, stride, top, left,
                         zero_point, out_zp, low, high, band, out)

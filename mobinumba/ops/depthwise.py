@@ -69,18 +69,13 @@ class QuantizedDepthwiseConv(DepthwiseConv):
 
         out_h, out_w, top, left = self.spec.output_size(src.shape[1], src.shape[2],
                                                         self.padding)
-        # (3, 3, Wo * C) and (Wo * C,) for stride 1; other strides read the (3, 3, C)
-        # weights and the (C,) bias.
-        if self.spec.stride == 1:
-            weight_row = tile_qdwconv3x3_weights(self.weight, out_w)
-            bias_row = tile_qdwconv3x3_bias(self.bias, out_w)
-        else:
-            weight_row, bias_row = self.weight[:, :, :0], self.bias[:0]
         multiplier, shift, zero_point, low, high = self.epilogue.args
-        return qdwconv3x3_nhwc, (src, self.weight, weight_row, self.bias, bias_row,
-                                 multiplier, shift, self.spec.stride, top, left,
-                                 self.input_zero_point, zero_point, low, high,
-                                 qdwconv3x3_band(out_h), dst)
+        # (3, 3, Wo * C) int16, (Wo * C,) int32: every tap's weights and the bias per element
+        # of an output row.
+        return qdwconv3x3_nhwc, (src, tile_qdwconv3x3_weights(self.weight, out_w),
+                                 tile_qdwconv3x3_bias(self.bias, out_w), multiplier, shift,
+                                 self.spec.stride, top, left, self.input_zero_point,
+                                 zero_point, low, high, qdwconv3x3_band(out_h), dst)
 
 
 class Depthwise3x3(LayerKind):
