@@ -241,7 +241,13 @@ class Model:
     def _copy_input(self, workspace, x):
         """x (N, 3, H, W) float into the workspace's input: as is, or quantized (int8)."""
         if self.precision == "int8":
-            workspace.input[...] = self.input_quantization.quantize(x)
+            from .kernels.qinput import quantize_nchw
+
+            if x.dtype not in (np.float32, np.float64):
+                x = x.astype(np.float32)  # float16: the kernel reads float32 or float64
+            quantization = self.input_quantization
+            quantize_nchw(x, np.float32(quantization.scale), np.int32(quantization.zero_point),
+                          workspace.input)
         else:
             np.copyto(workspace.input, x, casting="same_kind")
 

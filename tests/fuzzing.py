@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import queue
+import random
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import time
 from collections import Counter, defaultdict
 
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_worker.py")
 SCALE = float(os.environ.get("MOBINUMBA_FUZZ_SCALE", "1"))
@@ -292,6 +294,27 @@ class Timer:
 
     def __exit__(self, *exc):
         STATS.seconds[self.target] += time.perf_counter() - self.start
+
+
+@st.composite
+def structural_byte_edits(draw, size, structure, max_overwrite=12):
+    """1-3 edits of a file of `size` bytes: flips and overwrites (up to `max_overwrite`
+    bytes), 4 in 5 at an offset from `structure` (the file's non-data bytes); rarely a cut."""
+    rnd = random.Random(draw(st.integers(0, 2 ** 64 - 1)))
+    edits = []
+    for _ in range(draw(st.integers(1, 3))):
+        if rnd.random() < 0.8:
+            offset = int(structure[rnd.randrange(len(structure))])
+        else:
+            offset = rnd.randrange(size)
+        kind = rnd.choices(["flip", "overwrite", "truncate"], weights=[80, 15, 5])[0]
+        if kind == "flip":
+            edits.append((kind, offset, 1 << rnd.randrange(8)))
+        elif kind == "overwrite":
+            edits.append((kind, offset, draw(st.binary(min_size=1, max_size=max_overwrite))))
+        else:
+            edits.append((kind, offset, None))
+    return edits
 
 
 def apply_byte_edits(data, edits):

@@ -14,7 +14,6 @@ checkpoint's own tensors. A pickle's code must never run.
 """
 import os
 import pickle
-import random
 import struct
 import zipfile
 
@@ -28,7 +27,8 @@ from safetensors.torch import save_file
 from backbone_models import retinaface_backbone, retinaface_detector_state, ssd_model
 from conftest import build_reference
 from fuzzing import (STATS, FuzzWorker, Timer, apply_byte_edits, assert_few_uncompared,
-                     at_least, check_answer, examples, examples_count)
+                     at_least, check_answer, examples, examples_count,
+                     structural_byte_edits)
 
 NAMING = (r"'[^']+'|\b\w+(\.\w+)+\b|not a readable|does not hold a state dict|"
           r"unknown layout|state dict key")
@@ -108,26 +108,6 @@ def run_checkpoint_case(worker, seeds, path, layout):
 
 # ------------------------------------------------------------------------ byte mutations
 
-@st.composite
-def byte_edits(draw, size, structure):
-    """1-3 edits: flips and overwrites, 4 in 5 in the file's structure; rarely a cut."""
-    rnd = random.Random(draw(st.integers(0, 2 ** 64 - 1)))
-    edits = []
-    for _ in range(draw(st.integers(1, 3))):
-        if rnd.random() < 0.8:
-            offset = int(structure[rnd.randrange(len(structure))])
-        else:
-            offset = rnd.randrange(size)
-        kind = rnd.choices(["flip", "overwrite", "truncate"], weights=[80, 15, 5])[0]
-        if kind == "flip":
-            edits.append((kind, offset, 1 << rnd.randrange(8)))
-        elif kind == "overwrite":
-            edits.append((kind, offset, draw(st.binary(min_size=1, max_size=12))))
-        else:
-            edits.append((kind, offset, None))
-    return edits
-
-
 @pytest.mark.parametrize("name,count", [("timm.pth", 200), ("timm.safetensors", 150),
                                         ("classic.pth", 100), ("retinaface.pth", 100),
                                         ("ssd.pth", 50)])
@@ -136,7 +116,7 @@ def test_byte_mutations(seeds, worker, name, count):
     path = seeds.directory / f"bytes-{name}"
 
     @examples(count)
-    @given(edits=byte_edits(len(data), structure))
+    @given(edits=structural_byte_edits(len(data), structure))
     def case(edits):
         path.write_bytes(apply_byte_edits(data, edits))
         run_checkpoint_case(worker, seeds, path, layout)

@@ -13,7 +13,6 @@ read from the file by the worker itself (by weight name in .h5, by position in .
 """
 import io
 import json
-import random
 import struct
 import zipfile
 
@@ -24,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fuzzing import (STATS, FuzzWorker, Timer, apply_byte_edits, at_least, check_answer,
-                     examples)
+                     examples, structural_byte_edits)
 
 pytest.importorskip("keras")
 from test_keras import KerasFiles  # noqa: E402 - needs keras
@@ -422,26 +421,6 @@ def zip_structure(data):
     return np.flatnonzero(~is_data)
 
 
-@st.composite
-def byte_edits(draw, size, structure):
-    """1-3 edits: flips and overwrites, 4 in 5 in the structure; rarely a cut."""
-    rnd = random.Random(draw(st.integers(0, 2 ** 64 - 1)))
-    edits = []
-    for _ in range(draw(st.integers(1, 3))):
-        if rnd.random() < 0.8:
-            offset = int(structure[rnd.randrange(len(structure))])
-        else:
-            offset = rnd.randrange(size)
-        kind = rnd.choices(["flip", "overwrite", "truncate"], weights=[80, 15, 5])[0]
-        if kind == "flip":
-            edits.append((kind, offset, 1 << rnd.randrange(8)))
-        elif kind == "overwrite":
-            edits.append((kind, offset, draw(st.binary(min_size=1, max_size=12))))
-        else:
-            edits.append((kind, offset, None))
-    return edits
-
-
 @pytest.mark.parametrize("name,count", [("functional.keras", 120), ("functional.h5", 80)])
 def test_byte_mutations(seeds, worker, name, count):
     data = seeds.data[name]
@@ -450,7 +429,7 @@ def test_byte_mutations(seeds, worker, name, count):
     path = seeds.directory / f"bytes-{name}"
 
     @examples(count)
-    @given(edits=byte_edits(len(data), structure))
+    @given(edits=structural_byte_edits(len(data), structure))
     def case(edits):
         path.write_bytes(apply_byte_edits(data, edits))
         run_keras_case(worker, seeds, path)

@@ -13,15 +13,13 @@ agree with a float64 reference read from the same file by the `tflite` package (
 file: run bit-exact against the NumPy reference of TFLite's integer arithmetic). A crash,
 hang, foreign exception or wrong result fails the test.
 """
-import random
 
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from fuzzing import (STATS, FuzzWorker, Timer, apply_byte_edits, at_least, check_answer,
-                     examples)
+                     examples, structural_byte_edits)
 from mobinumba.bench.synthetic import random_model_file
 from mobinumba.export_tflite import tflite_bytes
 from mobinumba.quantize import quantize_model_file
@@ -82,26 +80,6 @@ def worker(seeds):
     process.close()
 
 
-@st.composite
-def byte_edits(draw, size, structure):
-    """1-3 edits: flips and overwrites, 4 in 5 in the structure; rarely a cut."""
-    rnd = random.Random(draw(st.integers(0, 2 ** 64 - 1)))
-    edits = []
-    for _ in range(draw(st.integers(1, 3))):
-        if rnd.random() < 0.8:
-            offset = int(structure[rnd.randrange(len(structure))])
-        else:
-            offset = rnd.randrange(size)
-        kind = rnd.choices(["flip", "overwrite", "truncate"], weights=[80, 15, 5])[0]
-        if kind == "flip":
-            edits.append((kind, offset, 1 << rnd.randrange(8)))
-        elif kind == "overwrite":
-            edits.append((kind, offset, draw(st.binary(min_size=1, max_size=8))))
-        else:
-            edits.append((kind, offset, None))
-    return edits
-
-
 @pytest.mark.parametrize("name,count", [("torch.tflite", 250), ("same.tflite", 150),
                                         ("int8.tflite", 200)])
 def test_byte_mutations(seeds, worker, name, count):
@@ -109,7 +87,7 @@ def test_byte_mutations(seeds, worker, name, count):
     path = seeds.directory / f"bytes-{name}"
 
     @examples(count)
-    @given(edits=byte_edits(len(data), structure))
+    @given(edits=structural_byte_edits(len(data), structure, max_overwrite=8))
     def case(edits):
         path.write_bytes(apply_byte_edits(data, edits))
         with Timer("tflite"):

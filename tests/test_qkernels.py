@@ -19,12 +19,15 @@ from numba import njit
 
 import qreference
 from mobinumba.bench.synthetic import random_model_file
-from mobinumba.kernels.qcommon import multiply_by_quantized_multiplier
+from mobinumba.kernels.qcommon import multiply_by_quantized_multiplier, requantize_row
 from mobinumba.kernels.qconv import pack_qconv3x3_weights, qconv3x3_nchw_to_nhwc
-from mobinumba.kernels.qdepthwise import (pack_qdwconv3x3_weights, qdwconv3x3_nhwc,
+from mobinumba.kernels.qdepthwise import (pack_qdwconv3x3_weights, qdwconv3x3_band,
+                                          qdwconv3x3_nhwc, tile_qdwconv3x3_bias,
                                           tile_qdwconv3x3_weights)
-from mobinumba.kernels.qhead import (pack_qdense_weights, qaverage_pool_nhwc, qdense,
-                                     qmean_nhwc)
+from mobinumba.kernels.qinput import quantize_nchw
+from mobinumba.kernels.qhead import (pack_qdense_weights, qaverage_pool_nhwc,
+                                     qaverage_pool_nhwc_serial, qdense, qmean_nhwc,
+                                     qmean_nhwc_serial)
 from mobinumba.kernels.qpointwise import pack_qpointwise_weights, qpwconv_nhwc
 from mobinumba.kernels.qtargets import int8_dot_product
 from mobinumba.model import Model
@@ -77,6 +80,49 @@ def test_multiply_by_quantized_multiplier_matches_the_reference():
     assert np.abs(got[small] - exact).max() <= 0.5 + 1e-6 * np.abs(exact).max()
 
 
+def test_multiply_by_quantized_multiplier_rounds_ties_like_the_reference():
+    # Every tie of both roundings: multiplier 2^30 (0.5) makes 2ab / 2^31 land on halves for
+    # odd acc, and shifts -1..-4 put remainders exactly on (and next to) the half of
+    # RoundingDivideByPOT, for positive and negative acc; plus multipliers next to 2^30.
+    values = np.arange(-2000, 2001, dtype=np.int32)
+    for multiplier in (2 ** 30, 2 ** 30 + 1, 2 ** 30 - 1, 2 ** 31 - 1, 1 << 29):
+        for shift in (2, 1, 0, -1, -2, -3, -4, -31):
+            m = np.full(values.shape, multiplier, np.int32)
+            s = np.full(values.shape, shift, np.int32)
+            assert np.array_equal(_mbqm(values, m, s),
+                                  qreference.multiply_by_quantized_multiplier(values, m, s)), \
+                (multiplier, shift)
+
+
+@njit
+def _requantize_rows(acc, multiplier, shift, zero_point, low, high, width, out):
+    for start in range(0, acc.shape[0] - width + 1, width):
+        requantize_row(acc[start:], multiplier[start:], shift[start:], zero_point, low, high,
+                       width, out[start:])
+
+
+@pytest.mark.parametrize("width", [1, 15, 16, 17, 32, 40])
+def test_requantize_row_matches_the_reference(width):
+    """The epilogue of every kernel (16-lane vector part and scalar tail) on the whole int32
+    range, real multipliers 2^-40 .. 2^3 (left shifts that wrap included), ties."""
+    rng = np.random.default_rng(width)
+    size = 40 * 480
+    acc = rng.integers(-2 ** 31, 2 ** 31, size).astype(np.int32)
+    acc[:4000] = rng.integers(-3000, 3000, 4000)
+    acc[:6] = [0, 1, -1, 2 ** 31 - 1, -2 ** 31, 2 ** 30]
+    pairs = [quantize_multiplier(real) for real in 2.0 ** rng.uniform(-40, 3, size)]
+    multiplier = np.array([m for m, _ in pairs], np.int32)
+    shift = np.array([s for _, s in pairs], np.int32)
+    multiplier[:2000], shift[:2000] = 2 ** 30, rng.integers(-4, 1, 2000)  # ties
+    for zero_point, low, high in [(0, -128, 127), (-7, -7, 120), (100, -128, 127)]:
+        out = np.zeros(size, np.int8)
+        _requantize_rows(acc, multiplier, shift, zero_point, low, high, width, out)
+        expected = qreference.requantize(acc.astype(np.int64), multiplier, shift, zero_point,
+                                         low, high)
+        covered = size // width * width  # whole rows only
+        assert np.array_equal(out[:covered], expected[:covered])
+
+
 def test_quantize_multiplier_represents_the_real():
     for real in [1e-9, 2.0 ** -31, 0.0037, 0.25, 0.5, 0.99999999, 1.0, 1.5, 7.3]:
         multiplier, shift = quantize_multiplier(real)
@@ -112,7 +158,9 @@ def test_qconv3x3_stem(c_out, out_w, stride, padding, batch):
 
 @pytest.mark.parametrize("channels,size,stride,padding,batch", [
     (1, 5, 1, "torch", 2), (7, 8, 2, "tf_same", 1), (33, 7, 2, "torch", 2),
-    (64, 6, 1, "tf_same", 1), (5, 8, 2, "tf_same", 2)])
+    (64, 6, 1, "tf_same", 1), (5, 8, 2, "tf_same", 2),
+    # several rows per task, a short last band, both strides
+    (9, 30, 1, "tf_same", 2), (16, 31, 2, "torch", 1), (3, 45, 2, "tf_same", 1)])
 def test_qdwconv3x3(channels, size, stride, padding, batch):
     rng = np.random.default_rng(channels)
     out_h, top = conv_output_size(size, 3, stride, padding)
@@ -124,12 +172,16 @@ def test_qdwconv3x3(channels, size, stride, padding, batch):
     multiplier, shift, out_zp, low, high = epilogue(rng, channels)
     folded = (bias - zero_point * weight.reshape(channels, -1).astype(np.int64).sum(1))
     packed = pack_qdwconv3x3_weights(weight)
-    out = np.full((batch, out_h, out_w, channels), 99, np.int8)
-    qdwconv3x3_nhwc(x, packed, tile_qdwconv3x3_weights(packed, out_w), folded.astype(np.int32),
-                    multiplier, shift, stride, top, left, zero_point, out_zp, low, high, out)
     acc = qreference.conv2d(x, weight, bias, stride, top, left, out_h, out_w, zero_point,
                             groups=channels)
-    assert np.array_equal(out, qreference.requantize(acc, multiplier, shift, out_zp, low, high))
+    expected = qreference.requantize(acc, multiplier, shift, out_zp, low, high)
+    for band in sorted({qdwconv3x3_band(out_h), 1, 4}):  # output rows per task
+        out = np.full((batch, out_h, out_w, channels), 99, np.int8)
+        qdwconv3x3_nhwc(x, tile_qdwconv3x3_weights(packed, out_w),
+                        tile_qdwconv3x3_bias(folded.astype(np.int32), out_w),
+                        multiplier, shift, stride, top, left,
+                        zero_point, out_zp, low, high, band, out)
+        assert np.array_equal(out, expected), band
 
 
 POINTWISE_SHAPES = [(1, 1, 1), (37, 13, 70), (61, 64, 64), (7, 130, 33), (29, 3, 129),
@@ -197,17 +249,20 @@ def test_vnni_kernel_uses_vpdpbusd():
 def test_qpools(size, channels, batch):
     rng = np.random.default_rng(size)
     x = int8(rng, batch, size, size, channels)
-    out = np.full((batch, channels), 99, np.int8)
-    qaverage_pool_nhwc(x, out)
-    assert np.array_equal(out, qreference.average_pool(x))
-    for source, target in [(Quantization(0.05, -9), Quantization(0.031, 4)),
-                           (Quantization(0.02, 100), Quantization(0.08, -128))]:
-        for pool_op in ("mean", "mean_flat"):
-            params = mean_requantization(source, target, size * size, pool_op)
-            out[...] = 99
-            qmean_nhwc(x, params.offset, params.multiplier, params.shift, params.bias,
-                       mean_rounds_half_up(channels, pool_op), out)
-            assert np.array_equal(out, qreference.mean(x, source, target, pool_op)), pool_op
+    for average, mean in [(qaverage_pool_nhwc, qmean_nhwc),
+                          (qaverage_pool_nhwc_serial, qmean_nhwc_serial)]:
+        out = np.full((batch, channels), 99, np.int8)
+        average(x, out)
+        assert np.array_equal(out, qreference.average_pool(x))
+        for source, target in [(Quantization(0.05, -9), Quantization(0.031, 4)),
+                               (Quantization(0.02, 100), Quantization(0.08, -128))]:
+            for pool_op in ("mean", "mean_flat"):
+                params = mean_requantization(source, target, size * size, pool_op)
+                out[...] = 99
+                mean(x, params.offset, params.multiplier, params.shift, params.bias,
+                     mean_rounds_half_up(channels, pool_op), out)
+                assert np.array_equal(out, qreference.mean(x, source, target, pool_op)), \
+                    pool_op
 
 
 @pytest.mark.parametrize("features,classes,batch", [(1024, 1001, 2), (13, 5, 1), (64, 257, 3)])
@@ -244,6 +299,28 @@ def test_int8_network_is_bit_exact(small_int8_model):
     for shape in ((3, 40, 40, 3), (1, 33, 27, 3)):  # batch > 1, odd sizes
         q = int8(rng, *shape)
         assert np.array_equal(model.run_quantized(q), qreference.forward(int8_file, q))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale,zero_point", [(0.0078125, -1), (0.02, 5), (1.0, -128),
+                                              (0.3, 127)])
+def test_quantize_nchw_matches_quantize(dtype, scale, zero_point):
+    """The input kernel = TFLite QUANTIZE: float32 division, std::round (halves away from
+    zero, computed exactly in float64 here), + zero point, clamp; into a strided view."""
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((2, 3, 9, 11)) * 100 * scale).astype(dtype)
+    flat = x.reshape(-1)
+    flat[:8] = np.array([0.5, -0.5, 1.5, -2.5, 0.49999997, -0.49999997, 1e30, -1e30]) * scale
+    padded = np.full((2, 3, 12, 14), 99, np.int8)
+    quantize_nchw(x, np.float32(scale), np.int32(zero_point), padded[:, :, 1:10, 2:13])
+    scaled = (x.astype(np.float32) / np.float32(scale)).astype(np.float64)
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)  # exact for float32 values
+    expected = np.clip(rounded + zero_point, -128, 127).astype(np.int8)
+    assert np.array_equal(padded[:, :, 1:10, 2:13], expected)
+    assert np.array_equal(expected, Quantization(scale, zero_point).quantize(x))
+    border = padded.copy()
+    border[:, :, 1:10, 2:13] = 99
+    assert (border == 99).all()  # nothing written outside the view
 
 
 def test_call_quantizes_and_dequantizes(small_int8_model):

@@ -64,16 +64,18 @@ class QuantizedDepthwiseConv(DepthwiseConv):
 
     def bind(self, src, dst):
         """(kernel, args) computing dst (N, Ho, Wo, C) int8 from src (N, H, W, C) int8."""
-        from ..kernels.qdepthwise import qdwconv3x3_nhwc, tile_qdwconv3x3_weights
+        from ..kernels.qdepthwise import (qdwconv3x3_band, qdwconv3x3_nhwc,
+                                          tile_qdwconv3x3_bias, tile_qdwconv3x3_weights)
 
-        _, out_w, top, left = self.spec.output_size(src.shape[1], src.shape[2], self.padding)
-        # (3, 3, Wo * C) for stride 1; other strides read the (3, 3, C) weights.
-        weight_row = (tile_qdwconv3x3_weights(self.weight, out_w) if self.spec.stride == 1
-                      else self.weight[:, :, :0])
+        out_h, out_w, top, left = self.spec.output_size(src.shape[1], src.shape[2],
+                                                        self.padding)
         multiplier, shift, zero_point, low, high = self.epilogue.args
-        return qdwconv3x3_nhwc, (src, self.weight, weight_row, self.bias, multiplier, shift,
+        # (3, 3, Wo * C) int16, (Wo * C,) int32: every tap's weights and the bias per element
+        # of an output row.
+        return qdwconv3x3_nhwc, (src, tile_qdwconv3x3_weights(self.weight, out_w),
+                                 tile_qdwconv3x3_bias(self.bias, out_w), multiplier, shift,
                                  self.spec.stride, top, left, self.input_zero_point,
-                                 zero_point, low, high, dst)
+                                 zero_point, low, high, qdwconv3x3_band(out_h), dst)
 
 
 class Depthwise3x3(LayerKind):

@@ -63,14 +63,17 @@ class QuantizedGlobalAvgPool(GlobalAvgPool):
 
     def bind(self, src, dst):
         """(kernel, args) computing dst (N, C) int8 from src (N, H, W, C) int8."""
-        from ..kernels.qhead import qaverage_pool_nhwc, qmean_nhwc
+        from ..kernels import qhead
         from ..quantization import mean_requantization, mean_rounds_half_up
 
+        single = src.shape[0] == 1  # one task: no parallel region (kernels/qhead.py)
         if self.pool_op == "average":
-            return qaverage_pool_nhwc, (src, dst)
+            kernel = qhead.qaverage_pool_nhwc_serial if single else qhead.qaverage_pool_nhwc
+            return kernel, (src, dst)
         # The parameters depend on H*W (the multiplier folds 1 / count in): known here.
         params = mean_requantization(self.input_quantization, self.output_quantization,
                                      src.shape[1] * src.shape[2], self.pool_op)
         half_up = mean_rounds_half_up(src.shape[3], self.pool_op)
-        return qmean_nhwc, (src, params.offset, params.multiplier, params.shift,
-                            params.bias, half_up, dst)
+        kernel = qhead.qmean_nhwc_serial if single else qhead.qmean_nhwc
+        return kernel, (src, params.offset, params.multiplier, params.shift, params.bias,
+                        half_up, dst)
