@@ -357,7 +357,8 @@ def layers_from_keras(path):
             kind = "dwconv" if depthwise else "pwconv" if layers else "conv"
             # HWIO -> OIHW; depthwise (H, W, C, 1) -> (C, 1, H, W)
             weight = arrays[0].transpose((2, 3, 0, 1) if depthwise else (3, 2, 0, 1))
-            layers.append({"kind": kind, "stride": int(layer["strides"][0]), "weight": weight})
+            strides = layer.get("strides") or (1, 1)  # Keras's default, as mobinumba reads it
+            layers.append({"kind": kind, "stride": int(strides[0]), "weight": weight})
             if len(arrays) > 1:
                 layers[-1]["bias"] = arrays[1]
     return layers, activation

@@ -334,8 +334,9 @@ def _flatten(layers, class_name, container, flat, aliases, depth):
             raise CheckpointError(f"{where}: layer {index} is not a layer config")
         config = layer["config"]
         name = layer.get("name", config.get("name"))
-        if not isinstance(name, str):
-            raise CheckpointError(f"{where}: layer {index} has no name")
+        if not isinstance(name, str) or not name:
+            raise CheckpointError(f"{where}: layer {index} ({layer['class_name']}) has no "
+                                  f"name")
         group = snake_case(layer["class_name"])
         used[group] = used.get(group, -1) + 1
         v3_path = f"{container.v3_prefix}/{group}" + (f"_{used[group]}" if used[group] else "")
