@@ -248,7 +248,8 @@ def layers_from_tflite(path):
     for index in range(graph.OperatorsLength()):
         op = graph.Operators(index)
         code = model.OperatorCodes(op.OpcodeIndex())
-        name = names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
+        number = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = names.get(number, f"op {number}")  # an unknown code: in no chain op we read
         inputs = op.InputsAsNumpy().tolist()
         padded |= name == "PAD"
         pooled |= name in ("MEAN", "AVERAGE_POOL_2D")
