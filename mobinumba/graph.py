@@ -106,21 +106,60 @@ class Workspace:
                 self.features = dst  # (N, C)
             self.outputs.append(dst)
             src = dst
+        self.block_calls, self._block_features_end = self._block_plan(ops, shapes,
+                                                                       ping_pong, pooling)
+
+    def _block_plan(self, ops, shapes, ping_pong, pooling):
+        """(calls, how many of them end at the pooling) for run() and run_features(): the
+        calls with each op that runs together with the next one (an int8 depthwise +
+        pointwise block on VNNI: op.fuses_with, op.bind_block) as one call, which does not
+        write the first op's output. A block cannot write its input's buffer (its tasks read
+        rows around theirs), so the plan alternates the ping-pong buffers per call, not per
+        op; `features` is the plan's pooling output."""
+        steps, index = [], 0
+        while index < len(ops):
+            fuses = getattr(ops[index], "fuses_with", None)
+            width = (2 if fuses is not None and index + 1 < len(ops)
+                     and fuses(ops[index + 1], shapes[index]) else 1)
+            steps.append(range(index, index + width))
+            index += width
+        if len(steps) == len(ops):
+            return self.calls, self._features_end
+        calls, features_end = [], None
+        src = self.padded_input
+        for step_index, step in enumerate(steps):
+            last = step[-1]
+            if last == len(ops) - 1:
+                dst = self.logits
+            else:
+                shape = shapes[last]
+                dst = ping_pong[step_index % 2][:int(np.prod(shape))].reshape(shape)
+            if len(step) == 2:
+                kernel, args = ops[step[0]].bind_block(ops[last], src, dst)
+            else:
+                kernel, args = ops[last].bind(src, dst)
+            calls.append((ops[step[0]], kernel, args))
+            if last == pooling:
+                self.features, features_end = dst, len(calls)  # (N, C)
+            src = dst
+        return calls, features_end
 
     def run(self):
-        """Run every kernel in order; the result is in self.logits."""
-        for _, kernel, args in self.calls:
+        """Run the forward pass (blocks fused where an op offers it); the result is in
+        self.logits."""
+        for _, kernel, args in self.block_calls:
             kernel(*args)
 
     def run_features(self):
-        """Run the kernels up to and including global pooling; the result is in self.features
-        (the ops after it, the classifier, are skipped)."""
-        for _, kernel, args in self.calls[:self._features_end]:
+        """Run the forward pass up to and including global pooling; the result is in
+        self.features (the ops after it, the classifier, are skipped)."""
+        for _, kernel, args in self.block_calls[:self._block_features_end]:
             kernel(*args)
 
     def run_keeping(self, indices):
-        """Run like run() and return {op index: copy of its output} for `indices`: each copy
-        is taken right after its op, before a later op reuses the ping-pong buffer."""
+        """Run op by op (no fused blocks: every output is written) and return {op index: copy
+        of its output} for `indices`: each copy is taken right after its op, before a later
+        op reuses the ping-pong buffer."""
         kept = {}
         for index, (_, kernel, args) in enumerate(self.calls):
             kernel(*args)
@@ -129,14 +168,15 @@ class Workspace:
         return kept
 
     def run_layers(self):
-        """Run like run(), yielding (op, its output buffer) after each op (calibration reads
+        """Run op by op, yielding (op, its output buffer) after each op (calibration reads
         every activation; the buffer is reused two ops later)."""
         for op, kernel, args in self.calls:
             kernel(*args)
             yield op, args[-1]
 
     def run_profiled(self):
-        """Run like run() and return [(op, seconds)] per op, timed with perf_counter."""
+        """Run op by op (no fused blocks, so every layer has its time) and return
+        [(op, seconds)] per op, timed with perf_counter."""
         timings = []
         for op, kernel, args in self.calls:
             start = time.perf_counter()

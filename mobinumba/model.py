@@ -226,12 +226,15 @@ class Model:
         self._check_workspace_size(n, height, width, (n, height, width, 3))
         with kernel_section():
             workspace = self._workspace(n, height, width)
-            workspace.input[...] = q.transpose(0, 3, 1, 2)
+            flip = self._ops[0].input_flip  # 0 or 128: the stem's input encoding (ops/stem.py)
+            workspace.input[...] = (q ^ np.int8(-flip) if flip else q).transpose(0, 3, 1, 2)
             workspace.run()
             return workspace.logits.copy()
 
     def profile(self, x):
-        """Run like m(x) and return [(layer name, seconds)] for every op, in order."""
+        """Run like m(x) and return [(layer name, seconds)] for every op, in order. The ops
+        run one by one, so that each has its own time: where m(x) fuses a depthwise +
+        pointwise block into one kernel (int8 on VNNI), the two layers are timed apart."""
         x = self._check_input(x)
         with kernel_section():
             workspace = self._workspace(*x.shape[:1], *x.shape[2:])
@@ -247,7 +250,7 @@ class Model:
                 x = x.astype(np.float32)  # float16: the kernel reads float32 or float64
             quantization = self.input_quantization
             quantize_nchw(x, np.float32(quantization.scale), np.int32(quantization.zero_point),
-                          workspace.input)
+                          np.int32(self._ops[0].input_flip), workspace.input)
         else:
             np.copyto(workspace.input, x, casting="same_kind")
 

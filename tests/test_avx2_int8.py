@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import qreference
+from mobinumba.kernels.qcommon import requantize_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
@@ -23,7 +24,7 @@ HOST_HAS_AVX2 = bool(llvm.get_host_cpu_features().get("avx2"))
 
 
 def pointwise_case(rows, depth, c_out, seed):
-    """(x, weight OIHW, bias, multiplier, shift, zero points, expected int8 output)."""
+    """(x, weight OIHW, bias, requantization table, zero points, expected int8 output)."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (rows, depth)).astype(np.int8)
     weight = rng.integers(-127, 128, (c_out, depth, 1, 1)).astype(np.int8)
@@ -34,7 +35,8 @@ def pointwise_case(rows, depth, c_out, seed):
     acc = qreference.dense(x, weight.reshape(c_out, depth), bias, in_zp)
     expected = qreference.requantize(acc, multiplier, shift, out_zp, -128, 127)
     folded = (bias - in_zp * weight.reshape(c_out, depth).astype(np.int64).sum(1))
-    return x, weight, folded.astype(np.int32), multiplier, shift, out_zp, expected
+    return (x, weight, folded.astype(np.int32), requantize_table(multiplier, shift), out_zp,
+            expected)
 
 
 SHAPES = [(7, 33, 19), (196, 512, 512), (13, 1, 5), (50, 64, 130), (6, 2, 16), (1, 1024, 17)]
@@ -48,14 +50,14 @@ def test_avx2_pointwise_is_bit_exact(rows, depth, c_out):
     from mobinumba.kernels.avx2_int8 import AVX2_TILE, pack_avx2_weights, qpwconv_nhwc_avx2_kernel
     from mobinumba.kernels.qpointwise import pack_qpointwise_weights, qpwconv_nhwc
 
-    x, weight, folded, multiplier, shift, out_zp, expected = pointwise_case(
+    x, weight, folded, table, out_zp, expected = pointwise_case(
         rows, depth, c_out, seed=rows + depth)
     out = np.full((rows, c_out), 99, np.int8)
     qpwconv_nhwc_avx2_kernel()(x, pack_avx2_weights(weight, AVX2_TILE.nr), folded,
-                               multiplier, shift, out_zp, -128, 127, out)
+                               table, out_zp, -128, 127, out)
     assert np.array_equal(out, expected)
     portable = np.full((rows, c_out), 99, np.int8)
-    qpwconv_nhwc(x, pack_qpointwise_weights(weight), folded, multiplier, shift, out_zp,
+    qpwconv_nhwc(x, pack_qpointwise_weights(weight), folded, table, out_zp,
                  -128, 127, portable)
     assert np.array_equal(out, portable)
     assert len(np.unique(expected)) > min(20, rows * c_out // 4)
@@ -71,10 +73,10 @@ HASWELL_CHILD = textwrap.dedent("""
     kernel = qpwconv_nhwc_avx2_kernel()
     exact = []
     for rows, depth, c_out in SHAPES:
-        x, weight, folded, multiplier, shift, out_zp, expected = pointwise_case(
+        x, weight, folded, table, out_zp, expected = pointwise_case(
             rows, depth, c_out, seed=rows + depth)
         out = np.empty((rows, c_out), np.int8)
-        kernel(x, pack_avx2_weights(weight, AVX2_TILE.nr), folded, multiplier, shift, out_zp,
+        kernel(x, pack_avx2_weights(weight, AVX2_TILE.nr), folded, table, out_zp,
                -128, 127, out)
         exact.append(bool(np.array_equal(out, expected)))
     asm = "\\n".join(kernel.inspect_asm().values())

@@ -4,14 +4,10 @@ multiple of 4 or 64, batch > 1, non-zero zero points, both paddings, strides 1 a
 
 The VNNI kernel runs where the host has AVX-512 VNNI; the portable kernels everywhere. The
 slow tests build the int8 network for haswell (AVX2) and x86-64 (SSE2) in a child process
-with a fresh NUMBA_CACHE_DIR (as tests/test_targets.py does for float32).
+with a fresh NUMBA_CACHE_DIR: the same child per target as tests/test_targets.py's float32
+checks (tests/target_children.py).
 """
 import dataclasses
-import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -19,7 +15,8 @@ from numba import njit
 
 import qreference
 from mobinumba.bench.synthetic import random_model_file
-from mobinumba.kernels.qcommon import multiply_by_quantized_multiplier, requantize_row
+from mobinumba.kernels.qcommon import (multiply_by_quantized_multiplier, requantize_row,
+                                       requantize_table)
 from mobinumba.kernels.qconv import pack_qconv3x3_weights, qconv3x3_nchw_to_nhwc
 from mobinumba.kernels.qdepthwise import (pack_qdwconv3x3_weights, qdwconv3x3_band,
                                           qdwconv3x3_nhwc, tile_qdwconv3x3_bias,
@@ -36,8 +33,6 @@ from mobinumba.quantization import (Quantization, mean_requantization, mean_roun
                                     quantize_multiplier)
 from mobinumba.quantize import quantize_model_file
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(TESTS)
 VNNI = int8_dot_product() == "avx512vnni"
 
 
@@ -95,10 +90,9 @@ def test_multiply_by_quantized_multiplier_rounds_ties_like_the_reference():
 
 
 @njit
-def _requantize_rows(acc, multiplier, shift, zero_point, low, high, width, out):
+def _requantize_rows(acc, table, zero_point, low, high, width, out):
     for start in range(0, acc.shape[0] - width + 1, width):
-        requantize_row(acc[start:], multiplier[start:], shift[start:], zero_point, low, high,
-                       width, out[start:])
+        requantize_row(acc[start:], table, start, zero_point, low, high, width, out[start:])
 
 
 @pytest.mark.parametrize("width", [1, 15, 16, 17, 32, 40])
@@ -116,7 +110,8 @@ def test_requantize_row_matches_the_reference(width):
     multiplier[:2000], shift[:2000] = 2 ** 30, rng.integers(-4, 1, 2000)  # ties
     for zero_point, low, high in [(0, -128, 127), (-7, -7, 120), (100, -128, 127)]:
         out = np.zeros(size, np.int8)
-        _requantize_rows(acc, multiplier, shift, zero_point, low, high, width, out)
+        _requantize_rows(acc, requantize_table(multiplier, shift), zero_point, low, high,
+                         width, out)
         expected = qreference.requantize(acc.astype(np.int64), multiplier, shift, zero_point,
                                          low, high)
         covered = size // width * width  # whole rows only
@@ -131,10 +126,14 @@ def test_quantize_multiplier_represents_the_real():
     assert quantize_multiplier(0.0) == (0, 0) and quantize_multiplier(2.0 ** -40) == (0, 0)
 
 
-@pytest.mark.parametrize("c_out,out_w,stride,padding,batch", [
-    (32, 17, 2, "tf_same", 2), (5, 7, 1, "torch", 1), (1, 3, 2, "torch", 3),
-    (33, 6, 2, "tf_same", 1)])
-def test_qconv3x3_stem(c_out, out_w, stride, padding, batch):
+STEM_CASES = [(32, 17, 2, "tf_same", 2), (5, 7, 1, "torch", 1), (1, 3, 2, "torch", 3),
+              (33, 6, 2, "tf_same", 1), (64, 13, 1, "tf_same", 1)]
+
+
+def _stem_case(c_out, out_w, stride, padding, batch, extra_columns):
+    """(padded NCHW input, weight, bias, zero point, epilogue args, expected, out shape):
+    the runner's input buffer, bordered with the zero point, exactly as wide as the taps
+    need plus `extra_columns`."""
     rng = np.random.default_rng(c_out)
     height, width = 9, (out_w - 1) * stride + 2
     out_h, top = conv_output_size(height, 3, stride, padding)
@@ -143,25 +142,59 @@ def test_qconv3x3_stem(c_out, out_w, stride, padding, batch):
     weight, bias = int8(rng, c_out, 3, 3, 3), rng.integers(-5000, 5000, c_out).astype(np.int32)
     zero_point = -7
     multiplier, shift, out_zp, low, high = epilogue(rng, c_out)
-    # The runner's input buffer: NCHW, bordered with the zero point past both sides.
-    padded = np.full((batch, 3, (out_h - 1) * stride + 3 + 2, (out_w - 1) * stride + 3 + 2),
+    padded = np.full((batch, 3, max(top + height, (out_h - 1) * stride + 3),
+                      max(left + width, (out_w - 1) * stride + 3) + extra_columns),
                      zero_point, np.int8)
     padded[:, :, top:top + height, left:left + width] = x.transpose(0, 3, 1, 2)
-    folded = (bias - zero_point * weight.reshape(c_out, -1).astype(np.int64).sum(1))
-    out = np.full((batch, out_h, out_w, c_out), 99, np.int8)
-    qconv3x3_nchw_to_nhwc(padded, pack_qconv3x3_weights(weight), folded.astype(np.int32),
-                          multiplier, shift, stride, out_zp, low, high, out)
     acc = qreference.conv2d(x, weight, bias, stride, top, left, out_h, out_w, zero_point)
     expected = qreference.requantize(acc, multiplier, shift, out_zp, low, high)
+    weight_sum = weight.reshape(c_out, -1).astype(np.int64).sum(1)
+    return (padded, weight, bias, weight_sum, zero_point, (requantize_table(multiplier, shift),
+            stride, out_zp, low, high), expected)
+
+
+@pytest.mark.parametrize("c_out,out_w,stride,padding,batch", STEM_CASES)
+def test_qconv3x3_stem(c_out, out_w, stride, padding, batch):
+    padded, weight, bias, weight_sum, zero_point, args, expected = _stem_case(
+        c_out, out_w, stride, padding, batch, extra_columns=0)
+    out = np.full(expected.shape, 99, np.int8)
+    qconv3x3_nchw_to_nhwc(padded, pack_qconv3x3_weights(weight),
+                          (bias - zero_point * weight_sum).astype(np.int32), *args, out)
     assert np.array_equal(out, expected)
 
 
-@pytest.mark.parametrize("channels,size,stride,padding,batch", [
+@pytest.mark.skipif(not VNNI, reason="the host has no AVX-512 VNNI")
+@pytest.mark.parametrize("c_out,out_w,stride,padding,batch", STEM_CASES)
+@pytest.mark.parametrize("variant", ["avx512vnni", "avxvnni"])
+def test_qconv3x3_stem_vnni(c_out, out_w, stride, padding, batch, variant):
+    """Both tiles, on the one-column-wider buffer the op allocates, holding q + 128 as u8
+    bits (ops/stem.py)."""
+    from mobinumba.kernels.vnni_stem import (STEM_TILES, pack_vnni_conv3x3_weights,
+                                             qconv3x3_nchw_to_nhwc_vnni_kernel)
+
+    padded, weight, bias, weight_sum, zero_point, args, expected = _stem_case(
+        c_out, out_w, stride, padding, batch, extra_columns=1)
+    tile = STEM_TILES[variant]
+    out = np.full(expected.shape, 99, np.int8)
+    folded = (bias - (zero_point + 128) * weight_sum).astype(np.int32)
+    flipped = padded ^ np.int8(-128)  # the kernel reads q + 128 as u8 bits (ops/stem.py)
+    qconv3x3_nchw_to_nhwc_vnni_kernel(tile)(
+        flipped, *pack_vnni_conv3x3_weights(weight, folded, tile.nr), *args, out)
+    assert np.array_equal(out, expected)
+
+
+DEPTHWISE_CASES = [
     (1, 5, 1, "torch", 2), (7, 8, 2, "tf_same", 1), (33, 7, 2, "torch", 2),
     (64, 6, 1, "tf_same", 1), (5, 8, 2, "tf_same", 2),
     # several rows per task, a short last band, both strides
-    (9, 30, 1, "tf_same", 2), (16, 31, 2, "torch", 1), (3, 45, 2, "tf_same", 1)])
-def test_qdwconv3x3(channels, size, stride, padding, batch):
+    (9, 30, 1, "tf_same", 2), (16, 31, 2, "torch", 1), (3, 45, 2, "tf_same", 1),
+    # whole vectors of channels (the VNNI kernel's one-stream rows), 8 and 16 lanes
+    (32, 13, 1, "torch", 1), (48, 12, 2, "tf_same", 2)]
+
+
+def _depthwise_case(channels, size, stride, padding, batch):
+    """(x, weight, bias, zero point, epilogue args, expected, geometry) of a depthwise case
+    on a (size, size + 1) input, and TFLite's result from the NumPy reference."""
     rng = np.random.default_rng(channels)
     out_h, top = conv_output_size(size, 3, stride, padding)
     out_w, left = conv_output_size(size + 1, 3, stride, padding)
@@ -170,18 +203,93 @@ def test_qdwconv3x3(channels, size, stride, padding, batch):
     bias = rng.integers(-5000, 5000, channels).astype(np.int32)
     zero_point = 11
     multiplier, shift, out_zp, low, high = epilogue(rng, channels)
-    folded = (bias - zero_point * weight.reshape(channels, -1).astype(np.int64).sum(1))
-    packed = pack_qdwconv3x3_weights(weight)
     acc = qreference.conv2d(x, weight, bias, stride, top, left, out_h, out_w, zero_point,
                             groups=channels)
     expected = qreference.requantize(acc, multiplier, shift, out_zp, low, high)
+    weight_sum = weight.reshape(channels, -1).astype(np.int64).sum(1)
+    return (x, weight, bias, weight_sum, zero_point, (requantize_table(multiplier, shift),),
+            (out_zp, low, high), expected, (out_h, out_w, top, left))
+
+
+@pytest.mark.parametrize("channels,size,stride,padding,batch", DEPTHWISE_CASES)
+def test_qdwconv3x3(channels, size, stride, padding, batch):
+    x, weight, bias, weight_sum, zero_point, requant, clamp, expected, geometry = \
+        _depthwise_case(channels, size, stride, padding, batch)
+    out_h, out_w, top, left = geometry
+    packed = pack_qdwconv3x3_weights(weight)
+    folded = (bias - zero_point * weight_sum).astype(np.int32)
     for band in sorted({qdwconv3x3_band(out_h), 1, 4}):  # output rows per task
         out = np.full((batch, out_h, out_w, channels), 99, np.int8)
         qdwconv3x3_nhwc(x, tile_qdwconv3x3_weights(packed, out_w),
-                        tile_qdwconv3x3_bias(folded.astype(np.int32), out_w),
-                        multiplier, shift, stride, top, left,
-                        zero_point, out_zp, low, high, band, out)
+                        tile_qdwconv3x3_bias(folded, out_w), *requant, stride, top, left,
+                        zero_point, *clamp, band, out)
         assert np.array_equal(out, expected), band
+
+
+@pytest.mark.skipif(not VNNI, reason="the host has no AVX-512 VNNI")
+@pytest.mark.parametrize("channels,size,stride,padding,batch", DEPTHWISE_CASES)
+@pytest.mark.parametrize("lanes", [16, 8])
+def test_qdwconv3x3_vnni(channels, size, stride, padding, batch, lanes):
+    """zmm and ymm (AVX-VNNI's width) vectors; channels that are not whole vectors go
+    through the scalar tail."""
+    from mobinumba.kernels.vnni_depthwise import (pack_vnni_dwconv3x3_weights,
+                                                  qdwconv3x3_nhwc_vnni_kernel,
+                                                  vnni_dwconv3x3_bias)
+
+    x, weight, bias, weight_sum, zero_point, requant, clamp, expected, geometry = \
+        _depthwise_case(channels, size, stride, padding, batch)
+    out_h, out_w, top, left = geometry
+    folded = vnni_dwconv3x3_bias((bias - (zero_point + 128) * weight_sum).astype(np.int32),
+                                 lanes)
+    kernel = qdwconv3x3_nhwc_vnni_kernel(lanes)
+    for band in sorted({qdwconv3x3_band(out_h), 1, 4}):  # output rows per task
+        out = np.full((batch, out_h, out_w, channels), 99, np.int8)
+        kernel(x, pack_vnni_dwconv3x3_weights(weight, lanes), folded, *requant, stride, top,
+               left, zero_point, *clamp, band, out)
+        assert np.array_equal(out, expected), band
+
+
+@pytest.mark.skipif(not VNNI, reason="the host has no AVX-512 VNNI")
+@pytest.mark.parametrize("channels,size,stride,padding,batch,c_out", [
+    (32, 13, 1, "torch", 2, 64), (48, 12, 2, "tf_same", 1, 40), (9, 30, 1, "tf_same", 1, 70),
+    (16, 31, 2, "torch", 2, 16)])
+@pytest.mark.parametrize("variant", ["avx512vnni", "avxvnni"])
+@pytest.mark.parametrize("band,splits", [(1, 1), (2, 3), (5, 1)])
+def test_qblock_vnni(channels, size, stride, padding, batch, c_out, variant, band, splits):
+    """The fused depthwise + pointwise block: the depthwise case's result (TFLite's, from the
+    NumPy reference) through the pointwise reference, equal on every element; bands of one
+    and several rows, the panels shared out between tasks (splits)."""
+    from mobinumba.kernels.vnni import TILES, pack_vnni_weights
+    from mobinumba.kernels.vnni_block import qblock_nhwc_vnni_kernel
+    from mobinumba.kernels.vnni_depthwise import (pack_vnni_dwconv3x3_weights,
+                                                  vnni_dwconv3x3_bias)
+
+    x, weight, bias, weight_sum, zero_point, requant, clamp, mid, geometry = \
+        _depthwise_case(channels, size, stride, padding, batch)
+    out_h, out_w, top, left = geometry
+    tile = TILES[variant]
+    lanes = tile.lanes
+    rng = np.random.default_rng(c_out)
+    pw_weight = int8(rng, c_out, channels, 1, 1)
+    pw_bias = rng.integers(-5000, 5000, c_out).astype(np.int32)
+    multiplier, shift, out_zp, low, high = epilogue(rng, c_out)
+    mid_zp = clamp[0]
+    acc = qreference.dense(mid.reshape(-1, channels), pw_weight[:, :, 0, 0], pw_bias, mid_zp)
+    expected = qreference.requantize(acc, multiplier, shift, out_zp, low, high).reshape(
+        batch, out_h, out_w, c_out)
+    pw_folded = (pw_bias - (mid_zp + 128) * pw_weight.reshape(c_out, -1).astype(np.int64)
+                 .sum(1)).astype(np.int32)
+    packed, packed_bias = pack_vnni_weights(pw_weight, pw_folded, tile.nr)
+    bands = (out_h + band - 1) // band
+    splits = min(splits, packed.shape[0])
+    scratch = np.empty((batch * bands * splits, band * out_w, channels), np.int8)
+    out = np.full((batch, out_h, out_w, c_out), 99, np.int8)
+    qblock_nhwc_vnni_kernel(lanes, tile)(
+        x, pack_vnni_dwconv3x3_weights(weight, lanes),
+        vnni_dwconv3x3_bias((bias - (zero_point + 128) * weight_sum).astype(np.int32), lanes),
+        *requant, stride, top, left, zero_point, *clamp, band, splits, packed, packed_bias,
+        requantize_table(multiplier, shift), out_zp, low, high, scratch, out)
+    assert np.array_equal(out, expected)
 
 
 POINTWISE_SHAPES = [(1, 1, 1), (37, 13, 70), (61, 64, 64), (7, 130, 33), (29, 3, 129),
@@ -198,8 +306,8 @@ def _pointwise_case(rows, c_in, c_out):
     acc = qreference.dense(x, weight[:, :, 0, 0], bias, zero_point)
     expected = qreference.requantize(acc, multiplier, shift, out_zp, low, high)
     weight_sum = weight.reshape(c_out, -1).astype(np.int64).sum(1)
-    return x, weight, bias, weight_sum, zero_point, (multiplier, shift, out_zp, low,
-                                                     high), expected
+    return x, weight, bias, weight_sum, zero_point, (requantize_table(multiplier, shift), out_zp,
+                                                     low, high), expected
 
 
 @pytest.mark.parametrize("rows,c_in,c_out", POINTWISE_SHAPES)
@@ -296,27 +404,40 @@ def small_int8_model():
 def test_int8_network_is_bit_exact(small_int8_model):
     int8_file, model, _ = small_int8_model
     rng = np.random.default_rng(9)
-    for shape in ((3, 40, 40, 3), (1, 33, 27, 3)):  # batch > 1, odd sizes
+    # batch > 1, odd sizes; 96x96 runs fused depthwise + pointwise blocks on VNNI hosts
+    for shape in ((3, 40, 40, 3), (1, 33, 27, 3), (2, 96, 96, 3)):
         q = int8(rng, *shape)
         assert np.array_equal(model.run_quantized(q), qreference.forward(int8_file, q))
+    if VNNI:
+        workspace = model._workspaces[(2, 96, 96)]
+        fused = [op.spec.name for op, kernel, _ in workspace.block_calls
+                 if kernel.py_func.__name__ == "qblock_nhwc_vnni"]
+        assert fused == ["block01_dw", "block02_dw", "block03_dw", "block04_dw",
+                         "block05_dw", "block06_dw", "block07_dw", "block08_dw",
+                         "block09_dw", "block10_dw", "block11_dw"], fused  # 3x3: 6 rows for 3
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("scale,zero_point", [(0.0078125, -1), (0.02, 5), (1.0, -128),
                                               (0.3, 127)])
-def test_quantize_nchw_matches_quantize(dtype, scale, zero_point):
+@pytest.mark.parametrize("flip", [0, 128])
+def test_quantize_nchw_matches_quantize(dtype, scale, zero_point, flip):
     """The input kernel = TFLite QUANTIZE: float32 division, std::round (halves away from
-    zero, computed exactly in float64 here), + zero point, clamp; into a strided view."""
+    zero, computed exactly in float64 here), + zero point, clamp; into a strided view; with
+    flip 128 the same values + 128 as u8 bits (the vpdpbusd stem's input)."""
     rng = np.random.default_rng(6)
     x = (rng.standard_normal((2, 3, 9, 11)) * 100 * scale).astype(dtype)
     flat = x.reshape(-1)
     flat[:8] = np.array([0.5, -0.5, 1.5, -2.5, 0.49999997, -0.49999997, 1e30, -1e30]) * scale
     padded = np.full((2, 3, 12, 14), 99, np.int8)
-    quantize_nchw(x, np.float32(scale), np.int32(zero_point), padded[:, :, 1:10, 2:13])
+    quantize_nchw(x, np.float32(scale), np.int32(zero_point), np.int32(flip),
+                  padded[:, :, 1:10, 2:13])
     scaled = (x.astype(np.float32) / np.float32(scale)).astype(np.float64)
     rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)  # exact for float32 values
     expected = np.clip(rounded + zero_point, -128, 127).astype(np.int8)
-    assert np.array_equal(padded[:, :, 1:10, 2:13], expected)
+    written = padded[:, :, 1:10, 2:13].view(np.uint8).astype(np.int32)
+    assert np.array_equal(written, (expected.astype(np.int32) + flip) % 256 if flip
+                          else expected.view(np.uint8))
     assert np.array_equal(expected, Quantization(scale, zero_point).quantize(x))
     border = padded.copy()
     border[:, :, 1:10, 2:13] = 99
@@ -334,38 +455,15 @@ def test_call_quantizes_and_dequantizes(small_int8_model):
     assert np.abs(logits - float_model(x)).max() < 0.1 * np.abs(float_model(x)).max()
 
 
-# A child process built for NUMBA_CPU_NAME: the int8 network against the reference; prints
-# JSON with the pointwise variant it used.
-TARGET_CHILD = textwrap.dedent("""
-    import json
-    import numpy as np
-    import qreference
-    from mobinumba.bench.synthetic import random_model_file
-    from mobinumba.model import Model
-    from mobinumba.quantize import quantize_model_file
-
-    model_file = random_model_file(0.25, 11, 40, seed=3)
-    rng = np.random.default_rng(5)
-    batches = [rng.standard_normal((2, 3, 40, 40)).astype(np.float32)]
-    int8_file, _ = quantize_model_file(model_file, batches)
-    model = Model(int8_file)
-    q = rng.integers(-128, 128, (2, 40, 40, 3)).astype(np.int8)
-    exact = bool(np.array_equal(model.run_quantized(q), qreference.forward(int8_file, q)))
-    variants = sorted({op.variant for op in model._ops if hasattr(op, "variant")})
-    print(json.dumps({"exact": exact, "variants": variants}))
-""")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("cpu,variant", [("haswell", "avx2"), ("x86-64", "portable"),
                                          ("alderlake", "avxvnni")])
-def test_int8_network_built_for_another_target(tmp_path, cpu, variant):
-    """alderlake: AVX2 + AVX-VNNI, no AVX-512 (this machine has both, so it runs)."""
-    env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES="",
-               NUMBA_CACHE_DIR=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([ROOT, TESTS, os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-c", TARGET_CHILD], env=env, capture_output=True,
-                            text=True, timeout=900, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.splitlines()[-1])
-    assert report == {"exact": True, "variants": [variant]}
+def test_int8_network_built_for_another_target(target_children, cpu, variant):
+    """alderlake: AVX2 + AVX-VNNI, no AVX-512 (this machine has both, so it runs): the
+    stem, depthwise and fused blocks on vpdpbusd too (ymm); the others run the portable
+    kernels, unfused."""
+    report = target_children.report(cpu, "int8")  # tests/target_children.py
+    vnni = variant == "avxvnni"
+    kernels = (["qblock_nhwc_vnni", "qconv3x3_nchw_to_nhwc_vnni", "qdwconv3x3_nhwc_vnni"]
+               if vnni else ["qconv3x3_nchw_to_nhwc", "qdwconv3x3_nhwc"])
+    assert report == {"exact": True, "variants": [variant], "kernels": kernels}

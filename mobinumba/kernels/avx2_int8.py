@@ -106,12 +106,12 @@ def qpwconv_nhwc_avx2_kernel(tile=AVX2_TILE):
     mr, vectors, nr = tile.mr, tile.vectors, tile.nr  # closure constants
 
     @njit(parallel=True, cache=CACHE)
-    def qpwconv_nhwc_avx2(x, packed, bias, multiplier, shift, out_zero_point, low, high, out):
+    def qpwconv_nhwc_avx2(x, packed, bias, table, out_zero_point, low, high, out):
         """out = requantize(x @ W + bias) with vpmaddwd.
 
         x (M, Cin) int8; packed (P, ceil(Cin/2), NR*2) int16 from pack_avx2_weights; bias
         (Cout,) int32 with the input zero point folded in (as qpointwise.qpwconv_nhwc);
-        multiplier, shift (Cout,) int32; out (M, Cout) int8.
+        table (5, Cout) int32 from qcommon.requantize_table; out (M, Cout) int8.
         """
         rows, depth = x.shape
         c_out = out.shape[1]
@@ -147,7 +147,7 @@ def qpwconv_nhwc_avx2_kernel(tile=AVX2_TILE):
                     for v in range(vectors):
                         pmaddwd_update(acc, r * nr + v * _LANES, pair, w, v * 2 * _LANES)
             for r in range(count):
-                requantize_row(acc[r], multiplier[j0:], shift[j0:], out_zero_point, low, high,
+                requantize_row(acc[r], table, j0, out_zero_point, low, high,
                                width, out[i0 + r, j0:])
 
     return qpwconv_nhwc_avx2

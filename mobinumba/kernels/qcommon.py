@@ -75,6 +75,23 @@ def requantize(acc, multiplier, shift, zero_point, low, high):
 # Outputs per requantize_vector call: one zmm of int32 (two ymm on AVX2 targets).
 REQUANTIZE_LANES = 16
 
+# The rows of a requantization table (requantize_table): per output channel, the multiplier,
+# its left and right shifts, the rounding half of the right shift, and -1 where the right
+# shift is positive (else 0).
+MULTIPLIER, LEFT, RIGHT, HALF, NEGATIVE_FIX = range(5)
+
+
+def requantize_table(multiplier, shift):
+    """(5, C) int32 from TFLite's per-channel (multiplier, shift) (C,): the rows MULTIPLIER,
+    LEFT = max(shift, 0), RIGHT = max(-shift, 0), HALF = 2^RIGHT >> 1 and NEGATIVE_FIX =
+    -[RIGHT > 0]. Every int8 kernel's epilogue reads them instead of deriving them from the
+    shift in every vector (6 of its 28 instructions per 16 outputs)."""
+    shift = np.asarray(shift, np.int64)
+    right = np.maximum(-shift, 0)
+    table = np.stack([np.asarray(multiplier, np.int64), np.maximum(shift, 0), right,
+                      (np.int64(1) << right) >> 1, -(right > 0).astype(np.int64)])
+    return aligned_array(table, np.int32)
+
 
 def _high_mul_lanes(builder, a, b, lanes):
     """IR: the int32 vector floor((a * b + 2^30) / 2^31) of int32 vectors a, b (the result of
@@ -99,85 +116,120 @@ def _high_mul_lanes(builder, a, b, lanes):
                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), order))
 
 
-@intrinsic
-def requantize_vector(typingctx, acc, multiplier, shift, zero_point, low, high, dst, offset):
-    """dst[offset:offset + 16] = requantize(acc[...], multiplier[...], shift[...], zero_point,
-    low, high) on 16 lanes at once, written in LLVM vector IR: every step but the 32 x 32 -> 64
-    bit product stays in int32 lanes (the Numba version widens everything to int64 and does 8
-    lanes per instruction: 0.24 ns per output, the largest single cost of the early layers).
+def _requantize_vector_intrinsic(negatives_exact):
+    """The requantize_vector intrinsic; negatives_exact=False omits the rounding correction
+    of negative values, for clamps that map every value <= 0 to `low` (see
+    requantize_row)."""
 
-    The same arithmetic as requantize(), step by step: C's wrapping int32 left shift; the
-    high mul as floor((a * b + 2^30) / 2^31) in int64 (rounding_doubling_high_mul), its result
-    within int32; RoundingDivideByPOT in int32 exactly as TFLite writes it (remainder > (mask
-    >> 1) + [x < 0]), which cannot overflow; + zero point, clamp, int8.
-    acc, multiplier, shift: int32 arrays, dst: an int8 array, each contiguous from `offset`
-    for 16 elements (the caller checks the bounds)."""
-    arrays_ok = (all(isinstance(a, types.Array) and a.dtype == types.int32 and a.ndim == 1
-                     for a in (acc, multiplier, shift))
-                 and isinstance(dst, types.Array) and dst.dtype == types.int8 and dst.ndim == 1)
-    if not arrays_ok:
-        return None
-    lanes = REQUANTIZE_LANES
+    def requantize_vector(typingctx, acc, table, channel, zero_point, low, high, dst, offset):
+        arrays_ok = (isinstance(acc, types.Array) and acc.dtype == types.int32
+                     and acc.ndim == 1
+                     and isinstance(table, types.Array) and table.dtype == types.int32
+                     and table.ndim == 2 and table.layout == "C"
+                     and isinstance(dst, types.Array) and dst.dtype == types.int8
+                     and dst.ndim == 1)
+        if not arrays_ok:
+            return None
+        lanes = REQUANTIZE_LANES
 
-    def codegen(context, builder, signature, args):
-        acc_value, multiplier_value, shift_value, zp_value, low_value, high_value, \
-            dst_value, offset_value = args
-        i8, i32 = ir.IntType(8), ir.IntType(32)
-        v32, v8 = ir.VectorType(i32, lanes), ir.VectorType(i8, lanes)
-        offset_value = context.cast(builder, offset_value, signature.args[7], types.intp)
+        def codegen(context, builder, signature, args):
+            acc_value, table_value, channel_value, zp_value, low_value, high_value, \
+                dst_value, offset_value = args
+            i8, i32 = ir.IntType(8), ir.IntType(32)
+            v32, v8 = ir.VectorType(i32, lanes), ir.VectorType(i8, lanes)
+            offset = context.cast(builder, offset_value, signature.args[7], types.intp)
+            channel = builder.add(
+                context.cast(builder, channel_value, signature.args[2], types.intp), offset)
 
-        def vector_at(index, element, vector):
-            array = context.make_array(signature.args[index])(context, builder, args[index])
-            data = builder.bitcast(array.data, element.as_pointer())
-            return builder.bitcast(builder.gep(data, [offset_value]), vector.as_pointer())
+            def vector_at(index, element, vector, position):
+                array = context.make_array(signature.args[index])(context, builder,
+                                                                  args[index])
+                data = builder.bitcast(array.data, element.as_pointer())
+                return builder.bitcast(builder.gep(data, [position]), vector.as_pointer())
 
-        def splat(value, index, vector, element):
-            scalar = context.cast(builder, value, signature.args[index], types.int32)
-            if element != i32:
-                scalar = builder.trunc(scalar, element)
-            single = builder.insert_element(ir.Constant(vector, None), scalar,
-                                            ir.Constant(i32, 0))
-            return builder.shuffle_vector(single, ir.Constant(vector, None),
-                                          ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+            table = context.make_array(signature.args[1])(context, builder, table_value)
+            columns = cgutils.unpack_tuple(builder, table.shape, 2)[1]
+            table_data = builder.bitcast(table.data, i32.as_pointer())
 
-        def const32(value):
-            return ir.Constant(v32, [value] * lanes)
+            def row(index):
+                position = builder.add(builder.mul(columns, ir.Constant(columns.type, index)),
+                                       channel)
+                return builder.load(builder.bitcast(builder.gep(table_data, [position]),
+                                                    v32.as_pointer()), align=4)
 
-        acc32 = builder.load(vector_at(0, i32, v32), align=4)
-        mult32 = builder.load(vector_at(1, i32, v32), align=4)
-        shift32 = builder.load(vector_at(2, i32, v32), align=4)
-        zero = const32(0)
-        positive = builder.icmp_signed(">", shift32, zero)
-        left = builder.select(positive, shift32, zero)
-        right = builder.select(positive, zero, builder.sub(zero, shift32))
-        shifted = builder.shl(acc32, left)  # C's int32 wrap
-        high = _high_mul_lanes(builder, shifted, mult32, lanes)
-        mask = builder.sub(builder.shl(const32(1), right), const32(1))
-        remainder = builder.and_(high, mask)
-        negative = builder.zext(builder.icmp_signed("<", high, zero), v32)
-        threshold = builder.add(builder.ashr(mask, const32(1)), negative)
-        rounded = builder.add(builder.ashr(high, right),
-                              builder.zext(builder.icmp_signed(">", remainder, threshold), v32))
-        value = builder.add(rounded, splat(zp_value, 3, v32, i32))
-        low32, high32 = splat(low_value, 4, v32, i32), splat(high_value, 5, v32, i32)
-        value = builder.select(builder.icmp_signed("<", value, low32), low32, value)
-        value = builder.select(builder.icmp_signed(">", value, high32), high32, value)
-        builder.store(builder.trunc(value, v8), vector_at(6, i8, v8), align=1)
-        return context.get_dummy_value()
+            def splat(value, index):
+                scalar = context.cast(builder, value, signature.args[index], types.int32)
+                single = builder.insert_element(ir.Constant(v32, None), scalar,
+                                                ir.Constant(i32, 0))
+                return builder.shuffle_vector(single, ir.Constant(v32, None),
+                                              ir.Constant(v32, [0] * lanes))
 
-    return types.none(acc, multiplier, shift, zero_point, low, high, dst, offset), codegen
+            acc32 = builder.load(vector_at(0, i32, v32, offset), align=4)
+            shifted = builder.shl(acc32, row(LEFT))  # C's int32 wrap
+            high = _high_mul_lanes(builder, shifted, row(MULTIPLIER), lanes)
+            # RoundingDivideByPOT: (x + half - [x < 0 and right > 0]) >> right. For x >= 0
+            # the sum can pass 2^31 - 1 (right 31 adds 2^30), but not 2^32: a logical shift
+            # of the wrapped sum is still exact; negative sums shift arithmetically.
+            zero, bits31 = ir.Constant(v32, [0] * lanes), ir.Constant(v32, [31] * lanes)
+            if negatives_exact:  # halves of negative values round away from zero
+                fix = builder.and_(builder.ashr(high, bits31), row(NEGATIVE_FIX))
+                total = builder.add(builder.add(high, row(HALF)), fix)
+                right = row(RIGHT)
+                value = builder.select(builder.icmp_signed("<", high, zero),
+                                       builder.ashr(total, right), builder.lshr(total, right))
+            else:  # every x < 0 ends at `low` either way: start from max(x, 0)
+                positive = builder.select(builder.icmp_signed(">", high, zero), high, zero)
+                value = builder.lshr(builder.add(positive, row(HALF)), row(RIGHT))
+            value = builder.add(value, splat(zp_value, 3))
+            low32, high32 = splat(low_value, 4), splat(high_value, 5)
+            value = builder.select(builder.icmp_signed("<", value, low32), low32, value)
+            value = builder.select(builder.icmp_signed(">", value, high32), high32, value)
+            builder.store(builder.trunc(value, v8), vector_at(6, i8, v8, offset), align=1)
+            return context.get_dummy_value()
+
+        return (types.none(acc, table, channel, zero_point, low, high, dst, offset),
+                codegen)
+
+    name = "requantize_vector" if negatives_exact else "requantize_vector_clamped"
+    requantize_vector.__name__ = requantize_vector.__qualname__ = name
+    return intrinsic(requantize_vector)
+
+
+requantize_vector = _requantize_vector_intrinsic(negatives_exact=True)
+requantize_vector.__doc__ = """dst[offset:offset + 16] = requantize(acc[offset:...]) with the
+per-channel constants of columns channel + offset .. of `table` (requantize_table), on 16
+lanes at once in LLVM vector IR: every step but the 32 x 32 -> 64 bit product stays in
+int32 lanes (the Numba version widens everything to int64 and does 8 lanes per instruction).
+
+The same arithmetic as requantize(), step by step: C's wrapping int32 left shift; the high
+mul as floor((a * b + 2^30) / 2^31) in int64 (rounding_doubling_high_mul), its result within
+int32; RoundingDivideByPOT as (x + half - [x < 0 and right > 0]) >> right
+(rounding_divide_by_pot), logical for x >= 0 (the sum may pass 2^31 - 1, never 2^32);
++ zero point, clamp, int8. acc: 1-D int32, table: (5, C)
+int32, dst: 1-D int8, each holding 16 elements from there (the caller checks the bounds)."""
+requantize_vector_clamped = _requantize_vector_intrinsic(negatives_exact=False)
+requantize_vector_clamped.__doc__ = """requantize_vector for low >= zero_point (a ReLU or
+ReLU6 clamp): every x < 0 rounds to <= 0 and ends at `low` either way, so it starts from
+max(x, 0) and shifts logically, without the negative rounding fix and the select."""
 
 
 @njit(inline="always")
-def requantize_row(acc, multiplier, shift, zero_point, low, high, width, dst):
-    """dst[:width] = requantize(acc[:width]) with per-channel multiplier[:width] and
-    shift[:width]: one tile row's epilogue. Whole groups of 16 go through requantize_vector,
-    the rest through the scalar requantize. The 1-D arguments must be contiguous."""
+def requantize_row(acc, table, channel, zero_point, low, high, width, dst):
+    """dst[:width] = requantize(acc[:width]) with the per-channel constants of columns
+    channel .. channel + width of `table` (requantize_table): one tile row's epilogue. Whole
+    groups of 16 go through requantize_vector (its clamped form when low >= zero_point),
+    the rest through the scalar requantize. acc and dst must be contiguous."""
     full = width - width % REQUANTIZE_LANES
-    for v in range(0, full, REQUANTIZE_LANES):
-        requantize_vector(acc, multiplier, shift, zero_point, low, high, dst, v)
+    if low >= zero_point:
+        for v in range(0, full, REQUANTIZE_LANES):
+            requantize_vector_clamped(acc, table, channel, zero_point, low, high, dst, v)
+    else:
+        for v in range(0, full, REQUANTIZE_LANES):
+            requantize_vector(acc, table, channel, zero_point, low, high, dst, v)
     for v in range(full, width):
-        dst[v] = requantize(acc[v], multiplier[v], shift[v], zero_point, low, high)
+        c = channel + v
+        dst[v] = requantize(acc[v], table[MULTIPLIER, c], table[LEFT, c] - table[RIGHT, c],
+                            zero_point, low, high)
 
 
 def aligned_empty(shape, dtype, alignment=ALIGNMENT):

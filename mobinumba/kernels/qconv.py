@@ -34,14 +34,14 @@ def pack_qconv3x3_weights(weight):
 
 
 @njit(parallel=True, cache=CACHE)
-def qconv3x3_nchw_to_nhwc(x, packed, bias, multiplier, shift, stride, out_zero_point, low,
+def qconv3x3_nchw_to_nhwc(x, packed, bias, table, stride, out_zero_point, low,
                           high, out):
     """out = requantize(conv3x3(x - zp_in, W) + bias), NCHW int8 in, NHWC int8 out.
 
     x (N, Cin, Hp, Wp) int8, padded (out[n, oh, ow] reads x[n, :, oh*s : oh*s+3,
     ow*s : ow*s+3]); packed (P, Cin*9, NR) int16 from pack_qconv3x3_weights; bias (Cout,)
-    int32 with the input zero point folded in; multiplier, shift (Cout,) int32; out
-    (N, Ho, Wo, Cout) int8.
+    int32 with the input zero point folded in; table (5, Cout) int32 from
+    qcommon.requantize_table; out (N, Ho, Wo, Cout) int8.
     """
     n_batch, c_in = x.shape[0], x.shape[1]
     _, out_h, out_w, c_out = out.shape
@@ -77,5 +77,5 @@ def qconv3x3_nchw_to_nhwc(x, packed, bias, multiplier, shift, stride, out_zero_p
                                 acc[r, v] += values[0, r] * np.int32(taps[v])
                         k += 1
             for r in range(count):
-                requantize_row(acc[r], multiplier[j0:], shift[j0:], out_zero_point, low,
+                requantize_row(acc[r], table, j0, out_zero_point, low,
                                high, width, out[n, oh, ow0 + r, j0:])

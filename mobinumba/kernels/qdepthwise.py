@@ -57,14 +57,15 @@ def _tap_stream(rows, r, kw, stride, channels, length):
 
 
 @njit(parallel=True, cache=CACHE)
-def qdwconv3x3_nhwc(x, weight_row, bias_row, multiplier, shift, stride, top, left,
+def qdwconv3x3_nhwc(x, weight_row, bias_row, table, stride, top, left,
                     in_zero_point, out_zero_point, low, high, band, out):
     """out = requantize(depthwise3x3(x - zp_in, W) + bias).
 
     x (N, H, W, C) int8; weight_row (3, 3, Wo * C) int16 from tile_qdwconv3x3_weights;
     bias_row (Wo * C,) int32 from tile_qdwconv3x3_bias, the input zero point folded in;
-    multiplier, shift (C,) int32; stride 1 or 2; top, left: the padding before the first row
-    and column; band: output rows per task (qdwconv3x3_band); out (N, Ho, Wo, C) int8.
+    table (5, C) int32 from qcommon.requantize_table; stride 1 or 2; top, left: the padding
+    before the first row and column; band: output rows per task (qdwconv3x3_band);
+    out (N, Ho, Wo, C) int8.
     """
     n_batch, height, width, channels = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
@@ -127,5 +128,5 @@ def qdwconv3x3_nhwc(x, weight_row, bias_row, multiplier, shift, stride, top, lef
                           + np.int32(x21[j]) * np.int32(w21[j])
                           + np.int32(x22[j]) * np.int32(w22[j]))
             for ow in range(out_w):
-                requantize_row(acc[ow * channels:], multiplier, shift, out_zero_point, low,
+                requantize_row(acc[ow * channels:], table, 0, out_zero_point, low,
                                high, channels, out[n, oh, ow])

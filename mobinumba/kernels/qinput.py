@@ -16,10 +16,11 @@ _SATURATED = np.float32(512.0)
 
 
 @njit(parallel=True, cache=CACHE)
-def quantize_nchw(x, scale, zero_point, out):
-    """out[...] = clamp(round_half_away(float32(x) / scale) + zero_point, -128, 127).
+def quantize_nchw(x, scale, zero_point, flip, out):
+    """out[...] = clamp(round_half_away(float32(x) / scale) + zero_point, -128, 127) ^ flip.
 
-    x (N, 3, H, W) float32 or float64 (finite: the caller checks); scale float32; out
+    x (N, 3, H, W) float32 or float64 (finite: the caller checks); scale float32; flip 0, or
+    128 to store q + 128 as u8 bits (what the vpdpbusd stem reads, ops/stem.py); out
     (N, 3, H, W) int8, any strides (the interior of the padded input buffer).
     Matches quantization.Quantization.quantize bit for bit: float32 division, then the
     rounding of quantization.round_half_away (floor of |v|, + 1 when the exact remainder is
@@ -39,4 +40,4 @@ def quantize_nchw(x, scale, zero_point, out):
             whole = np.floor(magnitude)
             rounded = np.int32(whole) + np.int32(magnitude - whole >= np.float32(0.5))
             signed = -rounded if value < 0 else rounded
-            target[w] = np.int8(min(max(signed + zero_point, -128), 127))
+            target[w] = np.int8(min(max(signed + zero_point, -128), 127) ^ flip)

@@ -30,10 +30,10 @@ def pack_qpointwise_weights(weight):
 
 
 @njit(parallel=True, cache=CACHE)
-def qpwconv_nhwc(x, packed, bias, multiplier, shift, out_zero_point, low, high, out):
+def qpwconv_nhwc(x, packed, bias, table, out_zero_point, low, high, out):
     """out = requantize(x @ W + bias) for x (M, Cin) int8, packed (P, Cin, NR) int16 from
     pack_qpointwise_weights, bias (Cout,) int32 with the input zero point folded in,
-    multiplier, shift (Cout,) int32; out (M, Cout) int8."""
+    table (5, Cout) int32 from qcommon.requantize_table; out (M, Cout) int8."""
     rows, depth = x.shape
     c_out = out.shape[1]
     panels = packed.shape[0]
@@ -59,5 +59,5 @@ def qpwconv_nhwc(x, packed, bias, multiplier, shift, out_zero_point, low, high, 
                 for r in range(QPW_MR):
                     acc[r, v] += values[0, r] * np.int32(w[v])
         for r in range(count):
-            requantize_row(acc[r], multiplier[j0:], shift[j0:], out_zero_point, low, high,
+            requantize_row(acc[r], table, j0, out_zero_point, low, high,
                            width, out[i0 + r, j0:])

@@ -127,6 +127,43 @@ class VnniTile:
 TILES = {"avx512vnni": VnniTile(6, 4, 16), "avxvnni": VnniTile(6, 2, 8)}
 
 
+@njit(inline="always")
+def vnni_tile(x, i0, count, panel, start, table, j0, width, out_zero_point, low, high, out,
+              mr, vectors, lanes, nr):
+    """out[i0:i0 + count, j0:j0 + width] = requantize(x[i0:i0 + count] @ panel + start): one
+    register tile of the vpdpbusd GEMM (shared by qpwconv_nhwc_vnni and the fused block of
+    kernels/vnni_block.py). x (M, Cin) int8; panel (G, NR*4) int8 and start (NR,) int32, one
+    panel of pack_vnni_weights; table (5, Cout) int32 (qcommon.requantize_table); out
+    (M, Cout) int8; mr, vectors, lanes, nr: the VnniTile's, as literals."""
+    depth = x.shape[1]
+    full_groups = depth // 4
+    tail = depth - 4 * full_groups
+    acc = stack_matrix_i32(mr, nr)
+    # A runtime trip count: the loop vectoriser copies it with vector stores (a constant one
+    # is unrolled into 384 scalar stores, which cost more than the K=32 layer's GEMM).
+    for v in range(min(nr, start.shape[0])):
+        for r in range(mr):
+            acc[r, v] = start[v]
+    for g in range(full_groups):
+        w = panel[g]  # (NR*4,)
+        for r in range(mr):
+            # Rows past the end repeat the block's first row (results not stored).
+            a = load_i32_unaligned(x[i0 + r if r < count else i0], 4 * g) ^ _U8_SHIFT
+            for v in range(vectors):
+                dpbusd_update(acc, r * nr + v * lanes, a, w, v * 4 * lanes, lanes)
+    if tail:
+        w = panel[full_groups]
+        for r in range(mr):
+            source = x[i0 + r if r < count else i0]
+            a = np.int32(0)
+            for j in range(tail):
+                a |= ((np.int32(source[4 * full_groups + j]) + 128) & 255) << (8 * j)
+            for v in range(vectors):
+                dpbusd_update(acc, r * nr + v * lanes, a, w, v * 4 * lanes, lanes)
+    for r in range(count):
+        requantize_row(acc[r], table, j0, out_zero_point, low, high, width, out[i0 + r, j0:])
+
+
 @functools.cache
 def qpwconv_nhwc_vnni_kernel(tile):
     """qpwconv_nhwc_vnni compiled for `tile` (a VnniTile), once per tile; its weights come
@@ -134,53 +171,24 @@ def qpwconv_nhwc_vnni_kernel(tile):
     mr, vectors, lanes, nr = tile.mr, tile.vectors, tile.lanes, tile.nr  # closure constants
 
     @njit(parallel=True, cache=CACHE)
-    def qpwconv_nhwc_vnni(x, packed, packed_bias, multiplier, shift, out_zero_point, low,
-                          high, out):
+    def qpwconv_nhwc_vnni(x, packed, packed_bias, table, out_zero_point, low, high, out):
         """out = requantize(x @ W + bias) with vpdpbusd.
 
         x (M, Cin) int8; packed (P, ceil(Cin/4), NR*4) int8 and packed_bias (P, NR) int32
         from pack_vnni_weights (the bias with (128 + input zero point) * sum_k w folded in,
-        ops/pointwise.py); multiplier, shift (Cout,) int32; out (M, Cout) int8.
+        ops/pointwise.py); table (5, Cout) int32 from qcommon.requantize_table;
+        out (M, Cout) int8.
         """
-        rows, depth = x.shape
+        rows = x.shape[0]
         c_out = out.shape[1]
         panels = packed.shape[0]
-        full_groups = depth // 4
-        tail = depth - 4 * full_groups
         row_blocks = (rows + mr - 1) // mr
         for task in prange(panels * row_blocks):
             p = task // row_blocks
             i0 = (task - p * row_blocks) * mr
             j0 = p * nr
-            width = min(nr, c_out - j0)
-            count = min(mr, rows - i0)
-            panel = packed[p]  # (G, NR*4)
-            acc = stack_matrix_i32(mr, nr)
-            start = packed_bias[p]  # (NR,)
-            # A runtime trip count: the loop vectoriser copies it with vector stores (a
-            # constant one is unrolled into 384 scalar stores, which cost more than the K=32
-            # layer's GEMM).
-            for v in range(min(nr, start.shape[0])):
-                for r in range(mr):
-                    acc[r, v] = start[v]
-            for g in range(full_groups):
-                w = panel[g]  # (NR*4,)
-                for r in range(mr):
-                    # Rows past the end repeat the block's first row (results not stored).
-                    a = load_i32_unaligned(x[i0 + r if r < count else i0], 4 * g) ^ _U8_SHIFT
-                    for v in range(vectors):
-                        dpbusd_update(acc, r * nr + v * lanes, a, w, v * 4 * lanes, lanes)
-            if tail:
-                w = panel[full_groups]
-                for r in range(mr):
-                    source = x[i0 + r if r < count else i0]
-                    a = np.int32(0)
-                    for j in range(tail):
-                        a |= ((np.int32(source[4 * full_groups + j]) + 128) & 255) << (8 * j)
-                    for v in range(vectors):
-                        dpbusd_update(acc, r * nr + v * lanes, a, w, v * 4 * lanes, lanes)
-            for r in range(count):
-                requantize_row(acc[r], multiplier[j0:], shift[j0:], out_zero_point, low, high,
-                               width, out[i0 + r, j0:])
+            vnni_tile(x, i0, min(mr, rows - i0), packed[p], packed_bias[p], table, j0,
+                      min(nr, c_out - j0), out_zero_point, low, high, out, mr, vectors, lanes,
+                      nr)
 
     return qpwconv_nhwc_vnni

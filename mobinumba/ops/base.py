@@ -174,11 +174,12 @@ def torch_activation(activation):
 
 class Int8Epilogue:
     """What every int8 kernel's epilogue needs: per-channel (multiplier, shift) int32 (C,)
-    from input_scale * weight_scale[c] / output_scale (quantization.requantization), the
-    output zero point and the fused activation's int8 range."""
+    from input_scale * weight_scale[c] / output_scale (quantization.requantization), as the
+    (5, C) table the kernels read (kernels/qcommon.requantize_table), the output zero point
+    and the fused activation's int8 range."""
 
     def __init__(self, record, input_quantization, activation):
-        from ..kernels.qcommon import aligned_array
+        from ..kernels.qcommon import aligned_array, requantize_table
         from ..quantization import activation_range, requantization
 
         output = record.quant.output
@@ -186,6 +187,7 @@ class Int8Epilogue:
                                            output.scale)
         self.multiplier = aligned_array(multiplier, np.int32)  # (C,)
         self.shift = aligned_array(shift, np.int32)  # (C,)
+        self.table = requantize_table(multiplier, shift)  # (5, C)
         self.zero_point = output.zero_point
         name = None if activation is None else activation_of(activation).name
         self.low, self.high = activation_range(name, output)
@@ -193,8 +195,8 @@ class Int8Epilogue:
 
     @property
     def args(self):
-        """(multiplier, shift, zero point, low, high): the epilogue's kernel arguments."""
-        return self.multiplier, self.shift, self.zero_point, self.low, self.high
+        """(table, zero point, low, high): the epilogue's kernel arguments."""
+        return self.table, self.zero_point, self.low, self.high
 
 
 def int8_bias(record, input_zero_point, fold):

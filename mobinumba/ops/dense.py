@@ -56,8 +56,9 @@ class QuantizedDense(Dense):
         """(kernel, args) computing dst (N, K) int8 from src (N, C) int8."""
         from ..kernels.qhead import qdense
 
-        multiplier, shift, zero_point, _, _ = self.epilogue.args
-        return qdense, (src, self.weight, self.bias, multiplier, shift, zero_point, dst)
+        epilogue = self.epilogue
+        return qdense, (src, self.weight, self.bias, epilogue.multiplier, epilogue.shift,
+                        epilogue.zero_point, dst)
 
 
 class FullyConnected(LayerKind):

@@ -66,7 +66,7 @@ class QuantizedPointwiseConv(PointwiseConv):
         elif self.variant != "portable":
             from ..kernels.vnni import TILES, pack_vnni_weights, qpwconv_nhwc_vnni_kernel
 
-            tile = TILES[self.variant]
+            tile = self.tile = TILES[self.variant]
             self.kernel = qpwconv_nhwc_vnni_kernel(tile)
             # x + 128 as u8: the bias absorbs 128 * sum_k w (checked like the zero point).
             # (P, ceil(Cin/4), NR*4) int8, (P, NR) int32
@@ -81,10 +81,8 @@ class QuantizedPointwiseConv(PointwiseConv):
     def bind(self, src, dst):
         """(kernel, args): the int8 GEMM over src and dst flattened to (N*H*W, C)."""
         rows = src.shape[0] * src.shape[1] * src.shape[2]
-        multiplier, shift, zero_point, low, high = self.epilogue.args
         return self.kernel, (src.reshape(rows, src.shape[3]), self.weight, self.bias,
-                             multiplier, shift, zero_point, low, high,
-                             dst.reshape(rows, dst.shape[3]))
+                             *self.epilogue.args, dst.reshape(rows, dst.shape[3]))
 
 
 class Pointwise(LayerKind):

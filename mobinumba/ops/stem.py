@@ -51,29 +51,54 @@ class StemConv:
 
 class QuantizedStemConv(StemConv):
     """The int8 stem (TFLite CONV_2D int8): int8 NCHW input padded with the input zero point
-    (so padded taps contribute 0, as TFLite's skipped taps), int8 NHWC output."""
+    (so padded taps contribute 0, as TFLite's skipped taps), int8 NHWC output. The vpdpbusd
+    kernel (kernels/vnni_stem.py) where the compile target has AVX-512 VNNI or AVX-VNNI,
+    else kernels/qconv.py."""
 
     input_dtype = output_dtype = np.int8
 
     def __init__(self, record, activation, padding, input_quantization):
-        from ..kernels.qconv import pack_qconv3x3_weights
+        from ..kernels.qtargets import int8_dot_product
         from .base import Int8Epilogue, int8_bias
 
         self.spec = record.spec
         self.padding = padding
-        self.pad_value = input_quantization.zero_point
         self.epilogue = Int8Epilogue(record, input_quantization, activation)
         self.output_quantization = self.epilogue.output_quantization
-        self.weight = pack_qconv3x3_weights(record.weight)  # (Cin*9, Cout) int16
-        self.bias = int8_bias(record, input_quantization.zero_point, fold=True)  # (Cout,)
+        zero_point = input_quantization.zero_point
+        self.vnni = int8_dot_product() in ("avx512vnni", "avxvnni")
+        # The vpdpbusd kernel reads its input as u8 = q + 128: the input QUANTIZE
+        # (kernels/qinput.py, Model) stores q ^ input_flip, and the border holds the zero
+        # point the same way.
+        self.input_flip = 128 if self.vnni else 0
+        self.pad_value = (zero_point + self.input_flip + 128) % 256 - 128  # int8 bits
+        if self.vnni:
+            from ..kernels.vnni_stem import (STEM_TILES, pack_vnni_conv3x3_weights,
+                                             qconv3x3_nchw_to_nhwc_vnni_kernel)
+
+            tile = STEM_TILES[int8_dot_product()]
+            self.kernel = qconv3x3_nchw_to_nhwc_vnni_kernel(tile)
+            # (P, Cin*3, NR*4) int8, (P, NR) int32 with (128 + zp) * sum w folded in
+            self.weight, self.bias = pack_vnni_conv3x3_weights(
+                record.weight, int8_bias(record, zero_point + 128, fold=True), tile.nr)
+        else:
+            from ..kernels.qconv import pack_qconv3x3_weights, qconv3x3_nchw_to_nhwc
+
+            self.kernel = qconv3x3_nchw_to_nhwc
+            self.weight = pack_qconv3x3_weights(record.weight)  # (P, Cin*9, NR) int16
+            self.bias = int8_bias(record, zero_point, fold=True)  # (Cout,)
+
+    def padded_input(self, shape):
+        """StemConv's padded buffer, one column wider for the vpdpbusd kernel: its 4-byte
+        loads read one byte past the last pixel's taps (with weight 0)."""
+        (n, channels, padded_h, padded_w), pad_top, pad_left = super().padded_input(shape)
+        return (n, channels, padded_h, padded_w + int(self.vnni)), pad_top, pad_left
 
     def bind(self, src, dst):
         """(kernel, args) computing dst (N, Ho, Wo, C) int8 from the padded int8 input."""
-        from ..kernels.qconv import qconv3x3_nchw_to_nhwc
-
-        multiplier, shift, zero_point, low, high = self.epilogue.args
-        return qconv3x3_nchw_to_nhwc, (src, self.weight, self.bias, multiplier, shift,
-                                       self.spec.stride, zero_point, low, high, dst)
+        table, zero_point, low, high = self.epilogue.args
+        return self.kernel, (src, self.weight, self.bias, table, self.spec.stride, zero_point,
+                             low, high, dst)
 
 
 class Conv3x3(LayerKind):
