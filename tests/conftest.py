@@ -63,6 +63,14 @@ def timm_model(workdir):
     return model, str(output)
 
 
+@pytest.fixture(scope="session")
+def target_children(tmp_path_factory):
+    """The children built for other compile targets, one per target (tests/target_children.py)."""
+    from target_children import TargetChildren
+
+    return TargetChildren(str(tmp_path_factory.mktemp("targets")))
+
+
 def torch_logits(model, x):
     """Reference logits of a torch module for a numpy batch, by a float64 forward pass."""
     with torch.no_grad():

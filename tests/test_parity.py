@@ -36,10 +36,59 @@ CASES = [pytest.param(config, fmt, id=f"{config_id(config)}-{fmt}",
          for config in CONFIGS for fmt in ("pth", "safetensors")]
 
 
+class References:
+    """The float64 PyTorch logits per (config, size, batch), computed once per config and
+    shared by its two file formats: both convert the same module (same seed), so the
+    reference is the same; only the checkpoint written and converted differs.
+
+    Why: the float64 forward passes were ~85% of this file's time (cProfile of two cases:
+    75 of 87 s in torch.conv2d), and each config ran them twice, once per format.
+    """
+
+    def __init__(self):
+        self.config = None
+        self.module = None
+        self.logits = {}
+
+    def module_for(self, config):
+        """The randomized reference nn.Module of `config` (built once while it is current)."""
+        if config != self.config:
+            layout, width, activation, head = config
+            self.config = config
+            self.module = build_reference(layout, width, activation, head,
+                                          seed=CONFIGS.index(config))
+            self.logits = {}
+        return self.module
+
+    def expected(self, config, size, batch):
+        """(batch, 1000) float64 logits of `config`'s module on random_batch(batch, size)."""
+        module = self.module_for(config)
+        if (size, batch) not in self.logits:
+            # Every batch of this size in one forward pass (half the torch calls): the
+            # images are independent in eval mode, each row is its own image's logits.
+            inputs = [input_batch(size, n) for n in BATCHES]
+            logits = torch_logits(module, np.concatenate(inputs))
+            starts = np.cumsum([0] + [len(x) for x in inputs])
+            for n, start, stop in zip(BATCHES, starts[:-1], starts[1:]):
+                self.logits[size, n] = logits[start:stop]
+        return self.logits[size, batch]
+
+
+def input_batch(size, batch):
+    return random_batch(batch, size, seed=size + batch)
+
+
+@pytest.fixture(scope="module")
+def references():
+    # Parametrize order puts a config's two formats next to each other, so only the current
+    # config's logits are kept (a few KB), never the whole matrix's modules.
+    return References()
+
+
 @pytest.mark.parametrize("config,fmt", CASES)
-def test_logits_match_pytorch(config, fmt, workdir):
+def test_logits_match_pytorch(config, fmt, workdir, references):
     layout, width, activation, head = config
-    reference = build_reference(layout, width, activation, head, seed=CONFIGS.index(config))
+    reference = references.module_for(config)
     name = f"{config_id(config)}.{fmt}"
     checkpoint = save_checkpoint(reference, str(workdir / name), fmt)
     output = workdir / f"{name}.h5"
@@ -51,8 +100,8 @@ def test_logits_match_pytorch(config, fmt, workdir):
     worst = 0.0
     for size in SIZES:
         for batch in BATCHES:
-            x = random_batch(batch, size, seed=size + batch)
-            expected = torch_logits(reference, x)
+            x = input_batch(size, batch)
+            expected = references.expected(config, size, batch)
             actual = model(x)
             assert actual.shape == expected.shape == (batch, 1000)
             difference = float(np.abs(actual - expected).max())

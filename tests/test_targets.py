@@ -7,7 +7,6 @@ code) and check them against the naive NumPy references of test_kernels.py and t
 shipped model against the float64 PyTorch reference; and that Numba's cache never serves
 one target's machine code to another.
 """
-import json
 import os
 import subprocess
 import sys
@@ -110,59 +109,6 @@ def test_compile_target_reads_numbas_config(monkeypatch):
     assert isinstance(host, TargetISA) and (host.vector_bits, host.registers) in TILES
 
 
-# A child process built for NUMBA_CPU_NAME: its kernels at the target's tiles against the
-# naive references, and the shipped model against the float64 PyTorch reference. Prints JSON.
-TARGET_CHILD = textwrap.dedent("""
-    import json
-    import numpy as np
-    import mobinumba
-    from mobinumba.kernels.targets import compile_target, target_tiles
-    from mobinumba.kernels.conv import conv3x3_nchw_to_nhwc_clamp, pack_conv3x3_weights
-    from mobinumba.kernels.pointwise import pack_pointwise_weights, pwconv_nhwc_clamp
-    from mobinumba.reference import reference_logits
-    from mobinumba.weights import read_model_file
-    from test_kernels import assert_close, clamp, naive_conv3x3, random
-    from kernel_asm import innermost_loops, loop_counts  # bench/
-
-    tiles = target_tiles()
-    rng = np.random.default_rng(0)
-    nr = tiles.pointwise.nr
-    for rows, c_in, c_out in ((1, 3, 5), (61, 33, 2 * nr + 3), (7, 13, nr - 1), (29, 7, nr)):
-        x = random(rng, rows, c_in)
-        weight, bias = random(rng, c_out, c_in, 1, 1) * 3, random(rng, c_out)
-        out = np.full((rows, c_out), np.nan, np.float32)
-        pwconv_nhwc_clamp(x, *pack_pointwise_weights(weight, bias), np.float32(6), out)
-        assert_close(out, clamp(x.astype(np.float64) @ weight[:, :, 0, 0].T.astype(np.float64)
-                                + bias, np.float32(6)), f"pwconv {rows}x{c_in}->{c_out}")
-    # The reduction loops of the pointwise kernel (full tiles and row tiles), counted.
-    asm = next(iter(pwconv_nhwc_clamp.compiled.inspect_asm().values()))
-    loops = [loop_counts(body) for _, body in innermost_loops(asm)]
-    for loop in loops:
-        loop["registers"] = len(loop["registers"])
-    for c_out, out_w, stride in ((32, 17, 2), (32, 5, 1), (tiles.stem.nr + 3, 9, 2)):
-        out_h = 4
-        height, width = (out_h - 1) * stride + 3, (out_w - 1) * stride + 3
-        x = random(rng, 2, 3, height, width)
-        weight, bias = random(rng, c_out, 3, 3, 3) * 3, random(rng, c_out)
-        out = np.full((2, out_h, out_w, c_out), np.nan, np.float32)
-        conv3x3_nchw_to_nhwc_clamp(x, *pack_conv3x3_weights(weight, bias), stride,
-                                   np.float32(6), out)
-        expected = naive_conv3x3(x, weight, bias, stride, (0, 0, 0, 0), 1)
-        assert_close(out, clamp(expected, np.float32(6)).transpose(0, 2, 3, 1),
-                     f"stem {c_out} Wo={out_w} s{stride}")
-    model = mobinumba.load()
-    model_file = read_model_file(model.path)
-    x = rng.uniform(-1, 1, (2, 3, 224, 224)).astype(np.float32)
-    logits = model(x)
-    expected = reference_logits(model_file.layers, model.info.activation, model.info.padding,
-                                x)
-    error = float((np.abs(logits - expected) / np.maximum(1, np.abs(expected))).max())
-    print(json.dumps({"target": str(compile_target()), "bits": compile_target().vector_bits,
-                      "pointwise": str(tiles.pointwise), "stem": str(tiles.stem),
-                      "logit_error": error, "pointwise_loops": loops}))
-""")
-
-
 def run_child(code, cpu, cache_dir, *args):
     """Run `code` in a child compiled for `cpu` with NUMBA_CACHE_DIR=cache_dir; its stdout."""
     env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES="",
@@ -177,14 +123,14 @@ def run_child(code, cpu, cache_dir, *args):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cpu,bits", [("haswell", 256), ("x86-64", 128)])
-def test_kernels_built_for_another_target(tmp_path, cpu, bits):
+def test_kernels_built_for_another_target(target_children, cpu, bits):
     """The kernels compiled for `cpu` at its table entry's tiles agree with the naive
     references, and the shipped model's logits with float64 PyTorch (1e-4 * max(1, |logit|)).
     The register model of the table holds in the machine code: the pointwise full tile's
     reduction loop has its MR x NR / lanes multiply-adds (FMAs; a multiply and an add each
     without FMA) vectorised, within the 16 vector registers and without any stack access
     (bench/kernel_asm.py counts them)."""
-    report = json.loads(run_child(TARGET_CHILD, cpu, tmp_path).splitlines()[-1])
+    report = target_children.report(cpu, "float")  # tests/target_children.py
     assert report["target"].startswith(cpu + " (") and report["bits"] == bits
     entry = TILES[(bits, 16)]
     assert (report["pointwise"], report["stem"]) == (str(entry.pointwise), str(entry.stem))
