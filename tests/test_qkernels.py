@@ -108,14 +108,24 @@ def test_requantize_row_matches_the_reference(width):
     multiplier = np.array([m for m, _ in pairs], np.int32)
     shift = np.array([s for _, s in pairs], np.int32)
     multiplier[:2000], shift[:2000] = 2 ** 30, rng.integers(-4, 1, 2000)  # ties
+    covered = size // width * width  # whole rows only
     for zero_point, low, high in [(0, -128, 127), (-7, -7, 120), (100, -128, 127)]:
         out = np.zeros(size, np.int8)
         _requantize_rows(acc, requantize_table(multiplier, shift), zero_point, low, high,
                          width, out)
         expected = qreference.requantize(acc.astype(np.int64), multiplier, shift, zero_point,
                                          low, high)
-        covered = size // width * width  # whole rows only
         assert np.array_equal(out[:covered], expected[:covered])
+    # A halves_up table (the int8 classifier on VNNI, ops/dense.py): LiteRT's rounding.
+    for zero_point in (0, 100):
+        out = np.zeros(size, np.int8)
+        _requantize_rows(acc, requantize_table(multiplier, shift, halves_up=True), zero_point,
+                         -128, 127, width, out)
+        expected = qreference.requantize_half_up(acc.astype(np.int64), multiplier, shift,
+                                                 zero_point, -128, 127)
+        assert np.array_equal(out[:covered], expected[:covered])
+        assert not np.array_equal(expected, qreference.requantize(
+            acc.astype(np.int64), multiplier, shift, zero_point, -128, 127))  # ties differ
 
 
 def test_quantize_multiplier_represents_the_real():

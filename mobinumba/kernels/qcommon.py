@@ -81,16 +81,33 @@ REQUANTIZE_LANES = 16
 MULTIPLIER, LEFT, RIGHT, HALF, NEGATIVE_FIX = range(5)
 
 
-def requantize_table(multiplier, shift):
+def requantize_table(multiplier, shift, halves_up=False):
     """(5, C) int32 from TFLite's per-channel (multiplier, shift) (C,): the rows MULTIPLIER,
     LEFT = max(shift, 0), RIGHT = max(-shift, 0), HALF = 2^RIGHT >> 1 and NEGATIVE_FIX =
     -[RIGHT > 0]. Every int8 kernel's epilogue reads them instead of deriving them from the
-    shift in every vector (6 of its 28 instructions per 16 outputs)."""
+    shift in every vector (6 of its 28 instructions per 16 outputs).
+
+    halves_up: NEGATIVE_FIX = 0, so that the right shift rounds halves up for negative
+    values too: LiteRT's FULLY_CONNECTED rounding (vqrdmulh + vrshl; ops/dense.py), whose
+    high multiply already rounds as rounding_doubling_high_mul does."""
     shift = np.asarray(shift, np.int64)
     right = np.maximum(-shift, 0)
+    fix = np.zeros_like(right) if halves_up else -(right > 0).astype(np.int64)
     table = np.stack([np.asarray(multiplier, np.int64), np.maximum(shift, 0), right,
-                      (np.int64(1) << right) >> 1, -(right > 0).astype(np.int64)])
+                      (np.int64(1) << right) >> 1, fix])
     return aligned_array(table, np.int32)
+
+
+@njit(inline="always")
+def requantize_with_table(acc, table, c, zero_point, low, high):
+    """requantize() of one int32 with column c of a requantize_table, the scalar form of
+    requantize_vector: (x + HALF + [x < 0] * NEGATIVE_FIX) >> RIGHT after the high mul, so
+    that a halves_up table rounds as its vectors do."""
+    shifted = np.int64(np.int32(np.int64(acc) << np.int64(table[LEFT, c])))  # int32 wrap
+    scaled = rounding_doubling_high_mul(shifted, table[MULTIPLIER, c])
+    fix = np.int64(table[NEGATIVE_FIX, c]) if scaled < 0 else np.int64(0)
+    value = ((scaled + np.int64(table[HALF, c]) + fix) >> np.int64(table[RIGHT, c])) + zero_point
+    return np.int8(min(max(value, low), high))
 
 
 def _high_mul_lanes(builder, a, b, lanes):
@@ -218,7 +235,7 @@ def requantize_row(acc, table, channel, zero_point, low, high, width, dst):
     """dst[:width] = requantize(acc[:width]) with the per-channel constants of columns
     channel .. channel + width of `table` (requantize_table): one tile row's epilogue. Whole
     groups of 16 go through requantize_vector (its clamped form when low >= zero_point),
-    the rest through the scalar requantize. acc and dst must be contiguous."""
+    the rest through requantize_with_table. acc and dst must be contiguous."""
     full = width - width % REQUANTIZE_LANES
     if low >= zero_point:
         for v in range(0, full, REQUANTIZE_LANES):
@@ -227,9 +244,7 @@ def requantize_row(acc, table, channel, zero_point, low, high, width, dst):
         for v in range(0, full, REQUANTIZE_LANES):
             requantize_vector(acc, table, channel, zero_point, low, high, dst, v)
     for v in range(full, width):
-        c = channel + v
-        dst[v] = requantize(acc[v], table[MULTIPLIER, c], table[LEFT, c] - table[RIGHT, c],
-                            zero_point, low, high)
+        dst[v] = requantize_with_table(acc[v], table, channel + v, zero_point, low, high)
 
 
 def aligned_empty(shape, dtype, alignment=ALIGNMENT):

@@ -43,22 +43,44 @@ class QuantizedDense(Dense):
     output_dtype = np.int8
 
     def __init__(self, record, activation, padding, input_quantization):
-        from ..kernels.qhead import pack_qdense_weights
+        from ..kernels.qcommon import requantize_table
+        from ..kernels.qtargets import int8_dot_product
         from .base import Int8Epilogue, int8_bias
 
         self.spec = record.spec
         self.epilogue = Int8Epilogue(record, input_quantization, None)
         self.output_quantization = self.epilogue.output_quantization
-        self.weight = pack_qdense_weights(record.weight)  # (chunks, C, CHUNK) int16
-        self.bias = int8_bias(record, input_quantization.zero_point, fold=True)  # (K,)
+        zero_point = input_quantization.zero_point
+        self.vnni = int8_dot_product() in ("avx512vnni", "avxvnni")
+        if self.vnni:
+            # The pointwise GEMM's vpdpbusd kernel with rows = images (kernels/vnni.py):
+            # int8 weights (1 MB at 1024 x 1000) where qdense streams int16 ones (2 MB),
+            # 0.05 -> 0.02 ms per image (docs/performance.md). Its epilogue reads a table
+            # whose negative values round halves up, as LiteRT's does.
+            from ..kernels.vnni import TILES, pack_vnni_weights, qpwconv_nhwc_vnni_kernel
+
+            tile = TILES[int8_dot_product()]
+            self.kernel = qpwconv_nhwc_vnni_kernel(tile)
+            # (P, ceil(C/4), NR*4) int8, (P, NR) int32: x + 128 as u8, as ops/pointwise.py
+            self.weight, self.bias = pack_vnni_weights(
+                record.weight, int8_bias(record, zero_point + 128, fold=True), tile.nr)
+            self.table = requantize_table(self.epilogue.multiplier, self.epilogue.shift,
+                                          halves_up=True)  # (5, K)
+        else:
+            from ..kernels.qhead import pack_qdense_weights, qdense
+
+            self.kernel = qdense
+            self.weight = pack_qdense_weights(record.weight)  # (chunks, C, CHUNK) int16
+            self.bias = int8_bias(record, zero_point, fold=True)  # (K,)
 
     def bind(self, src, dst):
         """(kernel, args) computing dst (N, K) int8 from src (N, C) int8."""
-        from ..kernels.qhead import qdense
-
         epilogue = self.epilogue
-        return qdense, (src, self.weight, self.bias, epilogue.multiplier, epilogue.shift,
-                        epilogue.zero_point, dst)
+        if self.vnni:
+            return self.kernel, (src, self.weight, self.bias, self.table, epilogue.zero_point,
+                                 epilogue.low, epilogue.high, dst)
+        return self.kernel, (src, self.weight, self.bias, epilogue.multiplier, epilogue.shift,
+                             epilogue.zero_point, dst)
 
 
 class FullyConnected(LayerKind):
