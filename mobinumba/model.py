@@ -249,8 +249,13 @@ class Model:
             if x.dtype not in (np.float32, np.float64):
                 x = x.astype(np.float32)  # float16: the kernel reads float32 or float64
             quantization = self.input_quantization
-            quantize_nchw(x, np.float32(quantization.scale), np.int32(quantization.zero_point),
-                          np.int32(self._ops[0].input_flip), workspace.input)
+            # The kernel counts the non-finite values as it goes: one pass over the input
+            # instead of _check_input's np.isfinite (16 us per 224x224 image).
+            nonfinite = quantize_nchw(x, np.float32(quantization.scale),
+                                      np.int32(quantization.zero_point),
+                                      np.int32(self._ops[0].input_flip), workspace.input)
+            if nonfinite:
+                raise _nonfinite_input(x)
         else:
             np.copyto(workspace.input, x, casting="same_kind")
 
@@ -376,9 +381,9 @@ class Model:
         if n < 1 or height < 1 or width < 1:
             raise InputError(f"input has shape {array.shape}: every dimension must be >= 1")
         self._check_workspace_size(n, height, width, array.shape)
-        if not np.isfinite(array).all():
-            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
-            raise InputError(f"input contains NaN or Inf (first at index {bad})")
+        # int8: _copy_input's quantization kernel checks finiteness on its way through.
+        if self.precision != "int8" and not np.isfinite(array).all():
+            raise _nonfinite_input(array)
         return array
 
     def _check_workspace_size(self, n, height, width, shape):
@@ -424,3 +429,9 @@ def _feature_map_names(ops):
                 strides[STRIDE_NAMES[stride]] = index
     return {**names, **strides}
 
+
+
+def _nonfinite_input(array):
+    """The InputError for an input holding NaN or Inf, naming the first such index."""
+    bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+    return InputError(f"input contains NaN or Inf (first at index {bad})")

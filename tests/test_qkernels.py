@@ -8,6 +8,7 @@ with a fresh NUMBA_CACHE_DIR: the same child per target as tests/test_targets.py
 checks (tests/target_children.py).
 """
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from numba import njit
 
 import qreference
 from mobinumba.bench.synthetic import random_model_file
+from mobinumba.errors import InputError
 from mobinumba.kernels.qcommon import (multiply_by_quantized_multiplier, requantize_row,
                                        requantize_table)
 from mobinumba.kernels.qconv import pack_qconv3x3_weights, qconv3x3_nchw_to_nhwc
@@ -440,8 +442,8 @@ def test_quantize_nchw_matches_quantize(dtype, scale, zero_point, flip):
     flat = x.reshape(-1)
     flat[:8] = np.array([0.5, -0.5, 1.5, -2.5, 0.49999997, -0.49999997, 1e30, -1e30]) * scale
     padded = np.full((2, 3, 12, 14), 99, np.int8)
-    quantize_nchw(x, np.float32(scale), np.int32(zero_point), np.int32(flip),
-                  padded[:, :, 1:10, 2:13])
+    assert quantize_nchw(x, np.float32(scale), np.int32(zero_point), np.int32(flip),
+                         padded[:, :, 1:10, 2:13]) == 0  # no NaN or Inf counted
     scaled = (x.astype(np.float32) / np.float32(scale)).astype(np.float64)
     rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)  # exact for float32 values
     expected = np.clip(rounded + zero_point, -128, 127).astype(np.int8)
@@ -452,6 +454,27 @@ def test_quantize_nchw_matches_quantize(dtype, scale, zero_point, flip):
     border = padded.copy()
     border[:, :, 1:10, 2:13] = 99
     assert (border == 99).all()  # nothing written outside the view
+
+
+def test_nonfinite_inputs_are_counted_and_refused(small_int8_model):
+    """The input kernel counts NaN and Inf (float32 and float64, Inf of float64 beyond
+    float32's range too); m(x), features() and profile() of an int8 model refuse such an
+    input naming its first index, as the float model does."""
+    _, model, _ = small_int8_model
+    out = np.zeros((2, 3, 40, 40), np.int8)
+    for dtype in (np.float32, np.float64):
+        x = np.zeros((2, 3, 40, 40), dtype)
+        x[1, 2, 5, 7], x[0, 1, 0, 3], x[1, 0, 39, 39] = np.nan, np.inf, -np.inf
+        assert quantize_nchw(x, np.float32(0.02), np.int32(3), np.int32(0), out) == 3
+    x = np.zeros((2, 3, 40, 40), np.float64)
+    x[1, 1, 2, 3] = 1e300  # finite: quantizes to 127
+    assert quantize_nchw(x, np.float32(0.02), np.int32(3), np.int32(0), out) == 0
+    x[1, 2, 5, 7] = np.nan
+    for call in (model, model.features, model.profile):
+        with pytest.raises(InputError, match=re.escape("NaN or Inf (first at index "
+                                                       "(1, 2, 5, 7))")):
+            call(x)
+    assert model(np.zeros_like(x)).shape == (2, 11)  # the next call runs
 
 
 def test_call_quantizes_and_dequantizes(small_int8_model):

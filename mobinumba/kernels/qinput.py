@@ -25,15 +25,21 @@ def quantize_nchw(x, scale, zero_point, flip, out):
     Matches quantization.Quantization.quantize bit for bit: float32 division, then the
     rounding of quantization.round_half_away (floor of |v|, + 1 when the exact remainder is
     >= 0.5, the sign put back).
+
+    Returns the number of NaN and Inf values of x (their bytes in `out` are meaningless):
+    the caller's finiteness check, without a pass of its own.
     """
     n_batch, channels, height, width = x.shape
+    nonfinite = 0
     for task in prange(n_batch * channels * height):
         n = task // (channels * height)
         c = (task // height) % channels
         h = task % height
         source = x[n, c, h]  # (W,)
         target = out[n, c, h]  # (W,)
+        bad = 0
         for w in range(width):
+            bad += not np.isfinite(source[w])
             value = np.float32(source[w]) / scale
             value = min(max(value, -_SATURATED), _SATURATED)
             magnitude = abs(value)
@@ -41,3 +47,5 @@ def quantize_nchw(x, scale, zero_point, flip, out):
             rounded = np.int32(whole) + np.int32(magnitude - whole >= np.float32(0.5))
             signed = -rounded if value < 0 else rounded
             target[w] = np.int8(min(max(signed + zero_point, -128), 127) ^ flip)
+        nonfinite += bad
+    return nonfinite
