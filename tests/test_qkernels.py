@@ -18,7 +18,7 @@ import qreference
 from mobinumba.bench.synthetic import random_model_file
 from mobinumba.errors import InputError
 from mobinumba.kernels.qcommon import (multiply_by_quantized_multiplier, requantize_row,
-                                       requantize_table)
+                                       requantize_table, requantize_tile, stack_matrix_i32)
 from mobinumba.kernels.qconv import pack_qconv3x3_weights, qconv3x3_nchw_to_nhwc
 from mobinumba.kernels.qdepthwise import (pack_qdwconv3x3_weights, qdwconv3x3_band,
                                           qdwconv3x3_nhwc, tile_qdwconv3x3_bias,
@@ -128,6 +128,43 @@ def test_requantize_row_matches_the_reference(width):
         assert np.array_equal(out[:covered], expected[:covered])
         assert not np.array_equal(expected, qreference.requantize(
             acc.astype(np.int64), multiplier, shift, zero_point, -128, 127))  # ties differ
+
+
+@njit
+def _requantize_tile_6x64(acc, table, channel, zero_point, low, high, width, out, row0, count):
+    tile = stack_matrix_i32(6, 64)
+    for r in range(6):
+        for c in range(64):
+            tile[r, c] = acc[r, c]
+    requantize_tile(tile, table, channel, zero_point, low, high, width, out, row0, count, 6, 64)
+
+
+@pytest.mark.parametrize("count", [1, 4, 6])
+@pytest.mark.parametrize("width", [64, 40])
+def test_requantize_tile_matches_the_reference(count, width):
+    """A register tile's epilogue (full panels vector by vector over the rows, partial ones
+    row by row) writes exactly out[row0:row0 + count, channel:channel + width], each value
+    TFLite's requantize of its accumulator, for both clamp kinds and the halves_up table."""
+    rng = np.random.default_rng(count * width)
+    acc = rng.integers(-2 ** 31, 2 ** 31, (6, 64)).astype(np.int32)
+    acc[:, :32] = rng.integers(-40000, 40000, (6, 32))
+    channels, channel, row0 = 200, 64, 3
+    pairs = [quantize_multiplier(real) for real in 2.0 ** rng.uniform(-30, 2, channels)]
+    multiplier = np.array([m for m, _ in pairs], np.int32)
+    shift = np.array([s for _, s in pairs], np.int32)
+    for zero_point, low, high, halves_up in [(-128, -128, 127, False), (-5, 10, 90, False),
+                                             (3, -128, 127, False), (3, -128, 127, True)]:
+        out = np.full((12, channels), 77, np.int8)
+        _requantize_tile_6x64(acc, requantize_table(multiplier, shift, halves_up), channel,
+                              zero_point, low, high, width, out, row0, count)
+        part = slice(channel, channel + width)
+        reference = qreference.requantize_half_up if halves_up else qreference.requantize
+        expected = reference(acc[:count, :width].astype(np.int64), multiplier[part],
+                             shift[part], zero_point, low, high)
+        assert np.array_equal(out[row0:row0 + count, part], expected)
+        untouched = out.copy()
+        untouched[row0:row0 + count, part] = 77
+        assert (untouched == 77).all()
 
 
 def test_quantize_multiplier_represents_the_real():

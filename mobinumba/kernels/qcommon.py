@@ -133,6 +133,51 @@ def _high_mul_lanes(builder, a, b, lanes):
                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), order))
 
 
+def _splat(builder, scalar, lanes):
+    """IR: an int32 scalar broadcast to a vector of `lanes`."""
+    v32 = ir.VectorType(ir.IntType(32), lanes)
+    single = builder.insert_element(ir.Constant(v32, None), scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(single, ir.Constant(v32, None), ir.Constant(v32, [0] * lanes))
+
+
+def _table_rows(context, builder, table_type, table_value, column, lanes):
+    """IR: the five requantize_table rows at `column` (intp) as int32 vectors of `lanes`."""
+    i32 = ir.IntType(32)
+    table = context.make_array(table_type)(context, builder, table_value)
+    columns = cgutils.unpack_tuple(builder, table.shape, 2)[1]
+    data = builder.bitcast(table.data, i32.as_pointer())
+    vector = ir.VectorType(i32, lanes).as_pointer()
+    return [builder.load(builder.bitcast(builder.gep(data, [builder.add(
+        builder.mul(columns, ir.Constant(columns.type, row)), column)]), vector), align=4)
+        for row in range(5)]
+
+
+def _requantize_ir(builder, acc32, rows, zero_point, low, high, negatives_exact):
+    """IR: the int8 vector requantize(acc32) with the table `rows` (_table_rows) and the
+    splat int32 vectors zero_point, low, high (see requantize_vector for the steps)."""
+    lanes = acc32.type.count
+    v8 = ir.VectorType(ir.IntType(8), lanes)
+    shifted = builder.shl(acc32, rows[LEFT])  # C's int32 wrap
+    high_mul = _high_mul_lanes(builder, shifted, rows[MULTIPLIER], lanes)
+    # RoundingDivideByPOT: (x + half - [x < 0 and right > 0]) >> right. For x >= 0 the sum
+    # can pass 2^31 - 1 (right 31 adds 2^30), but not 2^32: a logical shift of the wrapped
+    # sum is still exact; negative sums shift arithmetically.
+    zero, bits31 = ir.Constant(acc32.type, [0] * lanes), ir.Constant(acc32.type, [31] * lanes)
+    if negatives_exact:  # halves of negative values round away from zero
+        fix = builder.and_(builder.ashr(high_mul, bits31), rows[NEGATIVE_FIX])
+        total = builder.add(builder.add(high_mul, rows[HALF]), fix)
+        value = builder.select(builder.icmp_signed("<", high_mul, zero),
+                               builder.ashr(total, rows[RIGHT]),
+                               builder.lshr(total, rows[RIGHT]))
+    else:  # every x < 0 ends at `low` either way: start from max(x, 0)
+        positive = builder.select(builder.icmp_signed(">", high_mul, zero), high_mul, zero)
+        value = builder.lshr(builder.add(positive, rows[HALF]), rows[RIGHT])
+    value = builder.add(value, zero_point)
+    value = builder.select(builder.icmp_signed("<", value, low), low, value)
+    value = builder.select(builder.icmp_signed(">", value, high), high, value)
+    return builder.trunc(value, v8)
+
+
 def _requantize_vector_intrinsic(negatives_exact):
     """The requantize_vector intrinsic; negatives_exact=False omits the rounding correction
     of negative values, for clamps that map every value <= 0 to `low` (see
@@ -164,44 +209,15 @@ def _requantize_vector_intrinsic(negatives_exact):
                 data = builder.bitcast(array.data, element.as_pointer())
                 return builder.bitcast(builder.gep(data, [position]), vector.as_pointer())
 
-            table = context.make_array(signature.args[1])(context, builder, table_value)
-            columns = cgutils.unpack_tuple(builder, table.shape, 2)[1]
-            table_data = builder.bitcast(table.data, i32.as_pointer())
+            def splat(index):
+                return _splat(builder, context.cast(builder, args[index], signature.args[index],
+                                                    types.int32), lanes)
 
-            def row(index):
-                position = builder.add(builder.mul(columns, ir.Constant(columns.type, index)),
-                                       channel)
-                return builder.load(builder.bitcast(builder.gep(table_data, [position]),
-                                                    v32.as_pointer()), align=4)
-
-            def splat(value, index):
-                scalar = context.cast(builder, value, signature.args[index], types.int32)
-                single = builder.insert_element(ir.Constant(v32, None), scalar,
-                                                ir.Constant(i32, 0))
-                return builder.shuffle_vector(single, ir.Constant(v32, None),
-                                              ir.Constant(v32, [0] * lanes))
-
+            rows = _table_rows(context, builder, signature.args[1], table_value, channel, lanes)
             acc32 = builder.load(vector_at(0, i32, v32, offset), align=4)
-            shifted = builder.shl(acc32, row(LEFT))  # C's int32 wrap
-            high = _high_mul_lanes(builder, shifted, row(MULTIPLIER), lanes)
-            # RoundingDivideByPOT: (x + half - [x < 0 and right > 0]) >> right. For x >= 0
-            # the sum can pass 2^31 - 1 (right 31 adds 2^30), but not 2^32: a logical shift
-            # of the wrapped sum is still exact; negative sums shift arithmetically.
-            zero, bits31 = ir.Constant(v32, [0] * lanes), ir.Constant(v32, [31] * lanes)
-            if negatives_exact:  # halves of negative values round away from zero
-                fix = builder.and_(builder.ashr(high, bits31), row(NEGATIVE_FIX))
-                total = builder.add(builder.add(high, row(HALF)), fix)
-                right = row(RIGHT)
-                value = builder.select(builder.icmp_signed("<", high, zero),
-                                       builder.ashr(total, right), builder.lshr(total, right))
-            else:  # every x < 0 ends at `low` either way: start from max(x, 0)
-                positive = builder.select(builder.icmp_signed(">", high, zero), high, zero)
-                value = builder.lshr(builder.add(positive, row(HALF)), row(RIGHT))
-            value = builder.add(value, splat(zp_value, 3))
-            low32, high32 = splat(low_value, 4), splat(high_value, 5)
-            value = builder.select(builder.icmp_signed("<", value, low32), low32, value)
-            value = builder.select(builder.icmp_signed(">", value, high32), high32, value)
-            builder.store(builder.trunc(value, v8), vector_at(6, i8, v8, offset), align=1)
+            result = _requantize_ir(builder, acc32, rows, splat(3), splat(4), splat(5),
+                                    negatives_exact)
+            builder.store(result, vector_at(6, i8, v8, offset), align=1)
             return context.get_dummy_value()
 
         return (types.none(acc, table, channel, zero_point, low, high, dst, offset),
@@ -210,6 +226,65 @@ def _requantize_vector_intrinsic(negatives_exact):
     name = "requantize_vector" if negatives_exact else "requantize_vector_clamped"
     requantize_vector.__name__ = requantize_vector.__qualname__ = name
     return intrinsic(requantize_vector)
+
+
+def _requantize_tile_vector_intrinsic(negatives_exact):
+    """The requantize_tile_vector intrinsic (see its docstring below)."""
+
+    def requantize_tile_vector(typingctx, acc, table, channel, zero_point, low, high, out,
+                               row0, count, offset, mr):
+        arrays_ok = (isinstance(acc, types.Array) and acc.dtype == types.int32
+                     and acc.ndim == 2 and acc.layout == "C"
+                     and isinstance(table, types.Array) and table.dtype == types.int32
+                     and table.ndim == 2 and table.layout == "C"
+                     and isinstance(out, types.Array) and out.dtype == types.int8
+                     and out.ndim == 2 and isinstance(mr, types.IntegerLiteral))
+        if not arrays_ok:
+            return None
+        lanes = REQUANTIZE_LANES
+        tile_rows = mr.literal_value
+
+        def codegen(context, builder, signature, args):
+            i8, i32 = ir.IntType(8), ir.IntType(32)
+            v32, v8 = ir.VectorType(i32, lanes), ir.VectorType(i8, lanes)
+            intp = lambda index: context.cast(builder, args[index],  # noqa: E731
+                                              signature.args[index], types.intp)
+            offset, row0, count = intp(9), intp(7), intp(8)
+            column = builder.add(intp(2), offset)  # the table's and out's column
+
+            def splat(index):
+                return _splat(builder, context.cast(builder, args[index], signature.args[index],
+                                                    types.int32), lanes)
+
+            # Once per vector of channels, not once per row: the table rows and the splats.
+            rows = _table_rows(context, builder, signature.args[1], args[1], column, lanes)
+            zero_point, low, high = splat(3), splat(4), splat(5)
+            acc = context.make_array(signature.args[0])(context, builder, args[0])
+            acc_cols = cgutils.unpack_tuple(builder, acc.shape, 2)[1]
+            acc_data = builder.bitcast(acc.data, i32.as_pointer())
+            out = context.make_array(signature.args[6])(context, builder, args[6])
+            out_stride = cgutils.unpack_tuple(builder, out.strides, 2)[0]  # bytes per row
+            out_data = builder.bitcast(out.data, i8.as_pointer())
+            for r in range(tile_rows):
+                r_value = ir.Constant(offset.type, r)
+                with builder.if_then(builder.icmp_signed("<", r_value, count), likely=True):
+                    source = builder.gep(acc_data, [builder.add(builder.mul(r_value, acc_cols),
+                                                                offset)])
+                    acc32 = builder.load(builder.bitcast(source, v32.as_pointer()), align=4)
+                    result = _requantize_ir(builder, acc32, rows, zero_point, low, high,
+                                            negatives_exact)
+                    target = builder.gep(out_data, [builder.add(
+                        builder.mul(builder.add(row0, r_value), out_stride), column)])
+                    builder.store(result, builder.bitcast(target, v8.as_pointer()), align=1)
+            return context.get_dummy_value()
+
+        return (types.none(acc, table, channel, zero_point, low, high, out, row0, count,
+                           offset, mr), codegen)
+
+    name = ("requantize_tile_vector" if negatives_exact
+            else "requantize_tile_vector_clamped")
+    requantize_tile_vector.__name__ = requantize_tile_vector.__qualname__ = name
+    return intrinsic(requantize_tile_vector)
 
 
 requantize_vector = _requantize_vector_intrinsic(negatives_exact=True)
@@ -230,6 +305,17 @@ ReLU6 clamp): every x < 0 rounds to <= 0 and ends at `low` either way, so it sta
 max(x, 0) and shifts logically, without the negative rounding fix and the select."""
 
 
+requantize_tile_vector = _requantize_tile_vector_intrinsic(negatives_exact=True)
+requantize_tile_vector.__doc__ = """out[row0 + r, channel + offset : ... + 16] =
+requantize(acc[r, offset : offset + 16]) for r < count (count <= mr, a literal): a register
+tile's epilogue for one vector of channels, the table rows and splats loaded once for its mr
+rows. acc: (mr, NR) int32 C-contiguous; out: 2-D int8 whose rows are contiguous; table as
+requantize_vector's. The caller checks the bounds."""
+requantize_tile_vector_clamped = _requantize_tile_vector_intrinsic(negatives_exact=False)
+requantize_tile_vector_clamped.__doc__ = """requantize_tile_vector for low >= zero_point,
+as requantize_vector_clamped."""
+
+
 @njit(inline="always")
 def requantize_row(acc, table, channel, zero_point, low, high, width, dst):
     """dst[:width] = requantize(acc[:width]) with the per-channel constants of columns
@@ -245,6 +331,29 @@ def requantize_row(acc, table, channel, zero_point, low, high, width, dst):
             requantize_vector(acc, table, channel, zero_point, low, high, dst, v)
     for v in range(full, width):
         dst[v] = requantize_with_table(acc[v], table, channel + v, zero_point, low, high)
+
+
+@njit(inline="always")
+def requantize_tile(acc, table, channel, zero_point, low, high, width, out, row0, count, mr,
+                    nr):
+    """out[row0:row0 + count, channel:channel + width] = requantize(acc[:count, :width]): a
+    register tile's epilogue (acc (mr, nr) int32, a stack matrix; mr, nr literals). A full
+    panel (width == nr, a multiple of 16) goes vector by vector over the rows, each vector's
+    table rows loaded once (requantize_tile_vector); a partial one row by row
+    (requantize_row)."""
+    if width == nr and nr % REQUANTIZE_LANES == 0:
+        if low >= zero_point:
+            for v in range(0, nr, REQUANTIZE_LANES):
+                requantize_tile_vector_clamped(acc, table, channel, zero_point, low, high, out,
+                                               row0, count, v, mr)
+        else:
+            for v in range(0, nr, REQUANTIZE_LANES):
+                requantize_tile_vector(acc, table, channel, zero_point, low, high, out, row0,
+                                       count, v, mr)
+    else:
+        for r in range(count):
+            requantize_row(acc[r], table, channel, zero_point, low, high, width,
+                           out[row0 + r, channel:])
 
 
 def aligned_empty(shape, dtype, alignment=ALIGNMENT):

@@ -26,7 +26,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._common import CACHE
-from .qcommon import aligned_array, requantize_row, stack_matrix_i32
+from .qcommon import aligned_array, requantize_tile, stack_matrix_i32
 
 _U8_SHIFT = np.int32(-2139062144)  # 0x80808080 as int32: +128 on each of 4 bytes, as XOR
 
@@ -160,8 +160,7 @@ def vnni_tile(x, i0, count, panel, start, table, j0, width, out_zero_point, low,
                 a |= ((np.int32(source[4 * full_groups + j]) + 128) & 255) << (8 * j)
             for v in range(vectors):
                 dpbusd_update(acc, r * nr + v * lanes, a, w, v * 4 * lanes, lanes)
-    for r in range(count):
-        requantize_row(acc[r], table, j0, out_zero_point, low, high, width, out[i0 + r, j0:])
+    requantize_tile(acc, table, j0, out_zero_point, low, high, width, out, i0, count, mr, nr)
 
 
 @functools.cache

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import CACHE
-from .qcommon import aligned_array, requantize_row, stack_matrix_i32
+from .qcommon import aligned_array, requantize_tile, stack_matrix_i32
 from .vnni import VnniTile, dpbusd_update, load_i32_unaligned
 
 
@@ -97,8 +97,7 @@ def qconv3x3_nchw_to_nhwc_vnni_kernel(tile):
                             for v in range(vectors):
                                 dpbusd_update(acc, r * nr + v * lanes, a, w, v * 4 * lanes,
                                               lanes)
-                for r in range(count):
-                    requantize_row(acc[r], table, j0, out_zero_point, low,
-                                   high, width, out[n, oh, ow0 + r, j0:])
+                requantize_tile(acc, table, j0, out_zero_point, low, high, width, out[n, oh],
+                                ow0, count, mr, nr)
 
     return qconv3x3_nchw_to_nhwc_vnni
