@@ -241,9 +241,10 @@ DEPTHWISE_CASES = [
     (32, 13, 1, "torch", 1), (48, 12, 2, "tf_same", 2)]
 
 
-def _depthwise_case(channels, size, stride, padding, batch):
+def _depthwise_case(channels, size, stride, padding, batch, relu=False):
     """(x, weight, bias, zero point, epilogue args, expected, geometry) of a depthwise case
-    on a (size, size + 1) input, and TFLite's result from the NumPy reference."""
+    on a (size, size + 1) input, and TFLite's result from the NumPy reference; relu: the
+    clamp starts at the output zero point (the kernels' clamped epilogue)."""
     rng = np.random.default_rng(channels)
     out_h, top = conv_output_size(size, 3, stride, padding)
     out_w, left = conv_output_size(size + 1, 3, stride, padding)
@@ -252,6 +253,7 @@ def _depthwise_case(channels, size, stride, padding, batch):
     bias = rng.integers(-5000, 5000, channels).astype(np.int32)
     zero_point = 11
     multiplier, shift, out_zp, low, high = epilogue(rng, channels)
+    low = out_zp if relu else low
     acc = qreference.conv2d(x, weight, bias, stride, top, left, out_h, out_w, zero_point,
                             groups=channels)
     expected = qreference.requantize(acc, multiplier, shift, out_zp, low, high)
@@ -278,15 +280,16 @@ def test_qdwconv3x3(channels, size, stride, padding, batch):
 @pytest.mark.skipif(not VNNI, reason="the host has no AVX-512 VNNI")
 @pytest.mark.parametrize("channels,size,stride,padding,batch", DEPTHWISE_CASES)
 @pytest.mark.parametrize("lanes", [16, 8])
-def test_qdwconv3x3_vnni(channels, size, stride, padding, batch, lanes):
+@pytest.mark.parametrize("relu", [False, True])
+def test_qdwconv3x3_vnni(channels, size, stride, padding, batch, lanes, relu):
     """zmm and ymm (AVX-VNNI's width) vectors; channels that are not whole vectors go
-    through the scalar tail."""
+    through the scalar tail; both epilogues (relu: the clamped one)."""
     from mobinumba.kernels.vnni_depthwise import (pack_vnni_dwconv3x3_weights,
                                                   qdwconv3x3_nhwc_vnni_kernel,
                                                   vnni_dwconv3x3_bias)
 
     x, weight, bias, weight_sum, zero_point, requant, clamp, expected, geometry = \
-        _depthwise_case(channels, size, stride, padding, batch)
+        _depthwise_case(channels, size, stride, padding, batch, relu)
     out_h, out_w, top, left = geometry
     folded = vnni_dwconv3x3_bias((bias - (zero_point + 128) * weight_sum).astype(np.int32),
                                  lanes)

@@ -133,14 +133,14 @@ def _high_mul_lanes(builder, a, b, lanes):
                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), order))
 
 
-def _splat(builder, scalar, lanes):
+def splat_ir(builder, scalar, lanes):
     """IR: an int32 scalar broadcast to a vector of `lanes`."""
     v32 = ir.VectorType(ir.IntType(32), lanes)
     single = builder.insert_element(ir.Constant(v32, None), scalar, ir.Constant(ir.IntType(32), 0))
     return builder.shuffle_vector(single, ir.Constant(v32, None), ir.Constant(v32, [0] * lanes))
 
 
-def _table_rows(context, builder, table_type, table_value, column, lanes):
+def table_rows_ir(context, builder, table_type, table_value, column, lanes):
     """IR: the five requantize_table rows at `column` (intp) as int32 vectors of `lanes`."""
     i32 = ir.IntType(32)
     table = context.make_array(table_type)(context, builder, table_value)
@@ -152,8 +152,8 @@ def _table_rows(context, builder, table_type, table_value, column, lanes):
         for row in range(5)]
 
 
-def _requantize_ir(builder, acc32, rows, zero_point, low, high, negatives_exact):
-    """IR: the int8 vector requantize(acc32) with the table `rows` (_table_rows) and the
+def requantize_ir(builder, acc32, rows, zero_point, low, high, negatives_exact):
+    """IR: the int8 vector requantize(acc32) with the table `rows` (table_rows_ir) and the
     splat int32 vectors zero_point, low, high (see requantize_vector for the steps)."""
     lanes = acc32.type.count
     v8 = ir.VectorType(ir.IntType(8), lanes)
@@ -210,12 +210,12 @@ def _requantize_vector_intrinsic(negatives_exact):
                 return builder.bitcast(builder.gep(data, [position]), vector.as_pointer())
 
             def splat(index):
-                return _splat(builder, context.cast(builder, args[index], signature.args[index],
+                return splat_ir(builder, context.cast(builder, args[index], signature.args[index],
                                                     types.int32), lanes)
 
-            rows = _table_rows(context, builder, signature.args[1], table_value, channel, lanes)
+            rows = table_rows_ir(context, builder, signature.args[1], table_value, channel, lanes)
             acc32 = builder.load(vector_at(0, i32, v32, offset), align=4)
-            result = _requantize_ir(builder, acc32, rows, splat(3), splat(4), splat(5),
+            result = requantize_ir(builder, acc32, rows, splat(3), splat(4), splat(5),
                                     negatives_exact)
             builder.store(result, vector_at(6, i8, v8, offset), align=1)
             return context.get_dummy_value()
@@ -253,11 +253,11 @@ def _requantize_tile_vector_intrinsic(negatives_exact):
             column = builder.add(intp(2), offset)  # the table's and out's column
 
             def splat(index):
-                return _splat(builder, context.cast(builder, args[index], signature.args[index],
+                return splat_ir(builder, context.cast(builder, args[index], signature.args[index],
                                                     types.int32), lanes)
 
             # Once per vector of channels, not once per row: the table rows and the splats.
-            rows = _table_rows(context, builder, signature.args[1], args[1], column, lanes)
+            rows = table_rows_ir(context, builder, signature.args[1], args[1], column, lanes)
             zero_point, low, high = splat(3), splat(4), splat(5)
             acc = context.make_array(signature.args[0])(context, builder, args[0])
             acc_cols = cgutils.unpack_tuple(builder, acc.shape, 2)[1]
@@ -271,7 +271,7 @@ def _requantize_tile_vector_intrinsic(negatives_exact):
                     source = builder.gep(acc_data, [builder.add(builder.mul(r_value, acc_cols),
                                                                 offset)])
                     acc32 = builder.load(builder.bitcast(source, v32.as_pointer()), align=4)
-                    result = _requantize_ir(builder, acc32, rows, zero_point, low, high,
+                    result = requantize_ir(builder, acc32, rows, zero_point, low, high,
                                             negatives_exact)
                     target = builder.gep(out_data, [builder.add(
                         builder.mul(builder.add(row0, r_value), out_stride), column)])

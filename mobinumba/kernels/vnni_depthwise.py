@@ -30,7 +30,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._common import CACHE
-from .qcommon import aligned_array, requantize_row
+from .qcommon import (aligned_array, requantize_ir, requantize_with_table, splat_ir,
+                      table_rows_ir)
 from .vnni import _data_pointer
 
 
@@ -119,6 +120,97 @@ def store_quads(typingctx, dst, index, s0, s1, s2, offset, lanes):
     return types.none(dst, index, s0, s1, s2, offset, lanes), codegen
 
 
+def _depthwise_row_vector_intrinsic(negatives_exact):
+    """The depthwise_row_vector intrinsic (see its docstring below)."""
+
+    def depthwise_row_vector(typingctx, out, quads, weights, bias, table, channel, stride,
+                             zero_point, low, high, lanes):
+        arrays_ok = (isinstance(out, types.Array) and out.dtype == types.int8
+                     and out.ndim == 2
+                     and isinstance(quads, types.Array) and quads.dtype == types.int32
+                     and quads.ndim == 2 and quads.layout == "C"
+                     and isinstance(weights, types.Array) and weights.dtype == types.int8
+                     and isinstance(bias, types.Array) and bias.dtype == types.int32
+                     and isinstance(table, types.Array) and table.dtype == types.int32
+                     and table.ndim == 2 and table.layout == "C"
+                     and isinstance(lanes, types.IntegerLiteral)
+                     and lanes.literal_value in (8, 16))
+        if not arrays_ok:
+            return None
+        width = lanes.literal_value
+        name = f"llvm.x86.avx512.vpdpbusd.{32 * width}"
+
+        def codegen(context, builder, signature, args):
+            i8, i32 = ir.IntType(8), ir.IntType(32)
+            v32, v8 = ir.VectorType(i32, width), ir.VectorType(i8, width)
+            intp = lambda index: context.cast(builder, args[index],  # noqa: E731
+                                              signature.args[index], types.intp)
+            channel, stride = intp(5), intp(6)
+            array = lambda index: context.make_array(signature.args[index])(  # noqa: E731
+                context, builder, args[index])
+            out, quads = array(0), array(1)
+            out_w, _ = cgutils.unpack_tuple(builder, out.shape, 2)
+            out_stride = cgutils.unpack_tuple(builder, out.strides, 2)[0]  # bytes per pixel
+            cpad = cgutils.unpack_tuple(builder, quads.shape, 2)[1]
+            quad_data = builder.bitcast(quads.data, i32.as_pointer())
+            weight_data = builder.bitcast(array(2).data, i8.as_pointer())
+            out_data = builder.bitcast(out.data, i8.as_pointer())
+
+            def vector(pointer, index, vector_type):
+                return builder.load(builder.bitcast(builder.gep(pointer, [index]),
+                                                    vector_type.as_pointer()), align=1)
+
+            def splat(index):
+                return splat_ir(builder, context.cast(builder, args[index], signature.args[index],
+                                                    types.int32), width)
+
+            # Loaded once per row and vector of channels: bias, the 3 kernel columns' weight
+            # quads, the table rows, the splats.
+            start = vector(builder.bitcast(array(3).data, i32.as_pointer()), channel, v32)
+            four = ir.Constant(channel.type, 4)
+            column_bytes = builder.mul(cpad, four)
+            taps = [vector(weight_data, builder.add(builder.mul(channel, four),
+                                                    builder.mul(column_bytes,
+                                                                ir.Constant(channel.type, k))),
+                           v32) for k in range(3)]
+            rows = table_rows_ir(context, builder, signature.args[4], args[4], channel, width)
+            zp, low, high = splat(7), splat(8), splat(9)
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v32, [v32, v32, v32]), name)
+            with cgutils.for_range(builder, out_w) as loop:
+                first = builder.mul(builder.mul(loop.index, stride), cpad)  # column ow * s
+                acc = start
+                for k in range(3):
+                    index = builder.add(builder.add(first, builder.mul(
+                        cpad, ir.Constant(channel.type, k))), channel)
+                    acc = builder.call(function, [acc, vector(quad_data, index, v32), taps[k]])
+                result = requantize_ir(builder, acc, rows, zp, low, high, negatives_exact)
+                target = builder.gep(out_data, [builder.add(builder.mul(loop.index, out_stride),
+                                                            channel)])
+                builder.store(result, builder.bitcast(target, v8.as_pointer()), align=1)
+            return context.get_dummy_value()
+
+        return (types.none(out, quads, weights, bias, table, channel, stride, zero_point, low,
+                           high, lanes), codegen)
+
+    name = "depthwise_row_vector" if negatives_exact else "depthwise_row_vector_clamped"
+    depthwise_row_vector.__name__ = depthwise_row_vector.__qualname__ = name
+    return intrinsic(depthwise_row_vector)
+
+
+depthwise_row_vector = _depthwise_row_vector_intrinsic(negatives_exact=True)
+depthwise_row_vector.__doc__ = """out[ow, channel:channel + L] = requantize(bias + the 3
+vpdpbusd of quad columns ow * stride + kw with kernel column kw's weight quads) for every
+output pixel ow of the row: one vector of L = lanes channels (a literal, 16 or 8) across the
+row, its bias, weights, table rows and splats loaded once, the accumulator kept in a
+register. out (Wo, C) int8 with contiguous pixels; quads (Wp, Cp) int32 C-contiguous;
+weights (3 * Cp * 4,) int8 (pack_vnni_dwconv3x3_weights); bias (Cp,) int32; table (5, C)
+int32. The caller checks the bounds (channel + L <= C)."""
+depthwise_row_vector_clamped = _depthwise_row_vector_intrinsic(negatives_exact=False)
+depthwise_row_vector_clamped.__doc__ = """depthwise_row_vector for low >= zero_point (the
+clamped requantization, qcommon.requantize_vector_clamped)."""
+
+
 def padded_channels(channels, lanes):
     """C rounded up to whole vectors of `lanes`: the length of a quad row and of the bias."""
     return (channels + lanes - 1) // lanes * lanes
@@ -152,7 +244,8 @@ def _u8(value):
 def depthwise_buffers(width, channels, out_w, stride, left, cpad, in_zero_point):
     """A task's buffers for depthwise_row_vnni: `outside` (W * C,) int8, an input row of
     zero points (the rows above and below the image); `quads` (Wp, Cp) int32 with its
-    padding columns already set (the same for every row); `acc` (Cp,) int32."""
+    padding columns already set (the same for every row); `acc` (Cp,) int32, the partial
+    last vector's accumulators."""
     padded_w = (out_w - 1) * stride + 3  # input columns an output row reads, padded
     right = min(width, padded_w - left)  # input columns [0, right) are read
     outside = np.full(width * channels, in_zero_point, np.int8)
@@ -168,7 +261,8 @@ def depthwise_buffers(width, channels, out_w, stride, left, cpad, in_zero_point)
 def depthwise_row_vnni(x, n, oh, stride, top, left, weight_quads, bias, table,
                        out_zero_point, low, high, outside, quads, acc, out_row, lanes):
     """out_row (Wo, C) int8 = output row oh of image n: the quad row of its three input
-    rows, then per output column the 3 vpdpbusd and the epilogue. Buffers from
+    rows, then per vector of channels along the row the 3 vpdpbusd and the epilogue of each
+    output column (depthwise_row_vector). Buffers from
     depthwise_buffers; the other arguments as qdwconv3x3_nhwc_vnni's; lanes a literal."""
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]
     out_w = out_row.shape[0]
@@ -189,11 +283,26 @@ def depthwise_row_vnni(x, n, oh, stride, top, left, weight_quads, bias, table,
             for c in range(full, channels):
                 j = w * channels + c
                 quads[left + w, c] = _u8(s0[j]) | (_u8(s1[j]) << 8) | (_u8(s2[j]) << 16)
-    for ow in range(out_w):
-        first = ow * stride * cpad
-        for v in range(0, cpad, lanes):
-            dpbusd_taps3(acc, bias, quads, first + v, cpad, weight_quads, v, 4 * cpad, lanes)
-        requantize_row(acc, table, 0, out_zero_point, low, high, channels, out_row[ow])
+    # Whole vectors of channels: one pass along the row per vector (its constants loaded
+    # once, the accumulator in a register); per pixel and vector 3 vpdpbusd and the
+    # epilogue, where a pass over the vectors per pixel went through an acc buffer and
+    # reloaded the table for every pixel.
+    if low >= out_zero_point:
+        for v in range(0, full, lanes):
+            depthwise_row_vector_clamped(out_row, quads, weight_quads, bias, table, v, stride,
+                                         out_zero_point, low, high, lanes)
+    else:
+        for v in range(0, full, lanes):
+            depthwise_row_vector(out_row, quads, weight_quads, bias, table, v, stride,
+                                 out_zero_point, low, high, lanes)
+    if full < channels:  # the last, partial vector: through acc, the scalar epilogue
+        for ow in range(out_w):
+            first = ow * stride * cpad
+            dpbusd_taps3(acc, bias, quads, first + full, cpad, weight_quads, full, 4 * cpad,
+                         lanes)
+            for c in range(full, channels):
+                out_row[ow, c] = requantize_with_table(acc[c], table, c, out_zero_point, low,
+                                                       high)
 
 
 @functools.cache
