@@ -26,8 +26,15 @@ from .errors import check_integer
 #   default 300000: 4.47 / 220.0 and 13.2 / 232.1    30000: 4.07 / 55.3 and 12.0 / 66.5
 #   3000: 4.16 / 12.2 and 12.2 / 31.8                 1000: 4.31 / 9.2 and 13.0 / 24.0
 #   OMP_WAIT_POLICY=PASSIVE (0 spins): 6.77 / 7.6 and 11.4 / 16.0 (each region wakes a sleeper)
-# 1000 spins (~20 us) still bridge the gap between two kernel calls on a quiet machine.
-GOMP_SPINCOUNT = "1000"
+# 1000 spins (~20-40 us here) bridged the gap between two kernel calls, but not the waits
+# of a worker that finishes its share first: after 0.3 s idle, calls 3 to ~15 slept and woke
+# around every region, 4.7-5.1 ms instead of 1.7 (int8) and 8.4-9.9 instead of 4.1
+# (float32), until (a guess) the hypervisor's halt polling adapted (bench/after_idle.py).
+# 2000 spins: no such calls, and the same tail under load (2026-12-02, p50 / p90 ms, 0 and
+# 2 busy loops, float32: 1000 4.15 / 8.23 and 12.84 / 18.25; 2000 4.01 / 4.24 and
+# 11.59 / 18.23; int8: 1000 1.63 / 1.91 and 3.91 / 9.38; 2000 1.48 / 1.70 and 3.92 / 9.75;
+# 10000 and 30000 spins doubled the busy p90 again).
+GOMP_SPINCOUNT = "2000"
 
 _lock = threading.RLock()
 _threads = None  # None: Numba's default (NUMBA_NUM_THREADS, all cores)
