@@ -188,3 +188,14 @@ def test_bench_precision_int8(float_file, tmp_path, capsys):
         assert runs["warm_cache"]["first_inference_s"] < runs["empty_cache"]["first_inference_s"]
     markdown = (out / "int8.md").read_text()
     assert "| block01_pw |" in markdown and "int8 / float32 p50" in markdown
+
+
+def test_int8_report_names_the_clock_behind_its_peak():
+    """The report's VNNI peak line: its factors and the clock caveat, or 'unknown' when
+    /proc/cpuinfo gives no clock (a None must not break the Markdown)."""
+    from mobinumba.bench.int8 import _peak_text
+
+    text = _peak_text({"ghz": 2.596124, "threads": 2, "vnni_macs_per_cycle_per_core": 128})
+    assert "2 cores x 2.60 GHz x 128 MACs x 2" in text and "above 100%" in text
+    assert "unknown" in _peak_text({"ghz": None, "threads": 2,
+                                    "vnni_macs_per_cycle_per_core": 128})

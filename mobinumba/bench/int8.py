@@ -127,13 +127,21 @@ def _layer_rows(models, profiles, batch, threads, size, ghz):
     return rows
 
 
+def _peak_text(report):
+    """How the VNNI peak of the layer table was computed, or that it was not."""
+    if report["ghz"] is None:
+        return "VNNI peak: unknown (no clock in /proc/cpuinfo)"
+    return (f"VNNI peak: {report['threads']} cores x {report['ghz']:.2f} GHz x "
+            f"{report['vnni_macs_per_cycle_per_core']} MACs x 2 (the clock /proc/cpuinfo "
+            f"gives, often the nominal one: cores that boost above it show layers above 100%)")
+
+
 def int8_markdown(report):
     """The report as Markdown tables."""
     lines = [f"# int8 benchmark: batch {report['batch']}, {report['threads']} threads, "
              f"{report['size']}x{report['size']}", "",
              f"Load average at start / end: {report['load_average'][0]} / "
-             f"{report['load_average'][1]}; VNNI peak: {report['threads']} cores x "
-             f"{report['ghz']} GHz x {report['vnni_macs_per_cycle_per_core']} MACs x 2", "",
+             f"{report['load_average'][1]}; " + _peak_text(report), "",
              "| model | p50 ms | p90 ms | batch 8 images/s |", "|---|---:|---:|---:|"]
     for name, stats in report["latency_ms"].items():
         lines.append(f"| {name} | {stats['p50_ms']:.2f} | {stats['p90_ms']:.2f} | "
