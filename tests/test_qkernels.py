@@ -540,3 +540,50 @@ def test_int8_network_built_for_another_target(target_children, cpu, variant):
     kernels = (["qblock_nhwc_vnni", "qconv3x3_nchw_to_nhwc_vnni", "qdwconv3x3_nhwc_vnni"]
                if vnni else ["qconv3x3_nchw_to_nhwc", "qdwconv3x3_nhwc"])
     assert report == {"exact": True, "variants": [variant], "kernels": kernels}
+
+
+@pytest.mark.skipif(not VNNI, reason="the host has no AVX-512 VNNI")
+def test_store_quads_both_ways():
+    """The depthwise quads (u8 bytes of three rows and a zero byte per int32), built by the
+    byte permute (VBMI targets) and by widening (the others), at 16 and 8 lanes."""
+    from mobinumba.kernels.vnni_depthwise import store_quads
+
+    @njit
+    def build(s0, s1, s2, out):
+        for j in range(0, s0.shape[0], 16):
+            store_quads(out[0], j, s0, s1, s2, j, 16, True)
+            store_quads(out[1], j, s0, s1, s2, j, 16, False)
+        for j in range(0, s0.shape[0], 8):
+            store_quads(out[2], j, s0, s1, s2, j, 8, True)  # 8 lanes: widening either way
+            store_quads(out[3], j, s0, s1, s2, j, 8, False)
+
+    rng = np.random.default_rng(2)
+    rows = [int8(rng, 64) for _ in range(3)]
+    rows[0][:3] = [-128, 127, 0]
+    out = np.zeros((4, 64), np.int32)
+    build(*rows, out)
+    u8 = [row.astype(np.int32) + 128 for row in rows]
+    expected = u8[0] | (u8[1] << 8) | (u8[2] << 16)
+    for variant in out:
+        assert np.array_equal(variant, expected)
+
+
+@pytest.mark.parametrize("cpu,features,expected", [
+    ("znver4", "", True), ("icelake-server", "", True), ("cascadelake", "", False),
+    ("haswell", "", False), ("znver4", "+avx512f,+avx512vnni,-avx512vbmi", False),
+    ("cascadelake", "+avx512f,+avx512vbmi", True)])
+def test_byte_permute_reads_the_compile_target(monkeypatch, cpu, features, expected):
+    """byte_permute (the depthwise quads' vpermt2b) follows the compile target: the CPU's
+    name when NUMBA_CPU_FEATURES is empty (Cascade Lake has VNNI without VBMI), else the
+    features given."""
+    import numba
+
+    from mobinumba.kernels.qtargets import byte_permute
+
+    monkeypatch.setattr(numba.config, "CPU_NAME", cpu)
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
+    byte_permute.cache_clear()
+    try:
+        assert byte_permute() is expected
+    finally:
+        byte_permute.cache_clear()

@@ -21,6 +21,11 @@ _VNNI_NAMES = frozenset({
 _AVX_VNNI_NAMES = frozenset({
     "alderlake", "raptorlake", "meteorlake", "arrowlake", "arrowlake-s", "lunarlake",
     "pantherlake", "gracemont", "sierraforest", "grandridge", "clearwaterforest"})
+# CPU names LLVM gives AVX-512 VBMI (byte_permute).
+_VBMI_NAMES = frozenset({
+    "cannonlake", "icelake-client", "icelake-server", "tigerlake", "rocketlake",
+    "sapphirerapids", "emeraldrapids", "graniterapids", "graniterapids-d", "diamondrapids",
+    "znver4", "znver5"})
 # ... and AVX2 without either.
 _AVX2_NAMES = frozenset({
     "haswell", "broadwell", "skylake", "skylake-avx512", "cannonlake", "core-avx2",
@@ -32,16 +37,12 @@ def int8_dot_product():
     """'avx512vnni' when the compile target has AVX-512 VNNI (with AVX-512 BW and VL),
     'avxvnni' when it has AVX-VNNI (256-bit), 'avx2' when it has AVX2 only (vpmaddwd),
     else None (the portable kernels run)."""
-    if numba.config.CPU_FEATURES is not None:
-        text = numba.config.CPU_FEATURES
-        if not text.strip():
-            cpu = (numba.config.CPU_NAME or llvm.get_host_cpu_name()).lower()
-            return ("avx512vnni" if cpu in _VNNI_NAMES
-                    else "avxvnni" if cpu in _AVX_VNNI_NAMES
-                    else "avx2" if cpu in _AVX2_NAMES else None)
-        features, _ = parse_features(text)
-    else:
-        features = {name for name, on in llvm.get_host_cpu_features().items() if on}
+    features = _target_features()
+    if features is None:  # NUMBA_CPU_FEATURES set but empty: LLVM goes by the CPU name
+        cpu = _target_cpu()
+        return ("avx512vnni" if cpu in _VNNI_NAMES
+                else "avxvnni" if cpu in _AVX_VNNI_NAMES
+                else "avx2" if cpu in _AVX2_NAMES else None)
     if {"avx512vnni", "avx512bw", "avx512vl", "avx512f"} <= features:
         return "avx512vnni"
     if {"avxvnni", "avx2"} <= features:
@@ -49,3 +50,30 @@ def int8_dot_product():
     if "avx2" in features:
         return "avx2"
     return None
+
+
+@functools.cache
+def byte_permute():
+    """Whether the compile target has AVX-512 VBMI, whose vpermb / vpermt2b permute bytes
+    across a whole zmm in one instruction (the VNNI depthwise builds its quads with it,
+    kernels/vnni_depthwise.py; Cascade Lake has VNNI without it)."""
+    features = _target_features()
+    if features is None:
+        return _target_cpu() in _VBMI_NAMES
+    return "avx512vbmi" in features
+
+
+def _target_cpu():
+    return (numba.config.CPU_NAME or llvm.get_host_cpu_name()).lower()
+
+
+def _target_features():
+    """The compile target's feature names, or None when NUMBA_CPU_FEATURES is set but empty
+    (LLVM then takes the features from the CPU name)."""
+    if numba.config.CPU_FEATURES is not None:
+        text = numba.config.CPU_FEATURES
+        if not text.strip():
+            return None
+        features, _ = parse_features(text)
+        return features
+    return {name for name, on in llvm.get_host_cpu_features().items() if on}
