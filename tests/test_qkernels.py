@@ -244,7 +244,8 @@ DEPTHWISE_CASES = [
 def _depthwise_case(channels, size, stride, padding, batch, relu=False):
     """(x, weight, bias, zero point, epilogue args, expected, geometry) of a depthwise case
     on a (size, size + 1) input, and TFLite's result from the NumPy reference; relu: the
-    clamp starts at the output zero point (the kernels' clamped epilogue)."""
+    clamp starts at the output zero point (the kernels' clamped epilogue); "full": and it is
+    [-128, 127] with the zero point -128."""
     rng = np.random.default_rng(channels)
     out_h, top = conv_output_size(size, 3, stride, padding)
     out_w, left = conv_output_size(size + 1, 3, stride, padding)
@@ -254,6 +255,8 @@ def _depthwise_case(channels, size, stride, padding, batch, relu=False):
     zero_point = 11
     multiplier, shift, out_zp, low, high = epilogue(rng, channels)
     low = out_zp if relu else low
+    if relu == "full":  # ReLU6 on the whole int8 range (the kernels' FULL_RANGE form)
+        out_zp, low, high = -128, -128, 127
     acc = qreference.conv2d(x, weight, bias, stride, top, left, out_h, out_w, zero_point,
                             groups=channels)
     expected = qreference.requantize(acc, multiplier, shift, out_zp, low, high)
@@ -280,10 +283,11 @@ def test_qdwconv3x3(channels, size, stride, padding, batch):
 @pytest.mark.skipif(not VNNI, reason="the host has no AVX-512 VNNI")
 @pytest.mark.parametrize("channels,size,stride,padding,batch", DEPTHWISE_CASES)
 @pytest.mark.parametrize("lanes", [16, 8])
-@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("relu", [False, True, "full"])
 def test_qdwconv3x3_vnni(channels, size, stride, padding, batch, lanes, relu):
     """zmm and ymm (AVX-VNNI's width) vectors; channels that are not whole vectors go
-    through the scalar tail; both epilogues (relu: the clamped one)."""
+    through the scalar tail; the three epilogues (relu: the clamped one; "full": clamped to
+    the whole int8 range from a zero point of -128)."""
     from mobinumba.kernels.vnni_depthwise import (pack_vnni_dwconv3x3_weights,
                                                   qdwconv3x3_nhwc_vnni_kernel,
                                                   vnni_dwconv3x3_bias)

@@ -152,9 +152,19 @@ def table_rows_ir(context, builder, table_type, table_value, column, lanes):
         for row in range(5)]
 
 
-def requantize_ir(builder, acc32, rows, zero_point, low, high, negatives_exact):
+# The epilogue's forms (requantize_ir): EXACT rounds negative values as TFLite does; CLAMPED
+# is for clamps with low >= zero point (ReLU, ReLU6), where every negative value ends at
+# `low`; FULL_RANGE is CLAMPED with zero point = low = -128 and high = 127, the usual ReLU6
+# output ([0, 6] on [-128, 127]; every layer of the shipped model): with constant bounds
+# LLVM makes the clamp and the store one saturating vpmovsdb, 2 instructions (add, store)
+# where runtime bounds take 4 (add, max, min, vpmovdb).
+EXACT, CLAMPED, FULL_RANGE = "exact", "clamped", "full_range"
+
+
+def requantize_ir(builder, acc32, rows, zero_point, low, high, mode):
     """IR: the int8 vector requantize(acc32) with the table `rows` (table_rows_ir) and the
-    splat int32 vectors zero_point, low, high (see requantize_vector for the steps)."""
+    splat int32 vectors zero_point, low, high (FULL_RANGE uses its constants), in the form
+    `mode` (see requantize_vector for the steps)."""
     lanes = acc32.type.count
     v8 = ir.VectorType(ir.IntType(8), lanes)
     shifted = builder.shl(acc32, rows[LEFT])  # C's int32 wrap
@@ -163,7 +173,7 @@ def requantize_ir(builder, acc32, rows, zero_point, low, high, negatives_exact):
     # can pass 2^31 - 1 (right 31 adds 2^30), but not 2^32: a logical shift of the wrapped
     # sum is still exact; negative sums shift arithmetically.
     zero, bits31 = ir.Constant(acc32.type, [0] * lanes), ir.Constant(acc32.type, [31] * lanes)
-    if negatives_exact:  # halves of negative values round away from zero
+    if mode == EXACT:  # halves of negative values round away from zero
         fix = builder.and_(builder.ashr(high_mul, bits31), rows[NEGATIVE_FIX])
         total = builder.add(builder.add(high_mul, rows[HALF]), fix)
         value = builder.select(builder.icmp_signed("<", high_mul, zero),
@@ -172,15 +182,18 @@ def requantize_ir(builder, acc32, rows, zero_point, low, high, negatives_exact):
     else:  # every x < 0 ends at `low` either way: start from max(x, 0)
         positive = builder.select(builder.icmp_signed(">", high_mul, zero), high_mul, zero)
         value = builder.lshr(builder.add(positive, rows[HALF]), rows[RIGHT])
+    if mode == FULL_RANGE:  # the clamp with constant bounds: a saturating narrowing store
+        zero_point = ir.Constant(acc32.type, [-128] * lanes)
+        low = zero_point
+        high = ir.Constant(acc32.type, [127] * lanes)
     value = builder.add(value, zero_point)
     value = builder.select(builder.icmp_signed("<", value, low), low, value)
     value = builder.select(builder.icmp_signed(">", value, high), high, value)
     return builder.trunc(value, v8)
 
 
-def _requantize_vector_intrinsic(negatives_exact):
-    """The requantize_vector intrinsic; negatives_exact=False omits the rounding correction
-    of negative values, for clamps that map every value <= 0 to `low` (see
+def _requantize_vector_intrinsic(mode):
+    """The requantize_vector intrinsic in the form `mode` (EXACT or CLAMPED; see
     requantize_row)."""
 
     def requantize_vector(typingctx, acc, table, channel, zero_point, low, high, dst, offset):
@@ -215,20 +228,19 @@ def _requantize_vector_intrinsic(negatives_exact):
 
             rows = table_rows_ir(context, builder, signature.args[1], table_value, channel, lanes)
             acc32 = builder.load(vector_at(0, i32, v32, offset), align=4)
-            result = requantize_ir(builder, acc32, rows, splat(3), splat(4), splat(5),
-                                    negatives_exact)
+            result = requantize_ir(builder, acc32, rows, splat(3), splat(4), splat(5), mode)
             builder.store(result, vector_at(6, i8, v8, offset), align=1)
             return context.get_dummy_value()
 
         return (types.none(acc, table, channel, zero_point, low, high, dst, offset),
                 codegen)
 
-    name = "requantize_vector" if negatives_exact else "requantize_vector_clamped"
+    name = "requantize_vector" if mode == EXACT else f"requantize_vector_{mode}"
     requantize_vector.__name__ = requantize_vector.__qualname__ = name
     return intrinsic(requantize_vector)
 
 
-def _requantize_tile_vector_intrinsic(negatives_exact):
+def _requantize_tile_vector_intrinsic(mode):
     """The requantize_tile_vector intrinsic (see its docstring below)."""
 
     def requantize_tile_vector(typingctx, acc, table, channel, zero_point, low, high, out,
@@ -271,8 +283,7 @@ def _requantize_tile_vector_intrinsic(negatives_exact):
                     source = builder.gep(acc_data, [builder.add(builder.mul(r_value, acc_cols),
                                                                 offset)])
                     acc32 = builder.load(builder.bitcast(source, v32.as_pointer()), align=4)
-                    result = requantize_ir(builder, acc32, rows, zero_point, low, high,
-                                            negatives_exact)
+                    result = requantize_ir(builder, acc32, rows, zero_point, low, high, mode)
                     target = builder.gep(out_data, [builder.add(
                         builder.mul(builder.add(row0, r_value), out_stride), column)])
                     builder.store(result, builder.bitcast(target, v8.as_pointer()), align=1)
@@ -281,13 +292,12 @@ def _requantize_tile_vector_intrinsic(negatives_exact):
         return (types.none(acc, table, channel, zero_point, low, high, out, row0, count,
                            offset, mr), codegen)
 
-    name = ("requantize_tile_vector" if negatives_exact
-            else "requantize_tile_vector_clamped")
+    name = "requantize_tile_vector" if mode == EXACT else f"requantize_tile_vector_{mode}"
     requantize_tile_vector.__name__ = requantize_tile_vector.__qualname__ = name
     return intrinsic(requantize_tile_vector)
 
 
-requantize_vector = _requantize_vector_intrinsic(negatives_exact=True)
+requantize_vector = _requantize_vector_intrinsic(EXACT)
 requantize_vector.__doc__ = """dst[offset:offset + 16] = requantize(acc[offset:...]) with the
 per-channel constants of columns channel + offset .. of `table` (requantize_table), on 16
 lanes at once in LLVM vector IR: every step but the 32 x 32 -> 64 bit product stays in
@@ -299,21 +309,24 @@ int32; RoundingDivideByPOT as (x + half - [x < 0 and right > 0]) >> right
 (rounding_divide_by_pot), logical for x >= 0 (the sum may pass 2^31 - 1, never 2^32);
 + zero point, clamp, int8. acc: 1-D int32, table: (5, C)
 int32, dst: 1-D int8, each holding 16 elements from there (the caller checks the bounds)."""
-requantize_vector_clamped = _requantize_vector_intrinsic(negatives_exact=False)
+requantize_vector_clamped = _requantize_vector_intrinsic(CLAMPED)
 requantize_vector_clamped.__doc__ = """requantize_vector for low >= zero_point (a ReLU or
 ReLU6 clamp): every x < 0 rounds to <= 0 and ends at `low` either way, so it starts from
 max(x, 0) and shifts logically, without the negative rounding fix and the select."""
 
 
-requantize_tile_vector = _requantize_tile_vector_intrinsic(negatives_exact=True)
+requantize_tile_vector = _requantize_tile_vector_intrinsic(EXACT)
 requantize_tile_vector.__doc__ = """out[row0 + r, channel + offset : ... + 16] =
 requantize(acc[r, offset : offset + 16]) for r < count (count <= mr, a literal): a register
 tile's epilogue for one vector of channels, the table rows and splats loaded once for its mr
 rows. acc: (mr, NR) int32 C-contiguous; out: 2-D int8 whose rows are contiguous; table as
 requantize_vector's. The caller checks the bounds."""
-requantize_tile_vector_clamped = _requantize_tile_vector_intrinsic(negatives_exact=False)
+requantize_tile_vector_clamped = _requantize_tile_vector_intrinsic(CLAMPED)
 requantize_tile_vector_clamped.__doc__ = """requantize_tile_vector for low >= zero_point,
 as requantize_vector_clamped."""
+requantize_tile_vector_full_range = _requantize_tile_vector_intrinsic(FULL_RANGE)
+requantize_tile_vector_full_range.__doc__ = """requantize_tile_vector for zero_point = low =
+-128 and high = 127 (the FULL_RANGE form)."""
 
 
 @njit(inline="always")
@@ -339,10 +352,14 @@ def requantize_tile(acc, table, channel, zero_point, low, high, width, out, row0
     """out[row0:row0 + count, channel:channel + width] = requantize(acc[:count, :width]): a
     register tile's epilogue (acc (mr, nr) int32, a stack matrix; mr, nr literals). A full
     panel (width == nr, a multiple of 16) goes vector by vector over the rows, each vector's
-    table rows loaded once (requantize_tile_vector); a partial one row by row
-    (requantize_row)."""
+    table rows loaded once (requantize_tile_vector, in the form the clamp allows); a partial
+    one row by row (requantize_row)."""
     if width == nr and nr % REQUANTIZE_LANES == 0:
-        if low >= zero_point:
+        if zero_point == -128 and low == -128 and high == 127:
+            for v in range(0, nr, REQUANTIZE_LANES):
+                requantize_tile_vector_full_range(acc, table, channel, zero_point, low, high,
+                                                  out, row0, count, v, mr)
+        elif low >= zero_point:
             for v in range(0, nr, REQUANTIZE_LANES):
                 requantize_tile_vector_clamped(acc, table, channel, zero_point, low, high, out,
                                                row0, count, v, mr)

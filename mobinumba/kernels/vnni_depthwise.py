@@ -30,8 +30,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._common import CACHE
-from .qcommon import (aligned_array, requantize_ir, requantize_with_table, splat_ir,
-                      table_rows_ir)
+from .qcommon import (CLAMPED, EXACT, FULL_RANGE, aligned_array, requantize_ir,
+                      requantize_with_table, splat_ir, table_rows_ir)
 from .qtargets import byte_permute
 from .vnni import _data_pointer
 
@@ -146,7 +146,7 @@ def store_quads(typingctx, dst, index, s0, s1, s2, offset, lanes, permute):
     return types.none(dst, index, s0, s1, s2, offset, lanes, permute), codegen
 
 
-def _depthwise_row_vector_intrinsic(negatives_exact):
+def _depthwise_row_vector_intrinsic(mode):
     """The depthwise_row_vector intrinsic (see its docstring below)."""
 
     def depthwise_row_vector(typingctx, out, quads, weights, bias, table, channel, stride,
@@ -210,7 +210,7 @@ def _depthwise_row_vector_intrinsic(negatives_exact):
                     index = builder.add(builder.add(first, builder.mul(
                         cpad, ir.Constant(channel.type, k))), channel)
                     acc = builder.call(function, [acc, vector(quad_data, index, v32), taps[k]])
-                result = requantize_ir(builder, acc, rows, zp, low, high, negatives_exact)
+                result = requantize_ir(builder, acc, rows, zp, low, high, mode)
                 target = builder.gep(out_data, [builder.add(builder.mul(loop.index, out_stride),
                                                             channel)])
                 builder.store(result, builder.bitcast(target, v8.as_pointer()), align=1)
@@ -219,12 +219,12 @@ def _depthwise_row_vector_intrinsic(negatives_exact):
         return (types.none(out, quads, weights, bias, table, channel, stride, zero_point, low,
                            high, lanes), codegen)
 
-    name = "depthwise_row_vector" if negatives_exact else "depthwise_row_vector_clamped"
+    name = "depthwise_row_vector" if mode == EXACT else f"depthwise_row_vector_{mode}"
     depthwise_row_vector.__name__ = depthwise_row_vector.__qualname__ = name
     return intrinsic(depthwise_row_vector)
 
 
-depthwise_row_vector = _depthwise_row_vector_intrinsic(negatives_exact=True)
+depthwise_row_vector = _depthwise_row_vector_intrinsic(EXACT)
 depthwise_row_vector.__doc__ = """out[ow, channel:channel + L] = requantize(bias + the 3
 vpdpbusd of quad columns ow * stride + kw with kernel column kw's weight quads) for every
 output pixel ow of the row: one vector of L = lanes channels (a literal, 16 or 8) across the
@@ -232,9 +232,12 @@ row, its bias, weights, table rows and splats loaded once, the accumulator kept 
 register. out (Wo, C) int8 with contiguous pixels; quads (Wp, Cp) int32 C-contiguous;
 weights (3 * Cp * 4,) int8 (pack_vnni_dwconv3x3_weights); bias (Cp,) int32; table (5, C)
 int32. The caller checks the bounds (channel + L <= C)."""
-depthwise_row_vector_clamped = _depthwise_row_vector_intrinsic(negatives_exact=False)
+depthwise_row_vector_clamped = _depthwise_row_vector_intrinsic(CLAMPED)
 depthwise_row_vector_clamped.__doc__ = """depthwise_row_vector for low >= zero_point (the
 clamped requantization, qcommon.requantize_vector_clamped)."""
+depthwise_row_vector_full_range = _depthwise_row_vector_intrinsic(FULL_RANGE)
+depthwise_row_vector_full_range.__doc__ = """depthwise_row_vector for zero_point = low = -128
+and high = 127 (qcommon.FULL_RANGE)."""
 
 
 def padded_channels(channels, lanes):
@@ -314,7 +317,11 @@ def depthwise_row_vnni(x, n, oh, stride, top, left, weight_quads, bias, table,
     # once, the accumulator in a register); per pixel and vector 3 vpdpbusd and the
     # epilogue, where a pass over the vectors per pixel went through an acc buffer and
     # reloaded the table for every pixel.
-    if low >= out_zero_point:
+    if out_zero_point == -128 and low == -128 and high == 127:
+        for v in range(0, full, lanes):
+            depthwise_row_vector_full_range(out_row, quads, weight_quads, bias, table, v,
+                                            stride, out_zero_point, low, high, lanes)
+    elif low >= out_zero_point:
         for v in range(0, full, lanes):
             depthwise_row_vector_clamped(out_row, quads, weight_quads, bias, table, v, stride,
                                          out_zero_point, low, high, lanes)
