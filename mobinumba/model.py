@@ -430,7 +430,6 @@ def _feature_map_names(ops):
     return {**names, **strides}
 
 
-
 def _nonfinite_input(array):
     """The InputError for an input holding NaN or Inf, naming the first such index."""
     bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])

@@ -29,7 +29,8 @@ class Dense:
 
 class QuantizedDense(Dense):
     """The int8 classifier (TFLite FULLY_CONNECTED int8, per-channel or per-tensor weights,
-    or a 1x1 CONV_2D on a 1x1 map): kernels/qhead.py, no activation (clamped to
+    or a 1x1 CONV_2D on a 1x1 map): the pointwise vpdpbusd GEMM where the compile target
+    has VNNI (kernels/vnni.py), else kernels/qhead.py's qdense; no activation (clamped to
     [-128, 127]).
 
     Requantized as LiteRT does it, halves rounded up (vqrdmulh + vrshl), not away from zero
