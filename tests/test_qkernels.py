@@ -501,9 +501,9 @@ def test_quantize_nchw_matches_quantize(dtype, scale, zero_point, flip):
 
 
 def test_nonfinite_inputs_are_counted_and_refused(small_int8_model):
-    """The input kernel counts NaN and Inf (float32 and float64, Inf of float64 beyond
-    float32's range too); m(x), features() and profile() of an int8 model refuse such an
-    input naming its first index, as the float model does."""
+    """The input kernel counts NaN and Inf (float32 and float64; a finite float64 beyond
+    float32's range is not counted: it saturates); m(x), features() and profile() of an
+    int8 model refuse such an input naming its first index, as the float model does."""
     _, model, _ = small_int8_model
     out = np.zeros((2, 3, 40, 40), np.int8)
     for dtype in (np.float32, np.float64):
