@@ -23,7 +23,8 @@ import json, sys, time
 import numpy as np
 import mobinumba
 from mobinumba.threads import set_threads
-precision, threads, pause, rounds, calls = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+precision, threads, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+rounds, calls = int(sys.argv[4]), int(sys.argv[5])
 set_threads(threads)
 model = mobinumba.load(precision=precision)
 x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32)

@@ -23,7 +23,8 @@ import numpy as np
 CHILD = r"""
 import json, sys, tempfile
 import numpy as np
-kind, precision, batch, threads, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+kind, precision = sys.argv[1], sys.argv[2]
+batch, threads, calls = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, 224, 224)).astype(np.float32)
 if kind == "litert":
     from mobinumba.bench.peers import BUILDERS
@@ -81,8 +82,9 @@ def main():
     print(f"batch {args.batch}, {args.threads} threads, {args.precision}, "
           f"{args.blocks} alternated blocks")
     for spec, samples in zip(args.specs, times):
-        print(f"{spec:40s} p50 {np.median(samples) * 1e3:7.3f} ms  p10 "
-              f"{np.percentile(samples, 10) * 1e3:7.3f}  p50 / last {np.median(samples) / last:.3f}")
+        p50, p10 = np.median(samples), np.percentile(samples, 10)
+        print(f"{spec:40s} p50 {p50 * 1e3:7.3f} ms  p10 {p10 * 1e3:7.3f}  "
+              f"p50 / last {p50 / last:.3f}")
 
 
 if __name__ == "__main__":

@@ -133,10 +133,13 @@ def _high_mul_lanes(builder, a, b, lanes):
                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), order))
 
 
-def splat_ir(builder, scalar, lanes):
-    """IR: an int32 scalar broadcast to a vector of `lanes`."""
-    v32 = ir.VectorType(ir.IntType(32), lanes)
-    single = builder.insert_element(ir.Constant(v32, None), scalar, ir.Constant(ir.IntType(32), 0))
+def splat_ir(context, builder, signature, args, index, lanes):
+    """IR: intrinsic argument `index` (an integer) as int32, broadcast to a vector of
+    `lanes`."""
+    i32 = ir.IntType(32)
+    v32 = ir.VectorType(i32, lanes)
+    scalar = context.cast(builder, args[index], signature.args[index], types.int32)
+    single = builder.insert_element(ir.Constant(v32, None), scalar, ir.Constant(i32, 0))
     return builder.shuffle_vector(single, ir.Constant(v32, None), ir.Constant(v32, [0] * lanes))
 
 
@@ -159,6 +162,14 @@ def table_rows_ir(context, builder, table_type, table_value, column, lanes):
 # LLVM makes the clamp and the store one saturating vpmovsdb, 2 instructions (add, store)
 # where runtime bounds take 4 (add, max, min, vpmovdb).
 EXACT, CLAMPED, FULL_RANGE = "exact", "clamped", "full_range"
+
+
+def mode_intrinsic(function, base, mode):
+    """intrinsic(function) named `base` for the EXACT form, `base`_`mode` for the others
+    (requantize_ir's forms)."""
+    name = base if mode == EXACT else f"{base}_{mode}"
+    function.__name__ = function.__qualname__ = name
+    return intrinsic(function)
 
 
 def requantize_ir(builder, acc32, rows, zero_point, low, high, mode):
@@ -223,8 +234,7 @@ def _requantize_vector_intrinsic(mode):
                 return builder.bitcast(builder.gep(data, [position]), vector.as_pointer())
 
             def splat(index):
-                return splat_ir(builder, context.cast(builder, args[index], signature.args[index],
-                                                    types.int32), lanes)
+                return splat_ir(context, builder, signature, args, index, lanes)
 
             rows = table_rows_ir(context, builder, signature.args[1], table_value, channel, lanes)
             acc32 = builder.load(vector_at(0, i32, v32, offset), align=4)
@@ -235,9 +245,7 @@ def _requantize_vector_intrinsic(mode):
         return (types.none(acc, table, channel, zero_point, low, high, dst, offset),
                 codegen)
 
-    name = "requantize_vector" if mode == EXACT else f"requantize_vector_{mode}"
-    requantize_vector.__name__ = requantize_vector.__qualname__ = name
-    return intrinsic(requantize_vector)
+    return mode_intrinsic(requantize_vector, "requantize_vector", mode)
 
 
 def _requantize_tile_vector_intrinsic(mode):
@@ -265,8 +273,7 @@ def _requantize_tile_vector_intrinsic(mode):
             column = builder.add(intp(2), offset)  # the table's and out's column
 
             def splat(index):
-                return splat_ir(builder, context.cast(builder, args[index], signature.args[index],
-                                                    types.int32), lanes)
+                return splat_ir(context, builder, signature, args, index, lanes)
 
             # Once per vector of channels, not once per row: the table rows and the splats.
             rows = table_rows_ir(context, builder, signature.args[1], args[1], column, lanes)
@@ -292,9 +299,7 @@ def _requantize_tile_vector_intrinsic(mode):
         return (types.none(acc, table, channel, zero_point, low, high, out, row0, count,
                            offset, mr), codegen)
 
-    name = "requantize_tile_vector" if mode == EXACT else f"requantize_tile_vector_{mode}"
-    requantize_tile_vector.__name__ = requantize_tile_vector.__qualname__ = name
-    return intrinsic(requantize_tile_vector)
+    return mode_intrinsic(requantize_tile_vector, "requantize_tile_vector", mode)
 
 
 requantize_vector = _requantize_vector_intrinsic(EXACT)

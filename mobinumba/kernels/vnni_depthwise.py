@@ -30,8 +30,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._common import CACHE
-from .qcommon import (CLAMPED, EXACT, FULL_RANGE, aligned_array, requantize_ir,
-                      requantize_with_table, splat_ir, table_rows_ir)
+from .qcommon import (CLAMPED, EXACT, FULL_RANGE, aligned_array, mode_intrinsic,
+                      requantize_ir, requantize_with_table, splat_ir, table_rows_ir)
 from .qtargets import byte_permute
 from .vnni import _data_pointer
 
@@ -187,8 +187,7 @@ def _depthwise_row_vector_intrinsic(mode):
                                                     vector_type.as_pointer()), align=1)
 
             def splat(index):
-                return splat_ir(builder, context.cast(builder, args[index], signature.args[index],
-                                                    types.int32), width)
+                return splat_ir(context, builder, signature, args, index, width)
 
             # Loaded once per row and vector of channels: bias, the 3 kernel columns' weight
             # quads, the table rows, the splats.
@@ -219,9 +218,7 @@ def _depthwise_row_vector_intrinsic(mode):
         return (types.none(out, quads, weights, bias, table, channel, stride, zero_point, low,
                            high, lanes), codegen)
 
-    name = "depthwise_row_vector" if mode == EXACT else f"depthwise_row_vector_{mode}"
-    depthwise_row_vector.__name__ = depthwise_row_vector.__qualname__ = name
-    return intrinsic(depthwise_row_vector)
+    return mode_intrinsic(depthwise_row_vector, "depthwise_row_vector", mode)
 
 
 depthwise_row_vector = _depthwise_row_vector_intrinsic(EXACT)
