@@ -122,7 +122,7 @@ def test_float32_models_never_import_the_int8_kernels():
     loaded = result.stdout.strip()
     assert "kernels.pointwise" in loaded
     for module in ("qcommon", "qconv", "qdepthwise", "qpointwise", "qhead", "vnni",
-                   "vnni_depthwise", "vnni_stem", "qtargets"):
+                   "vnni_depthwise", "vnni_stem", "qtargets", "amx"):
         assert f"kernels.{module}'" not in loaded, loaded
 
 
@@ -197,5 +197,9 @@ def test_int8_report_names_the_clock_behind_its_peak():
 
     text = _peak_text({"ghz": 2.596124, "threads": 2, "vnni_macs_per_cycle_per_core": 128})
     assert "2 cores x 2.60 GHz x 128 MACs x 2" in text and "above 100%" in text
+    assert "AMX" not in text
+    text = _peak_text({"ghz": 2.6, "threads": 2, "vnni_macs_per_cycle_per_core": 128,
+                       "amx_macs_per_cycle_per_core": 1024})
+    assert "AMX tiles here, whose peak is 8x the VNNI one (1024 MACs per cycle)" in text
     assert "unknown" in _peak_text({"ghz": None, "threads": 2,
                                     "vnni_macs_per_cycle_per_core": 128})

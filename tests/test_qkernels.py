@@ -28,7 +28,7 @@ from mobinumba.kernels.qhead import (pack_qdense_weights, qaverage_pool_nhwc,
                                      qaverage_pool_nhwc_serial, qdense, qmean_nhwc,
                                      qmean_nhwc_serial)
 from mobinumba.kernels.qpointwise import pack_qpointwise_weights, qpwconv_nhwc
-from mobinumba.kernels.qtargets import int8_dot_product
+from mobinumba.kernels.qtargets import int8_dot_product, matrix_tiles
 from mobinumba.model import Model
 from mobinumba.padding import conv_output_size
 from mobinumba.quantization import (Quantization, mean_requantization, mean_rounds_half_up,
@@ -393,6 +393,61 @@ def test_qpwconv_vnni(rows, c_in, c_out, variant):
     assert np.array_equal(out, expected)
 
 
+AMX_SHAPES = [(1, 4, 1), (31, 32, 70), (32, 64, 32), (61, 64, 64), (7, 132, 33),
+              (100, 1024, 65), (196, 512, 512), (33, 8, 129), (49, 24, 31)]
+
+
+@pytest.mark.skipif(not matrix_tiles(), reason="the host has no AMX-INT8 the process may use")
+@pytest.mark.parametrize("rows,c_in,c_out", AMX_SHAPES)
+def test_qpwconv_amx(rows, c_in, c_out):
+    """Rows below 32 (a padded copy), rows ending in a partial block (the overlapping last
+    block), depths stepping by 64, 32, 8 and 4 bytes, partial 32-channel panels."""
+    from mobinumba.kernels.amx import (depth_step, pack_amx_weights, qpwconv_nhwc_amx,
+                                       tile_config)
+
+    x, weight, bias, weight_sum, zero_point, args, expected = _pointwise_case(rows, c_in,
+                                                                              c_out)
+    out = np.full((rows, c_out), 99, np.int8)
+    folded = (bias - zero_point * weight_sum).astype(np.int32)  # signed x signed: no +128
+    step = depth_step(c_in)
+    qpwconv_nhwc_amx(x, *pack_amx_weights(weight, folded), *args, tile_config(step), step, out)
+    assert np.array_equal(out, expected)
+
+
+def test_depth_step_never_reads_past_a_pixel():
+    from mobinumba.kernels.amx import depth_step
+
+    assert [depth_step(c) for c in (1024, 32, 96, 24, 12, 3, 130, 1)] == \
+        [64, 32, 32, 8, 4, None, None, None]
+
+
+@pytest.mark.parametrize("cpu,features,expected", [
+    ("sapphirerapids", "", True), ("graniterapids", "", True), ("icelake-server", "", False),
+    ("znver5", "", False), ("haswell", "+avx2,+amx-int8", False),
+    ("icelake-server", "+avx512f,+amx-tile,+amx-int8", True)])
+def test_matrix_tiles_reads_the_compile_target(monkeypatch, cpu, features, expected):
+    """matrix_tiles (the AMX GEMM) follows the compile target, as byte_permute does, and asks
+    the operating system only for a target with AMX-INT8 and AMX-TILE (the request stands
+    in for a host that grants it); MOBINUMBA_AMX=0 turns it off."""
+    import numba
+
+    from mobinumba.kernels import amx, qtargets
+
+    asked = []
+    monkeypatch.setattr(numba.config, "CPU_NAME", cpu)
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
+    monkeypatch.setattr(amx, "request_tile_data", lambda: asked.append(1) or True)
+    qtargets.matrix_tiles.cache_clear()
+    try:
+        assert qtargets.matrix_tiles() is expected
+        assert len(asked) == int(expected)
+        monkeypatch.setenv("MOBINUMBA_AMX", "0")
+        qtargets.matrix_tiles.cache_clear()
+        assert qtargets.matrix_tiles() is False
+    finally:
+        qtargets.matrix_tiles.cache_clear()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not VNNI, reason="the host has no AVX-512 VNNI")
 def test_vnni_kernel_uses_vpdpbusd():
@@ -446,26 +501,48 @@ def test_qdense(features, classes, batch):
 
 
 @pytest.fixture(scope="module")
-def small_int8_model():
+def small_int8_file():
     """A width-0.25 random MobileNetV1 at 40x40 (tf_same padding: asymmetric stride-2 pads),
-    quantized with random calibration batches."""
+    quantized with random calibration batches, and its float32 source."""
     model_file = random_model_file(0.25, 11, 40, seed=3)
     model_file.info = dataclasses.replace(model_file.info, padding="tf_same")
     rng = np.random.default_rng(5)
     batches = [rng.standard_normal((2, 3, 40, 40)).astype(np.float32) for _ in range(2)]
     int8_file, _ = quantize_model_file(model_file, batches)
+    return int8_file, model_file
+
+
+@pytest.fixture(scope="module")
+def small_int8_model(small_int8_file):
+    """small_int8_file's two models: (int8 file, int8 Model, float32 Model)."""
+    int8_file, model_file = small_int8_file
     return int8_file, Model(int8_file), Model(model_file)
 
 
-def test_int8_network_is_bit_exact(small_int8_model):
-    int8_file, model, _ = small_int8_model
+@pytest.mark.parametrize("tiles", [
+    pytest.param(True, marks=pytest.mark.skipif(
+        not matrix_tiles(), reason="the host has no AMX-INT8 the process may use")),
+    False])
+def test_int8_network_is_bit_exact(small_int8_file, monkeypatch, tiles):
+    """On an AMX host, both with the AMX pointwise GEMM and without it (MOBINUMBA_AMX=0's
+    path: the vpdpbusd kernels and the fused blocks)."""
+    from mobinumba.kernels import qtargets
+
+    int8_file, _ = small_int8_file
+    if not tiles:
+        monkeypatch.setattr(qtargets, "matrix_tiles", lambda: False)
+    model = Model(int8_file)
     rng = np.random.default_rng(9)
     # batch > 1, odd sizes; 96x96 runs fused depthwise + pointwise blocks on VNNI hosts
     for shape in ((3, 40, 40, 3), (1, 33, 27, 3), (2, 96, 96, 3)):
         q = int8(rng, *shape)
         assert np.array_equal(model.run_quantized(q), qreference.forward(int8_file, q))
-    if VNNI:
-        workspace = model._workspaces[(2, 96, 96)]
+    workspace = model._workspaces[(2, 96, 96)]
+    if tiles:
+        amx = [op.spec.name for op, kernel, _ in workspace.block_calls
+               if kernel.py_func.__name__ == "qpwconv_nhwc_amx"]
+        assert amx == [f"block{b:02d}_pw" for b in range(1, 14)], amx
+    elif VNNI:
         fused = [op.spec.name for op, kernel, _ in workspace.block_calls
                  if kernel.py_func.__name__ == "qblock_nhwc_vnni"]
         assert fused == ["block01_dw", "block02_dw", "block03_dw", "block04_dw",

@@ -18,6 +18,7 @@ import tempfile
 import numpy as np
 
 from ..atomic import write_atomically
+from ..kernels.qtargets import matrix_tiles
 from ..model import Model, default_weights_path
 from ..weights import read_model_file, write_model_file
 from .environment import load_average
@@ -32,6 +33,9 @@ THROUGHPUT_BATCH = 8
 # Zen 4 / Zen 5 issue two per cycle (two vector integer multiply pipes), Intel's AVX-512
 # server cores one or two (docs/performance.md says what was assumed for the figures).
 VNNI_MACS_PER_CYCLE = 64 * 2
+# ... and at the AMX peak (the pointwise GEMM where qtargets.matrix_tiles): one tdpbssd
+# (16 x 16 x 64 = 16,384 multiply-adds) every 16 cycles per core.
+AMX_MACS_PER_CYCLE = 1024
 
 
 def int8_models(weights):
@@ -84,6 +88,7 @@ def run_int8_benchmarks(weights, batch, threads, runs, warmup, out):
                 profiles[name].setdefault(layer, []).append(seconds)
     report = {"batch": batch, "threads": threads, "size": size, "runs": per_round * ROUNDS,
               "ghz": ghz, "vnni_macs_per_cycle_per_core": VNNI_MACS_PER_CYCLE,
+              "amx_macs_per_cycle_per_core": AMX_MACS_PER_CYCLE if matrix_tiles() else None,
               "load_average": [load_at_start, load_average()],
               "latency_ms": {name: latency_stats(values) for name, values in latencies.items()},
               "batch8_images_per_s": {name: THROUGHPUT_BATCH / median(values)
@@ -131,9 +136,14 @@ def _peak_text(report):
     """How the VNNI peak of the layer table was computed, or that it was not."""
     if report["ghz"] is None:
         return "VNNI peak: unknown (no clock in /proc/cpuinfo)"
-    return (f"VNNI peak: {report['threads']} cores x {report['ghz']:.2f} GHz x "
+    text = (f"VNNI peak: {report['threads']} cores x {report['ghz']:.2f} GHz x "
             f"{report['vnni_macs_per_cycle_per_core']} MACs x 2 (the clock /proc/cpuinfo "
             f"gives, often the nominal one: cores that boost above it show layers above 100%)")
+    if report.get("amx_macs_per_cycle_per_core"):
+        text += (f"; the pointwise layers run on AMX tiles here, whose peak is "
+                 f"{report['amx_macs_per_cycle_per_core'] // report['vnni_macs_per_cycle_per_core']}"
+                 f"x the VNNI one ({report['amx_macs_per_cycle_per_core']} MACs per cycle)")
+    return text
 
 
 def int8_markdown(report):

@@ -6,6 +6,7 @@ a target with AVX2: LLVM cannot select their intrinsics otherwise. The target is
 kernels/targets.py reads it (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, else the host).
 """
 import functools
+import os
 
 import llvmlite.binding as llvm
 import numba
@@ -61,6 +62,31 @@ def byte_permute():
     if features is None:
         return _target_cpu() in _VBMI_NAMES
     return "avx512vbmi" in features
+
+
+# CPU names LLVM gives AMX-INT8 (matrix_tiles).
+_AMX_NAMES = frozenset({"sapphirerapids", "emeraldrapids", "graniterapids", "graniterapids-d",
+                        "diamondrapids"})
+
+
+@functools.cache
+def matrix_tiles():
+    """Whether the int8 GEMM runs on AMX tiles (kernels/amx.py): the compile target has
+    AMX-INT8 and AMX-TILE, the operating system grants this process the tile data
+    (amx.request_tile_data) and MOBINUMBA_AMX is not 0 (set it to 0 to compare with the
+    vpdpbusd kernels)."""
+    if os.environ.get("MOBINUMBA_AMX", "").strip() == "0":
+        return False
+    features = _target_features()
+    if features is None:
+        has_amx = _target_cpu() in _AMX_NAMES
+    else:
+        has_amx = {"amx-int8", "amx-tile"} <= features
+    if not has_amx:
+        return False
+    from .amx import request_tile_data
+
+    return request_tile_data()
 
 
 def _target_cpu():

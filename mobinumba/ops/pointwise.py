@@ -3,8 +3,9 @@ second half, and timm's optional head conv.
 
 Runtime: (N, H, W, Cin) -> (N, H, W, Cout) as one GEMM over the N*H*W pixels
 (kernels/pointwise.py). Stride 1 only: the runtime has no strided 1x1 kernel. int8
-(QuantizedPointwiseConv): kernels/vnni.py where the compile target has AVX-512 VNNI or
-AVX-VNNI, kernels/avx2_int8.py where it has AVX2 only, else the portable kernels/qpointwise.py.
+(QuantizedPointwiseConv): kernels/amx.py where the compile target has AMX-INT8 and the
+system grants it, kernels/vnni.py where it has AVX-512 VNNI or AVX-VNNI, kernels/avx2_int8.py
+where it has AVX2 only, else the portable kernels/qpointwise.py.
 """
 import numpy as np
 
@@ -41,15 +42,19 @@ class PointwiseConv:
 
 
 class QuantizedPointwiseConv(PointwiseConv):
-    """The int8 pointwise op (TFLite CONV_2D int8, 1x1): the vpdpbusd GEMM when the compile
-    target has AVX-512 VNNI or AVX-VNNI (kernels/qtargets.py), the vpmaddwd one with AVX2
-    only, else the portable one. All fold the input zero point into the bias; vpdpbusd's u8
-    operand adds 128 more (kernels/vnni.py)."""
+    """The int8 pointwise op (TFLite CONV_2D int8, 1x1): the AMX tdpbssd GEMM when the
+    compile target has AMX-INT8 and the system grants this process the tiles
+    (kernels/qtargets.matrix_tiles; Cin a multiple of 4), the vpdpbusd GEMM when it has
+    AVX-512 VNNI or AVX-VNNI, the vpmaddwd one with AVX2 only, else the portable one. All
+    fold the input zero point into the bias; vpdpbusd's u8 operand adds 128 more
+    (kernels/vnni.py). Only the vpdpbusd op has a `tile`: the depthwise op before it fuses
+    with it (ops/depthwise.fuses_with); on AMX the separate kernels measured faster (m(x)
+    1.49 ms against 1.65 with the early blocks fused on vpdpbusd)."""
 
     output_dtype = np.int8
 
     def __init__(self, record, activation, padding, input_quantization):
-        from ..kernels.qtargets import int8_dot_product
+        from ..kernels.qtargets import int8_dot_product, matrix_tiles
         from .base import Int8Epilogue, int8_bias
 
         self.spec = record.spec
@@ -58,7 +63,21 @@ class QuantizedPointwiseConv(PointwiseConv):
         zero_point = input_quantization.zero_point
         self.bias = int8_bias(record, zero_point, fold=True)  # (Cout,) int32
         self.variant = int8_dot_product() or "portable"
-        if self.variant == "avx2":
+        step = None
+        if matrix_tiles():
+            from ..kernels.amx import depth_step
+
+            step = depth_step(record.weight.shape[1])
+        if step is not None:
+            from ..kernels.amx import pack_amx_weights, qpwconv_nhwc_amx, tile_config
+
+            self.variant = "amx"
+            self.kernel = qpwconv_nhwc_amx
+            self.tile_config = tile_config(step)
+            self.depth_step = step
+            # (P, Cin/4, 128) int8, (P, 32) int32: signed x signed, only the zero point folded
+            self.weight, self.bias = pack_amx_weights(record.weight, self.bias)
+        elif self.variant == "avx2":
             from ..kernels.avx2_int8 import AVX2_TILE, pack_avx2_weights, qpwconv_nhwc_avx2_kernel
 
             self.kernel = qpwconv_nhwc_avx2_kernel(AVX2_TILE)
@@ -81,8 +100,9 @@ class QuantizedPointwiseConv(PointwiseConv):
     def bind(self, src, dst):
         """(kernel, args): the int8 GEMM over src and dst flattened to (N*H*W, C)."""
         rows = src.shape[0] * src.shape[1] * src.shape[2]
+        tiles = (self.tile_config, self.depth_step) if self.variant == "amx" else ()
         return self.kernel, (src.reshape(rows, src.shape[3]), self.weight, self.bias,
-                             *self.epilogue.args, dst.reshape(rows, dst.shape[3]))
+                             *self.epilogue.args, *tiles, dst.reshape(rows, dst.shape[3]))
 
 
 class Pointwise(LayerKind):
