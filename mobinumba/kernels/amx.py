@@ -236,10 +236,14 @@ def qpwconv_nhwc_amx(x, packed, packed_bias, table, out_zero_point, low, high, c
     panels = packed.shape[0]
     row_blocks = (rows + 31) // 32
     runs = (row_blocks + RUN - 1) // RUN  # per panel
+    # Runs of rows outside, panels inside: each thread's static share of the tasks is a
+    # band of pixels, the rows the depthwise kernel before it wrote on the same core, and
+    # the rows the next one reads there (panels outside: m(x) 1.465 -> 1.375 ms).
     for task in prange(panels * runs):
         tile_ensure_config(config)
-        p = task // runs
-        first = (task - p * runs) * RUN
+        run = task // panels
+        p = task - run * panels
+        first = run * RUN
         j0 = p * 32
         for block in range(first, min(first + RUN, row_blocks)):
             # The last row block ends at the last row (M >= 32): it recomputes a few rows
