@@ -157,7 +157,8 @@ def table_rows_ir(context, builder, table_type, table_value, column, lanes):
 
 # The epilogue's forms (requantize_ir): EXACT rounds negative values as TFLite does; CLAMPED
 # is for clamps with low >= zero point (ReLU, ReLU6), where every negative value ends at
-# `low`; FULL_RANGE is CLAMPED with zero point = low = -128 and high = 127, the usual ReLU6
+# `low` (so its high mul and right shift are one rounding shift: _rounding_shift_lanes);
+# FULL_RANGE is CLAMPED with zero point = low = -128 and high = 127, the usual ReLU6
 # output ([0, 6] on [-128, 127]; every layer of the shipped model): with constant bounds
 # LLVM makes the clamp and the store one saturating vpmovsdb, 2 instructions (add, store)
 # where runtime bounds take 4 (add, max, min, vpmovdb).
@@ -172,6 +173,45 @@ def mode_intrinsic(function, base, mode):
     return intrinsic(function)
 
 
+def _rounding_shift_lanes(builder, a, rows, lanes):
+    """IR: the int32 vector floor((a * M + 2^30 + HALF * 2^31) / 2^(31 + RIGHT)) of the int32
+    vector a with the table rows MULTIPLIER, HALF and RIGHT: the high mul and the right
+    shift of the clamped forms in one rounding shift of the 64-bit product. For integers,
+    floor((floor(P / 2^31) + h) / 2^r) = floor((P + h 2^31) / 2^(31 + r)), so this equals
+    (high_mul + HALF) >> RIGHT; the sum stays below 2^63 (|P| < 2^62, HALF <= 2^30) and the
+    result within int32. The per-lane constants (64-bit, even and odd channels apart) derive
+    from the table rows, which the kernels load once per vector of channels, so LLVM
+    computes them outside the loops: per 16 outputs 2 vpmuldq, 1 vpsraq, 2 vpaddq, 2
+    vpsravq and one vpermt2d, where _high_mul_lanes and the separate shift took 2 more."""
+    i64 = ir.IntType(64)
+    half = ir.VectorType(i64, lanes // 2)
+
+    def constant(value):
+        return ir.Constant(half, [value] * (lanes // 2))
+
+    def low(value):  # the even channel's int32, sign-extended
+        return builder.ashr(builder.shl(value, constant(32)), constant(32))
+
+    def even_and_odd(row):  # a table row's even and odd channels as unsigned 64-bit lanes
+        value = builder.bitcast(row, half)
+        return builder.and_(value, constant(0xFFFFFFFF)), builder.lshr(value, constant(32))
+
+    a64, m64 = builder.bitcast(a, half), builder.bitcast(rows[MULTIPLIER], half)
+    products = (builder.mul(low(a64), low(m64)),
+                builder.mul(builder.ashr(a64, constant(32)), builder.ashr(m64, constant(32))))
+    results = []
+    for product, half_value, right in zip(products, even_and_odd(rows[HALF]),
+                                          even_and_odd(rows[RIGHT])):
+        rounding = builder.add(builder.shl(half_value, constant(31)), constant(1 << 30))
+        results.append(builder.ashr(builder.add(product, rounding),
+                                    builder.add(right, constant(31))))
+    v32 = a.type
+    order = [index if index % 2 == 0 else lanes + index - 1 for index in range(lanes)]
+    return builder.shuffle_vector(builder.bitcast(results[0], v32),
+                                  builder.bitcast(results[1], v32),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), order))
+
+
 def requantize_ir(builder, acc32, rows, zero_point, low, high, mode):
     """IR: the int8 vector requantize(acc32) with the table `rows` (table_rows_ir) and the
     splat int32 vectors zero_point, low, high (FULL_RANGE uses its constants), in the form
@@ -179,20 +219,21 @@ def requantize_ir(builder, acc32, rows, zero_point, low, high, mode):
     lanes = acc32.type.count
     v8 = ir.VectorType(ir.IntType(8), lanes)
     shifted = builder.shl(acc32, rows[LEFT])  # C's int32 wrap
-    high_mul = _high_mul_lanes(builder, shifted, rows[MULTIPLIER], lanes)
-    # RoundingDivideByPOT: (x + half - [x < 0 and right > 0]) >> right. For x >= 0 the sum
-    # can pass 2^31 - 1 (right 31 adds 2^30), but not 2^32: a logical shift of the wrapped
-    # sum is still exact; negative sums shift arithmetically.
-    zero, bits31 = ir.Constant(acc32.type, [0] * lanes), ir.Constant(acc32.type, [31] * lanes)
+    zero = ir.Constant(acc32.type, [0] * lanes)
     if mode == EXACT:  # halves of negative values round away from zero
+        high_mul = _high_mul_lanes(builder, shifted, rows[MULTIPLIER], lanes)
+        # RoundingDivideByPOT: (x + half - [x < 0 and right > 0]) >> right. For x >= 0 the
+        # sum can pass 2^31 - 1 (right 31 adds 2^30), but not 2^32: a logical shift of the
+        # wrapped sum is still exact; negative sums shift arithmetically.
+        bits31 = ir.Constant(acc32.type, [31] * lanes)
         fix = builder.and_(builder.ashr(high_mul, bits31), rows[NEGATIVE_FIX])
         total = builder.add(builder.add(high_mul, rows[HALF]), fix)
         value = builder.select(builder.icmp_signed("<", high_mul, zero),
                                builder.ashr(total, rows[RIGHT]),
                                builder.lshr(total, rows[RIGHT]))
-    else:  # every x < 0 ends at `low` either way: start from max(x, 0)
-        positive = builder.select(builder.icmp_signed(">", high_mul, zero), high_mul, zero)
-        value = builder.lshr(builder.add(positive, rows[HALF]), rows[RIGHT])
+    else:  # every negative value ends at `low` either way: max(x, 0) after the rounding
+        value = _rounding_shift_lanes(builder, shifted, rows, lanes)
+        value = builder.select(builder.icmp_signed(">", value, zero), value, zero)
     if mode == FULL_RANGE:  # the clamp with constant bounds: a saturating narrowing store
         zero_point = ir.Constant(acc32.type, [-128] * lanes)
         low = zero_point
@@ -316,8 +357,9 @@ int32; RoundingDivideByPOT as (x + half - [x < 0 and right > 0]) >> right
 int32, dst: 1-D int8, each holding 16 elements from there (the caller checks the bounds)."""
 requantize_vector_clamped = _requantize_vector_intrinsic(CLAMPED)
 requantize_vector_clamped.__doc__ = """requantize_vector for low >= zero_point (a ReLU or
-ReLU6 clamp): every x < 0 rounds to <= 0 and ends at `low` either way, so it starts from
-max(x, 0) and shifts logically, without the negative rounding fix and the select."""
+ReLU6 clamp): every x < 0 rounds to <= 0 and ends at `low` either way, so the high mul
+and the right shift are one rounding shift of the 64-bit product (_rounding_shift_lanes),
+without the negative rounding fix, then max(x, 0)."""
 
 
 requantize_tile_vector = _requantize_tile_vector_intrinsic(EXACT)
