@@ -19,7 +19,10 @@ from reference_models import ClassicMobileNet, TimmMobileNetV1, randomize_  # no
 
 from mobinumba.cli import main  # noqa: E402
 
-torch.set_num_threads(2)
+# Under `pytest -n 2` two workers share the 2 cores: one torch thread each. Two threads each
+# oversubscribed the cores when both workers ran PyTorch references at once (test_parity):
+# torch's OpenMP threads waited for descheduled ones and the run stalled for minutes.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 def build_reference(layout, multiplier, activation, head, num_classes=1000, seed=0):
