@@ -16,7 +16,7 @@ import numba
 
 from .errors import check_integer
 
-# Spins (PAUSE loops, ~20 ns each here) an idle OpenMP thread makes before it sleeps.
+# Spins (PAUSE loops, ~20 ns each on the EPYC) an idle OpenMP thread makes before it sleeps.
 # Why: every prange is a parallel region ending in a barrier, 29 of them per forward pass.
 # libgomp's default (300000 spins, some milliseconds) keeps a waiting thread on its core; when
 # other processes compete for the cores, that spinning takes the time slice the descheduled
@@ -34,7 +34,27 @@ from .errors import check_integer
 # 2 busy loops, float32: 1000 4.15 / 8.23 and 12.84 / 18.25; 2000 4.01 / 4.24 and
 # 11.59 / 18.23; int8: 1000 1.63 / 1.91 and 3.91 / 9.38; 2000 1.48 / 1.70 and 3.92 / 9.75;
 # 10000 and 30000 spins doubled the busy p90 again).
-GOMP_SPINCOUNT = "2000"
+# On an Intel Xeon VM (2 cores, KVM; 2026-12-02) 2000 spins were too few: after an idle
+# pause int8 calls 2-12 took 3.9-4.4 ms (steady 1.3), the busy int8 p90 9.29 ms and float32
+# 10.10 quiet / 24.42 busy; with 10000 spins 1.2-1.7 ms after the pause, busy int8 p90 5.34,
+# float32 7.85 / 20.50 (bench/after_idle.py, bench/busy_machine.py; docs/performance.md). So
+# the default depends on the CPU's vendor: 10000 on Intel, 2000 elsewhere (AMD measured).
+_SPINS_BY_VENDOR = {"GenuineIntel": "10000"}
+
+
+def _cpu_vendor():
+    """/proc/cpuinfo's vendor_id ('GenuineIntel', 'AuthenticAMD'), or '' where unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+GOMP_SPINCOUNT = _SPINS_BY_VENDOR.get(_cpu_vendor(), "2000")
 
 _lock = threading.RLock()
 _threads = None  # None: Numba's default (NUMBA_NUM_THREADS, all cores)
