@@ -78,8 +78,9 @@ def tile_ensure_config(typingctx, config):
     def codegen(context, builder, signature, args):
         i8, i64 = ir.IntType(8), ir.IntType(64)
         wanted = _data_pointer(context, builder, signature.args[0], args[0], i8)
-        current = cgutils.alloca_once(builder, ir.ArrayType(i8, 64))
-        current = builder.bitcast(current, i8.as_pointer())
+        slot = cgutils.alloca_once(builder, ir.ArrayType(i8, 64))
+        slot.align = 64  # the <8 x i64> load below promises 8; sttilecfg needs none
+        current = builder.bitcast(slot, i8.as_pointer())
         builder.call(_void_function(builder, "llvm.x86.sttilecfg", [current.type]), [current])
         vector = ir.VectorType(i64, 8).as_pointer()
         differs = builder.icmp_unsigned("!=", builder.load(builder.bitcast(current, vector),
