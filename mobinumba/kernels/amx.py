@@ -9,7 +9,7 @@ AMX has 8 tile registers of up to 16 rows x 64 bytes, shaped by a 64-byte config
 that each thread loads (ldtilecfg) before its first tile instruction. One tdpbssd multiplies
 16 rows x K bytes of A by K/4 rows x 64 bytes of B (16 columns x 4 bytes, VNNI order: the
 layout of kernels/vnni.pack_vnni_weights) into 16 x 16 int32: 16,384 multiply-adds, against
-64 for one zmm vpdpbusd. The tile here is 2 x 2 registers (AmxTile): 32 pixels x 32 output
+64 for one zmm vpdpbusd. The tile here is 2 x 2 registers: 32 pixels x 32 output
 channels in tiles 0-3, two A tiles (4, 5) and two B tiles (6, 7), 4 tdpbssd per 4 loads.
 The accumulators leave the tiles through a stack matrix (tilestored) into the same epilogue
 as the vpdpbusd tile (qcommon.requantize_tile), so the results are the same bits.
@@ -25,7 +25,6 @@ import ctypes
 import functools
 import platform
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
@@ -146,17 +145,6 @@ def tile_dot_s8(typingctx, c, a, b):
     return types.none(c, a, b), codegen
 
 
-@dataclass(frozen=True)
-class AmxTile:
-    """The tdpbssd tile: 2 x 2 registers of 16 x 16 int32, `mr` pixels x `nr` channels."""
-
-    mr: int = 32
-    nr: int = 32
-
-
-AMX_TILE = AmxTile()
-
-
 def depth_step(depth):
     """The input channels per tdpbssd (the A tiles' bytes per row): the largest of 64, 32,
     16, 8, 4 dividing `depth`, so that no tile reads past a pixel's channels; None when
@@ -182,7 +170,7 @@ def pack_amx_weights(weight, bias):
     """OIHW int8 (Cout, Cin, 1, 1), int32 (Cout,) -> (P, ceil(Cin / 4), 128) int8 panels of
     32 channels (pack_vnni_weights' layout: B tile 0 is bytes 0-63 of each row, B tile 1
     bytes 64-127) and (P, 32) int32 bias."""
-    return pack_vnni_weights(weight, bias, AMX_TILE.nr)
+    return pack_vnni_weights(weight, bias, 32)
 
 
 @njit(inline="always")
